@@ -1,0 +1,207 @@
+//! The embedded authority: regate's own RBAC store, a directory of Kubernetes-style YAML objects
+//! (see [`store`] for the layout) that the CLI changes ([`ops`]) while the server runs.
+//!
+//! [`Embedded`] answers the gateway from an in-memory [`Snapshot`] held in an [`ArcSwap`], so a
+//! request never touches the disk. A background task ([`Embedded::spawn_reloader`]) polls the
+//! directory's [`Fingerprint`] and swaps in a new snapshot when something changed; a directory
+//! that does not load (a hand edit gone wrong) keeps the last good snapshot in force.
+
+pub mod bootstrap;
+pub mod ops;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+
+pub use ops::{Store, SubjectRef};
+pub use store::{Fingerprint, Layout, Snapshot, StoreError, StoredUser, User, fingerprint, load};
+
+use super::{Authn, Authority, AuthorityError};
+use crate::identity::UserInfo;
+use crate::policy::{Attributes, Decision};
+use crate::token::{Signer, TokenError};
+
+/// How often the reloader looks for changes. A change is in force within this plus the time a
+/// load takes, well under the one second BEHAVIOUR promises.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The embedded authority over one state directory.
+pub struct Embedded {
+    dir: PathBuf,
+    snapshot: ArcSwap<Snapshot>,
+    /// Reloaded with the snapshot, so deleting `signing.key` (rotating it) takes effect live.
+    signer: ArcSwap<Signer>,
+    generation: AtomicU64,
+    /// The fingerprint of the directory the snapshot (or the last failed load) was read from.
+    seen: Mutex<Option<Fingerprint>>,
+    /// The last reload failure logged, so each distinct failure is logged once.
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("dir", &self.dir)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedded {
+    /// Opens the state directory (creating it, its key and the bootstrap roles if missing) and
+    /// loads it; an error when it does not load, since there is no last good policy yet.
+    pub fn open(state_dir: &Path) -> Result<Arc<Embedded>, StoreError> {
+        Store::open(state_dir)?;
+        let seen = fingerprint(state_dir)?;
+        let snapshot = load(state_dir)?;
+        let signer = Signer::load_or_create(&Layout::new(state_dir).signing_key())?;
+        Ok(Arc::new(Embedded {
+            dir: state_dir.to_path_buf(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            signer: ArcSwap::from_pointee(signer),
+            generation: AtomicU64::new(1),
+            seen: Mutex::new(Some(seen)),
+            last_error: Mutex::new(None),
+        }))
+    }
+
+    /// Starts the task that reloads the state directory when it changes (polled every
+    /// [`RELOAD_INTERVAL`]). It stops when the last `Arc<Embedded>` is dropped. Needs a tokio
+    /// runtime.
+    pub fn spawn_reloader(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { break };
+                // Reading files blocks; keep it off the request workers.
+                if tokio::task::spawn_blocking(move || this.poll())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(
+                        "policy reloader panicked; policy changes are no longer picked up until restart"
+                    );
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Reloads if the directory changed since the last look; `Ok(true)` when a new snapshot is in
+    /// force. On error the last good snapshot stays, and the same broken state is not re-read
+    /// until something changes again.
+    pub fn reload(&self) -> Result<bool, StoreError> {
+        let now = fingerprint(&self.dir)?;
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == Some(now) {
+                return Ok(false);
+            }
+            // Taken before loading: a write racing the load changes the fingerprint again, so
+            // the next look reloads.
+            *seen = Some(now);
+        }
+        let snapshot = load(&self.dir)?;
+        let signer = Signer::load_or_create(&Layout::new(&self.dir).signing_key())?;
+        self.snapshot.store(Arc::new(snapshot));
+        self.signer.store(Arc::new(signer));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// One look by the reloader: reload, and log a failure once until it changes or is fixed.
+    fn poll(&self) {
+        let result = self.reload();
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(changed) => {
+                if changed && last.take().is_some() {
+                    tracing::info!(dir = %self.dir.display(), "state directory loads again; its current policy is in force");
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                if last.as_deref() != Some(message.as_str()) {
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        "cannot reload the state directory: {message}. The last good policy stays in force; fix or remove the file and it is picked up automatically"
+                    );
+                    *last = Some(message);
+                }
+            }
+        }
+    }
+
+    /// The policy and identities in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The key that signs and verifies tokens.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer.load_full()
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait]
+impl Authority for Embedded {
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
+        let claims = match self.signer.load().verify_api_token(token.expose_secret()) {
+            Ok(claims) => claims,
+            Err(TokenError::Invalid(reason)) => return Ok(Authn::Invalid { reason }),
+            Err(other) => {
+                return Ok(Authn::Invalid {
+                    reason: other.to_string(),
+                });
+            }
+        };
+        // The uid check makes a deleted, or deleted and recreated, subject's tokens useless.
+        let groups = self.snapshot.load().groups_of(&claims.sub, &claims.uid);
+        Ok(match groups {
+            Some(groups) => Authn::User(UserInfo::authenticated(claims.sub, claims.uid, groups)),
+            None => Authn::Invalid {
+                reason: format!(
+                    "{} no longer exists (deleted or recreated); create a new token",
+                    claims.sub
+                ),
+            },
+        })
+    }
+
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthorityError> {
+        Ok(self.snapshot.load().policy.evaluate(user, attrs))
+    }
+
+    async fn still_exists(&self, user: &UserInfo) -> Result<bool, AuthorityError> {
+        Ok(self.snapshot.load().still_exists(user))
+    }
+
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        Ok(self.snapshot.load().anonymous_has_grants)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests;

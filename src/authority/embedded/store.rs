@@ -1,0 +1,749 @@
+//! The state directory: Kubernetes-style YAML objects, one object per file, readable and editable
+//! by hand.
+//!
+//! ```text
+//! STATE/signing.key                                  token key (token::Signer), mode 0600
+//! STATE/cluster/clusterroles/NAME.yaml               rbac.authorization.k8s.io/v1 ClusterRole
+//! STATE/cluster/clusterrolebindings/NAME.yaml        rbac.authorization.k8s.io/v1 ClusterRoleBinding
+//! STATE/cluster/users/NAME.yaml                      user.openshift.io/v1 User
+//! STATE/namespaces/NS/namespace.yaml                 v1 Namespace
+//! STATE/namespaces/NS/serviceaccounts/NAME.yaml      v1 ServiceAccount
+//! STATE/namespaces/NS/roles/NAME.yaml                rbac.authorization.k8s.io/v1 Role
+//! STATE/namespaces/NS/rolebindings/NAME.yaml         rbac.authorization.k8s.io/v1 RoleBinding
+//! ```
+//!
+//! This module owns the layout, reading ([`load`] into a [`Snapshot`]), change detection
+//! ([`fingerprint`]) and the primitives writers use; the operations the CLI runs are in
+//! [`super::ops`]. Consistency rests on three rules:
+//!
+//! - every file is replaced atomically (temporary file in the same directory, fsync, rename), so
+//!   a reader sees a file whole, old or new;
+//! - writers hold an exclusive lock of `STATE/.lock` around each read-modify-write and [`load`]
+//!   holds a shared one, so a snapshot never sees half of a multi-file change made by the CLI;
+//! - a namespace exists exactly when its `namespace.yaml` does: it is written after the
+//!   namespace's other objects and removed before them, so even a hand-made copy or a crash
+//!   never shows a namespace without its service accounts and bindings.
+//!
+//! Files and directories whose name starts with `.` (the lock, temporary files, editor swap
+//! files) and files not ending in `.yaml` are ignored.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{UserInfo, service_account_of};
+use crate::policy::Policy;
+use crate::token::TokenError;
+
+/// `apiVersion` of [`User`].
+pub const USER_API_VERSION: &str = "user.openshift.io/v1";
+/// `kind` of [`User`].
+pub const USER_KIND: &str = "User";
+
+/// Why the state directory could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A state file does not parse, or holds another object than its place in the layout says.
+    #[error("{}: {reason}", location(path, *line, *column))]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem, when known.
+        line: Option<usize>,
+        /// 1-based column of the problem, when known.
+        column: Option<usize>,
+        /// What is wrong and, where it helps, how to fix it.
+        reason: String,
+    },
+    /// The signing key could not be read or created, or a token not signed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// An object to create already exists.
+    #[error("{kind} {name:?} already exists{}", in_namespace(namespace.as_deref()))]
+    AlreadyExists {
+        /// e.g. `namespace`, `serviceaccount`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Its namespace, for namespaced objects.
+        namespace: Option<String>,
+    },
+    /// The namespace does not exist.
+    #[error(
+        "namespace {namespace:?} not found; create it with: regate create namespace {namespace}"
+    )]
+    NamespaceNotFound {
+        /// The namespace.
+        namespace: String,
+    },
+    /// The service account does not exist.
+    #[error(
+        "serviceaccount {name:?} not found in namespace {namespace:?}; create it with: regate create serviceaccount {name} -n {namespace}"
+    )]
+    ServiceAccountNotFound {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// The user does not exist.
+    #[error("user {name:?} not found; create it with: regate create user {name}")]
+    UserNotFound {
+        /// The user name.
+        name: String,
+    },
+    /// No ClusterRole of that name.
+    #[error(
+        "clusterrole {name:?} not found (no file {}); built-in roles: {}; to define it, write a ClusterRole to that file",
+        path.display(),
+        builtin_roles()
+    )]
+    RoleNotFound {
+        /// The role name.
+        name: String,
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// Nothing to remove: no binding of the role names the subjects.
+    #[error("no {binding_kind}{} binds clusterrole {role:?} to {subjects}", in_namespace(namespace.as_deref()))]
+    NotBound {
+        /// `RoleBinding` or `ClusterRoleBinding`.
+        binding_kind: &'static str,
+        /// The namespace of RoleBindings.
+        namespace: Option<String>,
+        /// The role.
+        role: String,
+        /// The subjects, as given.
+        subjects: String,
+    },
+    /// A name that cannot be an object name (or a file name).
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// e.g. `namespace`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// An object could not be written as YAML (a bug: every object is serialisable).
+    #[error("cannot write {}: {source}", path.display())]
+    Serialize {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+fn location(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("{}:{line}:{column}", path.display()),
+        (Some(line), None) => format!("{}:{line}", path.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+fn in_namespace(namespace: Option<&str>) -> String {
+    namespace
+        .map(|ns| format!(" in namespace {ns:?}"))
+        .unwrap_or_default()
+}
+
+fn builtin_roles() -> String {
+    super::bootstrap::cluster_roles()
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An `io::Error` on `path` as a [`StoreError`].
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An OpenShift `User` (`user.openshift.io/v1`); k8s-openapi has no type for it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// `user.openshift.io/v1`.
+    #[serde(default)]
+    pub api_version: String,
+    /// `User`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, uid, creation time.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Groups the user is in, besides the implicit `system:authenticated`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// A user named `name` in `groups`, not yet stamped with a uid.
+    pub fn new(name: &str, groups: Vec<String>) -> Self {
+        User {
+            api_version: USER_API_VERSION.to_string(),
+            kind: USER_KIND.to_string(),
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            groups,
+        }
+    }
+}
+
+/// An object kept in the state directory.
+pub(crate) trait StateObject: Serialize + DeserializeOwned {
+    /// Its `apiVersion`.
+    const API_VERSION: &'static str;
+    /// Its `kind`.
+    const KIND: &'static str;
+    /// Its metadata.
+    fn meta(&self) -> &ObjectMeta;
+    /// Its metadata, to stamp or normalise.
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! state_object {
+    ($ty:ty, $api_version:expr, $kind:expr) => {
+        impl StateObject for $ty {
+            const API_VERSION: &'static str = $api_version;
+            const KIND: &'static str = $kind;
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+    ($($ty:ty),*) => {$(
+        state_object!(
+            $ty,
+            <$ty as k8s_openapi::Resource>::API_VERSION,
+            <$ty as k8s_openapi::Resource>::KIND
+        );
+    )*};
+}
+
+state_object!(
+    Namespace,
+    ServiceAccount,
+    ClusterRole,
+    Role,
+    ClusterRoleBinding,
+    RoleBinding
+);
+state_object!(User, USER_API_VERSION, USER_KIND);
+
+/// Where each object lives in a state directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the state directory `root`.
+    pub fn new(root: &Path) -> Self {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The token signing key.
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("signing.key")
+    }
+
+    /// The writers' lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Directory of ClusterRoles.
+    pub fn cluster_roles(&self) -> PathBuf {
+        self.root.join("cluster/clusterroles")
+    }
+
+    /// Directory of ClusterRoleBindings.
+    pub fn cluster_role_bindings(&self) -> PathBuf {
+        self.root.join("cluster/clusterrolebindings")
+    }
+
+    /// Directory of Users.
+    pub fn users(&self) -> PathBuf {
+        self.root.join("cluster/users")
+    }
+
+    /// Directory holding one directory per namespace.
+    pub fn namespaces(&self) -> PathBuf {
+        self.root.join("namespaces")
+    }
+
+    /// The directory of namespace `ns`.
+    pub fn namespace_dir(&self, ns: &str) -> PathBuf {
+        self.namespaces().join(ns)
+    }
+
+    /// The Namespace object of `ns`; the namespace exists when this file does.
+    pub fn namespace_file(&self, ns: &str) -> PathBuf {
+        self.namespace_dir(ns).join("namespace.yaml")
+    }
+
+    /// Directory of the service accounts of `ns`.
+    pub fn service_accounts(&self, ns: &str) -> PathBuf {
+        self.namespace_dir(ns).join("serviceaccounts")
+    }
+
+    /// Directory of the Roles of `ns`.
+    pub fn roles(&self, ns: &str) -> PathBuf {
+        self.namespace_dir(ns).join("roles")
+    }
+
+    /// Directory of the RoleBindings of `ns`.
+    pub fn role_bindings(&self, ns: &str) -> PathBuf {
+        self.namespace_dir(ns).join("rolebindings")
+    }
+}
+
+/// The file of object `name` in directory `dir`.
+pub(crate) fn object_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.yaml"))
+}
+
+/// A user as stored: what authenticating its token needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredUser {
+    /// `metadata.uid`; tokens carry it, so a recreated user's old tokens are refused.
+    pub uid: String,
+    /// The user's groups (without the implicit ones).
+    pub groups: Vec<String>,
+}
+
+/// Everything the authority needs from one consistent reading of the state directory.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Roles and bindings.
+    pub policy: Policy,
+    /// Namespace names.
+    pub namespaces: BTreeSet<String>,
+    /// Service account uids by (namespace, name).
+    pub service_accounts: HashMap<(String, String), String>,
+    /// Users by name.
+    pub users: HashMap<String, StoredUser>,
+    /// Whether the policy grants the anonymous identity anything (computed once per load).
+    pub anonymous_has_grants: bool,
+}
+
+impl Snapshot {
+    /// The stored groups of the service account or user `name` if it exists with uid `uid`;
+    /// `None` when it was deleted or recreated (another uid).
+    pub fn groups_of(&self, name: &str, uid: &str) -> Option<Vec<String>> {
+        if let Some((ns, sa)) = service_account_of(name) {
+            let stored = self
+                .service_accounts
+                .get(&(ns.to_string(), sa.to_string()))?;
+            return (stored == uid).then(Vec::new);
+        }
+        let user = self.users.get(name)?;
+        (user.uid == uid).then(|| user.groups.clone())
+    }
+
+    /// Whether the identity still exists with the same uid (anonymous always does).
+    pub fn still_exists(&self, user: &UserInfo) -> bool {
+        user.is_anonymous() || self.groups_of(&user.name, &user.uid).is_some()
+    }
+}
+
+/// Reads the whole state directory into a [`Snapshot`]. The first file that does not parse is
+/// an error naming file, line and reason; the caller keeps its last good snapshot.
+pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
+    let layout = Layout::new(dir);
+    // Probe the directory itself so that a missing state dir is reported as such.
+    fs::metadata(dir).map_err(io_error(dir))?;
+    let _lock = lock_shared(&layout)?;
+
+    let cluster_roles: Vec<ClusterRole> = read_objects(&layout.cluster_roles(), None)?;
+    let cluster_role_bindings: Vec<ClusterRoleBinding> =
+        read_objects(&layout.cluster_role_bindings(), None)?;
+    let users: Vec<User> = read_objects(&layout.users(), None)?;
+
+    let mut snapshot = Snapshot::default();
+    let (mut roles, mut role_bindings) = (Vec::new(), Vec::new());
+    for ns in namespace_dirs(&layout)? {
+        // A directory without namespace.yaml is a namespace half created or half deleted.
+        let file = layout.namespace_file(&ns);
+        let Some(namespace) = read_object::<Namespace>(&file)? else {
+            continue;
+        };
+        check_identity(&file, namespace.meta(), &ns, None)?;
+        let service_accounts: Vec<ServiceAccount> =
+            read_objects(&layout.service_accounts(&ns), Some(&ns))?;
+        for sa in service_accounts {
+            let name = sa.metadata.name.unwrap_or_default();
+            let uid = sa.metadata.uid.unwrap_or_default();
+            snapshot.service_accounts.insert((ns.clone(), name), uid);
+        }
+        roles.extend(read_objects::<Role>(&layout.roles(&ns), Some(&ns))?);
+        role_bindings.extend(read_objects::<RoleBinding>(
+            &layout.role_bindings(&ns),
+            Some(&ns),
+        )?);
+        snapshot.namespaces.insert(ns);
+    }
+    for user in users {
+        let name = user.metadata.name.unwrap_or_default();
+        let uid = user.metadata.uid.unwrap_or_default();
+        snapshot.users.insert(
+            name,
+            StoredUser {
+                uid,
+                groups: user.groups,
+            },
+        );
+    }
+    snapshot.policy = Policy::new(cluster_roles, roles, cluster_role_bindings, role_bindings);
+    snapshot.anonymous_has_grants = snapshot.policy.grants_anything_to(&UserInfo::anonymous());
+    Ok(snapshot)
+}
+
+/// A cheap summary of every file's path, modification time, size and inode: it changes whenever
+/// a file is written (atomic replacement makes a new inode), added or removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
+/// The [`Fingerprint`] of the state directory `dir`.
+pub fn fingerprint(dir: &Path) -> Result<Fingerprint, StoreError> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    files.hash(&mut hasher);
+    Ok(Fingerprint(hasher.finish()))
+}
+
+/// (path, mtime seconds, mtime nanoseconds, size, inode) of every visible file under `dir`.
+fn collect_files(
+    dir: &Path,
+    out: &mut Vec<(PathBuf, i64, i64, u64, u64)>,
+) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if is_hidden(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_error(&path))?;
+        if file_type.is_dir() {
+            match collect_files(&path, out) {
+                // Removed while we walked: the next fingerprint sees the result.
+                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(meta) => out.push((
+                path,
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.size(),
+                meta.ino(),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// Names of the directories under `namespaces/`, sorted.
+fn namespace_dirs(layout: &Layout) -> Result<Vec<String>, StoreError> {
+    let dir = layout.namespaces();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(&dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(&dir))?;
+        let is_dir = entry.file_type().map_err(io_error(&dir))?.is_dir();
+        let name = entry.file_name();
+        if is_dir
+            && !is_hidden(&name)
+            && let Some(name) = name.to_str()
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The `apiVersion` and `kind` of any object, whatever else it holds.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+/// Parses one object from `text`, the contents of `path` (named in errors with line and column).
+pub(crate) fn parse<T: StateObject>(path: &Path, text: &str) -> Result<T, StoreError> {
+    // Checked first, and on their own, so that an object in the wrong place is reported at the
+    // `kind:` line (serde_yaml would point at the start of the document).
+    if let Ok(found) = serde_yaml::from_str::<TypeMeta>(text) {
+        for (key, value, expected) in [
+            ("apiVersion", found.api_version, T::API_VERSION),
+            ("kind", found.kind, T::KIND),
+        ] {
+            if let Some(value) = value.filter(|v| v != expected) {
+                return Err(StoreError::Parse {
+                    path: path.to_path_buf(),
+                    line: line_of(text, key),
+                    column: None,
+                    reason: format!(
+                        "{key} is {value:?} but this directory holds {} objects ({key}: {expected})",
+                        T::KIND
+                    ),
+                });
+            }
+        }
+    }
+    serde_yaml::from_str(text).map_err(|e| {
+        let location = e.location();
+        let mut reason = e.to_string();
+        if let Some(at) = &location {
+            // serde_yaml appends the location; it is already in front of the message.
+            reason = reason.replace(
+                &format!(" at line {} column {}", at.line(), at.column()),
+                "",
+            );
+        }
+        StoreError::Parse {
+            path: path.to_path_buf(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+            reason: format!("{reason} (in a {} object)", T::KIND),
+        }
+    })
+}
+
+/// The 1-based line of the first `key:` in `text`, to point an error at it.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let prefix = format!("{key}:");
+    text.lines()
+        .position(|line| line.trim_start().starts_with(&prefix))
+        .map(|i| i + 1)
+}
+
+/// Reads the object in `path`; `None` when there is no such file.
+pub(crate) fn read_object<T: StateObject>(path: &Path) -> Result<Option<T>, StoreError> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse(path, &text).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Reads every `*.yaml` object in `dir` (none when `dir` does not exist), sorted by file name.
+/// Each object's name must match its file name, and a namespaced object's namespace its
+/// directory; a missing name or namespace is filled in from the place.
+pub(crate) fn read_objects<T: StateObject>(
+    dir: &Path,
+    namespace: Option<&str>,
+) -> Result<Vec<T>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".yaml")
+            && !stem.is_empty()
+            && !name.starts_with('.')
+        {
+            files.push((stem.to_string(), entry.path()));
+        }
+    }
+    files.sort();
+    let mut objects = Vec::with_capacity(files.len());
+    for (stem, path) in files {
+        // Deleted since we listed the directory: not an object any more.
+        let Some(mut object) = read_object::<T>(&path)? else {
+            continue;
+        };
+        check_identity(&path, object.meta(), &stem, namespace)?;
+        let meta = object.meta_mut();
+        meta.name.get_or_insert(stem);
+        if let Some(ns) = namespace {
+            meta.namespace.get_or_insert_with(|| ns.to_string());
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// The name in a file must be the file's name, and the namespace (if given) its directory's:
+/// the CLI finds objects by file name, and a mismatch would make two names for one object.
+fn check_identity(
+    path: &Path,
+    meta: &ObjectMeta,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<(), StoreError> {
+    let mismatch = |reason: String| StoreError::Parse {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        reason,
+    };
+    if let Some(found) = meta.name.as_deref()
+        && found != name
+    {
+        return Err(mismatch(format!(
+            "metadata.name is {found:?} but the file is named for {name:?}; rename the file or fix the name"
+        )));
+    }
+    if let (Some(found), Some(expected)) = (meta.namespace.as_deref(), namespace)
+        && found != expected
+    {
+        return Err(mismatch(format!(
+            "metadata.namespace is {found:?} but the file is in namespace {expected:?}'s directory; move the file or fix the namespace"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets `metadata.uid` (a new UUID) and `creationTimestamp` (now) where missing, as the API
+/// server does when it creates an object.
+pub(crate) fn stamp(meta: &mut ObjectMeta) {
+    meta.uid
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+    meta.creation_timestamp.get_or_insert_with(|| {
+        let now = i64::try_from(crate::token::now()).unwrap_or(0);
+        Time(k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default())
+    });
+}
+
+/// Writes `object` to `path` atomically.
+pub(crate) fn write_object<T: StateObject>(path: &Path, object: &T) -> Result<(), StoreError> {
+    let text = serde_yaml::to_string(object).map_err(|source| StoreError::Serialize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes`: a reader sees the old file or the new one, never a part, and
+/// after a crash the file is one or the other too.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir)?;
+    // The leading dot keeps the temporary file out of loads and fingerprints.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
+    tmp.write_all(bytes).map_err(io_error(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io_error(path))?;
+    tmp.persist(path).map_err(|e| io_error(path)(e.error))?;
+    sync_dir(dir)
+}
+
+/// Removes `path` durably.
+pub(crate) fn remove_file(path: &Path) -> Result<(), StoreError> {
+    fs::remove_file(path).map_err(io_error(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Creates `dir` and its missing parents, readable by the owner only.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))
+}
+
+/// Whether `path` exists (an error other than "not found" is an error, not a no).
+pub(crate) fn exists(path: &Path) -> Result<bool, StoreError> {
+    path.try_exists().map_err(io_error(path))
+}
+
+/// Takes the writers' exclusive lock; it is released when the returned file is dropped.
+/// Locks are per open file, so threads of one process exclude each other as processes do.
+pub(crate) fn lock_exclusive(layout: &Layout) -> Result<File, StoreError> {
+    let path = layout.lock_file();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.lock().map_err(io_error(&path))?;
+    Ok(file)
+}
+
+/// Takes the readers' shared lock, if the lock file exists (no writer has run otherwise).
+fn lock_shared(layout: &Layout) -> Result<Option<File>, StoreError> {
+    let path = layout.lock_file();
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    file.lock_shared().map_err(io_error(&path))?;
+    Ok(Some(file))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use std::fs;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Arc<Embedded>, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path()).expect("open");
+    let store = Store::open(dir.path()).expect("store");
+    (dir, embedded, store)
+}
+
+fn secret(token: &str) -> SecretString {
+    SecretString::from(token.to_string())
+}
+
+fn sa_token(store: &Store, ns: &str, name: &str) -> SecretString {
+    let issued = store
+        .create_service_account_token(ns, name, Duration::from_secs(600))
+        .expect("token");
+    secret(&issued.token)
+}
+
+async fn identity(embedded: &Embedded, token: &SecretString) -> Authn {
+    embedded.authenticate(token).await.expect("answer")
+}
+
+#[tokio::test]
+async fn a_service_account_token_proves_the_service_account() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("a").expect("ns");
+    assert!(embedded.reload().expect("reload"));
+    let token = sa_token(&store, "a", "builder");
+    let Authn::User(user) = identity(&embedded, &token).await else {
+        panic!("not authenticated");
+    };
+    assert_eq!(user.name, "system:serviceaccount:a:builder");
+    assert!(
+        user.groups
+            .contains(&"system:serviceaccounts:a".to_string())
+    );
+    let push = Attributes::layers("update", "a", "app");
+    assert!(
+        embedded
+            .authorize(&user, &push)
+            .await
+            .expect("decide")
+            .allowed()
+    );
+    assert!(embedded.still_exists(&user).await.expect("exists"));
+}
+
+#[tokio::test]
+async fn a_user_token_carries_the_stored_groups() {
+    let (_dir, embedded, store) = open();
+    store.create_user("alice", &["devs".into()]).expect("user");
+    embedded.reload().expect("reload");
+    let issued = store
+        .create_user_token("alice", Duration::from_secs(60))
+        .expect("token");
+    let Authn::User(user) = identity(&embedded, &secret(&issued.token)).await else {
+        panic!("not authenticated");
+    };
+    assert_eq!(user.name, "alice");
+    assert_eq!(user.groups, vec!["devs", "system:authenticated"]);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_revokes_its_service_account_tokens() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("a").expect("ns");
+    embedded.reload().expect("reload");
+    let token = sa_token(&store, "a", "default");
+    let Authn::User(user) = identity(&embedded, &token).await else {
+        panic!("not authenticated");
+    };
+    store.delete_namespace("a").expect("delete");
+    embedded.reload().expect("reload");
+    let Authn::Invalid { reason } = identity(&embedded, &token).await else {
+        panic!("token of a deleted service account accepted");
+    };
+    assert!(reason.contains("no longer exists"), "{reason}");
+    assert!(!embedded.still_exists(&user).await.expect("exists"));
+}
+
+#[tokio::test]
+async fn the_token_of_a_recreated_service_account_is_refused() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("a").expect("ns");
+    store.create_service_account("a", "robot").expect("sa");
+    let old = sa_token(&store, "a", "robot");
+    store.delete_service_account("a", "robot").expect("delete");
+    store
+        .create_service_account("a", "robot")
+        .expect("recreate");
+    embedded.reload().expect("reload");
+    assert!(matches!(
+        identity(&embedded, &old).await,
+        Authn::Invalid { .. }
+    ));
+    let new = sa_token(&store, "a", "robot");
+    assert!(matches!(identity(&embedded, &new).await, Authn::User(_)));
+}
+
+#[tokio::test]
+async fn a_bad_token_is_invalid_and_the_reason_does_not_echo_it() {
+    let (_dir, embedded, _store) = open();
+    let token = "not.a.jwt-secret-value";
+    let Authn::Invalid { reason } = identity(&embedded, &secret(token)).await else {
+        panic!("accepted garbage");
+    };
+    assert!(!reason.contains("secret-value"), "{reason}");
+    let other = Signer::from_secret(&[7u8; 32])
+        .issue_api_token("alice", "u", Duration::from_secs(60))
+        .expect("token");
+    assert!(matches!(
+        identity(&embedded, &secret(&other.token)).await,
+        Authn::Invalid { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_broken_file_keeps_the_last_good_policy() {
+    let (dir, embedded, store) = open();
+    store.create_namespace("a").expect("ns");
+    embedded.reload().expect("reload");
+    let generation = embedded.generation();
+    let good = embedded.snapshot();
+
+    let path = Layout::new(dir.path())
+        .role_bindings("a")
+        .join("system:image-pullers.yaml");
+    let text = fs::read_to_string(&path).expect("read");
+    fs::write(
+        &path,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nroleRef: [\n",
+    )
+    .expect("break");
+    let err = embedded.reload().expect_err("broken");
+    assert!(
+        err.to_string().starts_with(&format!("{}:", path.display())),
+        "{err}"
+    );
+    assert!(
+        matches!(err, StoreError::Parse { line: Some(_), .. }),
+        "{err}"
+    );
+    assert_eq!(embedded.generation(), generation);
+    assert!(Arc::ptr_eq(&good, &embedded.snapshot()));
+    let default =
+        UserInfo::authenticated("system:serviceaccount:a:default".into(), "u".into(), vec![]);
+    let pull = Attributes::layers("get", "a", "app");
+    assert!(
+        embedded
+            .authorize(&default, &pull)
+            .await
+            .expect("decide")
+            .allowed()
+    );
+    // The same broken state is not re-read.
+    assert!(!embedded.reload().expect("unchanged"));
+
+    fs::write(&path, text).expect("fix");
+    assert!(embedded.reload().expect("fixed"));
+    assert!(embedded.generation() > generation);
+}
+
+#[tokio::test]
+async fn the_reloader_puts_changes_in_force_within_a_second() {
+    let (_dir, embedded, store) = open();
+    embedded.spawn_reloader();
+    store.create_namespace("a").expect("ns");
+    let generation = embedded.generation();
+    let anonymous = UserInfo::anonymous();
+    let pull = Attributes::layers("get", "a", "app");
+    assert!(!embedded.anonymous_has_grants().await.expect("answer"));
+    store
+        .add_role(
+            "a",
+            "system:image-puller",
+            &[SubjectRef::Group("system:unauthenticated".into())],
+        )
+        .expect("grant");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(embedded.generation() > generation);
+    assert!(
+        embedded
+            .authorize(&anonymous, &pull)
+            .await
+            .expect("decide")
+            .allowed()
+    );
+    assert!(embedded.anonymous_has_grants().await.expect("answer"));
+}

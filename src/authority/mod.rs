@@ -1,0 +1,63 @@
+//! The source of truth for who a token belongs to and what they may do.
+//!
+//! The gateway talks to an [`Authority`] only through the decision cache ([`crate::cache`]).
+//! Today there is one: [`embedded::Embedded`], regate's own RBAC store in a state directory.
+//! A Kubernetes API server (TokenReview / SubjectAccessReview) is the other planned one.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::identity::UserInfo;
+use crate::policy::{Attributes, Decision};
+
+/// What authenticating a token gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authn {
+    /// The token is valid and proves this identity.
+    User(UserInfo),
+    /// The token is not valid (bad signature, expired, subject deleted); `reason` is safe to log
+    /// and to show the client (it never contains the token).
+    Invalid {
+        /// Why, e.g. "token expired".
+        reason: String,
+    },
+}
+
+/// The authority could not answer; the gateway fails closed with 503.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// The authority is unreachable or failed; nothing may be forwarded.
+    #[error("authority unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Authentication and authorization, answered by the embedded store or a cluster.
+#[async_trait]
+pub trait Authority: Send + Sync + 'static {
+    /// Who an API token (service account or user token) belongs to.
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError>;
+
+    /// Whether `user` may do `attrs`.
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthorityError>;
+
+    /// Whether an identity carried by a registry token still exists (a deleted service account's
+    /// registry tokens stop working at once). Authorities that cannot tell cheaply say yes.
+    async fn still_exists(&self, user: &UserInfo) -> Result<bool, AuthorityError> {
+        let _ = user;
+        Ok(true)
+    }
+
+    /// Whether some binding grants the anonymous identity anything (so `GET /v2/` may answer
+    /// anonymous callers 200 instead of a challenge).
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError>;
+
+    /// A number that changes whenever decisions may have changed (a policy reload). Cached
+    /// decisions are keyed by it, so no decision made under an old policy is served after.
+    fn generation(&self) -> u64;
+}

@@ -1,0 +1,120 @@
+//! The decision cache between the gateway and the authority.
+//!
+//! Every authorization goes through [`Decisions::decide`]: a `moka` cache keyed by
+//! (policy generation, user name, groups, attributes), with separate lifetimes for allows and
+//! denies, one authority call per key however many requests wait for it, and a bounded size.
+//! Errors are never cached. Because the authority's generation is part of the key, a decision
+//! made under an older policy is never served after a reload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::authority::{Authority, AuthorityError};
+use crate::identity::UserInfo;
+use crate::policy::{Attributes, Decision};
+
+/// Lifetimes and size of the decision cache.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    /// How long an allow is reused.
+    pub allow_ttl: Duration,
+    /// How long a deny is reused.
+    pub deny_ttl: Duration,
+    /// Most decisions kept.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    /// The Kubernetes webhook authorizer's defaults: 5 min for allows, 30 s for denies.
+    fn default() -> Self {
+        CacheSettings {
+            allow_ttl: Duration::from_secs(300),
+            deny_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    generation: u64,
+    user: String,
+    groups: Vec<String>,
+    attrs: Attributes,
+}
+
+struct ByOutcome {
+    allow: Duration,
+    deny: Duration,
+}
+
+impl Expiry<Key, Decision> for ByOutcome {
+    fn expire_after_create(&self, _: &Key, value: &Decision, _: Instant) -> Option<Duration> {
+        Some(if value.allowed() {
+            self.allow
+        } else {
+            self.deny
+        })
+    }
+}
+
+/// Cached authorization decisions in front of an [`Authority`].
+pub struct Decisions {
+    authority: Arc<dyn Authority>,
+    cache: Cache<Key, Decision>,
+    /// The generation the cache last saw; a newer one drops every older entry.
+    seen_generation: AtomicU64,
+}
+
+impl Decisions {
+    /// A cache in front of `authority`.
+    pub fn new(authority: Arc<dyn Authority>, settings: &CacheSettings) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(settings.max_entries)
+            .expire_after(ByOutcome {
+                allow: settings.allow_ttl,
+                deny: settings.deny_ttl,
+            })
+            .build();
+        Decisions {
+            seen_generation: AtomicU64::new(authority.generation()),
+            authority,
+            cache,
+        }
+    }
+
+    /// The authority behind the cache.
+    pub fn authority(&self) -> &Arc<dyn Authority> {
+        &self.authority
+    }
+
+    /// Whether `user` may do `attrs`, from the cache or (once per key) the authority.
+    pub async fn decide(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthorityError> {
+        let generation = self.authority.generation();
+        if self.seen_generation.swap(generation, Ordering::Relaxed) != generation {
+            // Old entries can never be hit again; free their room now.
+            self.cache.invalidate_all();
+        }
+        let key = Key {
+            generation,
+            user: user.name.clone(),
+            groups: user.groups.clone(),
+            attrs: attrs.clone(),
+        };
+        self.cache
+            .try_get_with(key, self.authority.authorize(user, attrs))
+            .await
+            .map_err(|e| AuthorityError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+use super::*;
+use crate::authority::Authn;
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::sync::atomic::AtomicUsize;
+
+/// An authority that counts calls, allows `get`, and can be made to fail.
+#[derive(Default)]
+struct Counting {
+    calls: AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
+    generation: AtomicU64,
+}
+
+#[async_trait]
+impl Authority for Counting {
+    async fn authenticate(&self, _: &SecretString) -> Result<Authn, AuthorityError> {
+        unreachable!("not used by the cache")
+    }
+    async fn authorize(&self, _: &UserInfo, a: &Attributes) -> Result<Decision, AuthorityError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(AuthorityError::Unavailable("down".into()));
+        }
+        Ok(if a.verb == "get" {
+            Decision::Allow { by: "test".into() }
+        } else {
+            Decision::Deny
+        })
+    }
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        Ok(false)
+    }
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+fn setup(settings: CacheSettings) -> (Arc<Counting>, Arc<Decisions>) {
+    let authority = Arc::new(Counting::default());
+    let decisions = Arc::new(Decisions::new(authority.clone(), &settings));
+    (authority, decisions)
+}
+
+fn user() -> UserInfo {
+    UserInfo::authenticated("system:serviceaccount:p:default".into(), "u".into(), vec![])
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_make_one_call() {
+    let (authority, decisions) = setup(CacheSettings::default());
+    let attrs = Attributes::layers("get", "p", "app");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (d, a) = (decisions.clone(), attrs.clone());
+        tasks.push(tokio::spawn(
+            async move { d.decide(&user(), &a).await.unwrap() },
+        ));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().allowed());
+    }
+    assert_eq!(authority.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn deny_expires_sooner_than_allow() {
+    let (authority, decisions) = setup(CacheSettings {
+        deny_ttl: Duration::from_millis(100),
+        ..CacheSettings::default()
+    });
+    let (get, update) = (
+        Attributes::layers("get", "p", "app"),
+        Attributes::layers("update", "p", "app"),
+    );
+    decisions.decide(&user(), &get).await.unwrap();
+    decisions.decide(&user(), &update).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    decisions.decide(&user(), &get).await.unwrap();
+    decisions.decide(&user(), &update).await.unwrap();
+    assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn errors_are_not_cached_and_a_new_generation_misses() {
+    let (authority, decisions) = setup(CacheSettings::default());
+    let get = Attributes::layers("get", "p", "app");
+    authority.failing.store(true, Ordering::SeqCst);
+    assert!(decisions.decide(&user(), &get).await.is_err());
+    authority.failing.store(false, Ordering::SeqCst);
+    assert!(decisions.decide(&user(), &get).await.unwrap().allowed());
+    assert_eq!(authority.calls.load(Ordering::SeqCst), 2);
+    authority.generation.store(1, Ordering::SeqCst);
+    decisions.decide(&user(), &get).await.unwrap();
+    assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
+}

@@ -1,0 +1,106 @@
+//! The operator CLI: `regate serve`, and `create`, `policy` and `delete` commands that change
+//! the embedded authority's state directory the way `kubectl` and `oc` change a cluster.
+//!
+//! The commands may run while `regate serve` runs: the server notices the change within a
+//! second. Errors are printed as `error: ...` with exit code 1.
+
+mod create;
+mod delete;
+mod policy;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::authority::embedded::Store;
+use crate::config::{ServeArgs, default_state_dir};
+
+/// regate: a registry auth gateway with OpenShift-style RBAC.
+#[derive(Debug, Parser)]
+#[command(name = "regate", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gateway in front of a registry.
+    #[command(after_help = "Example:\n  \
+        regate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:5000")]
+    Serve(ServeArgs),
+    /// Create a namespace, service account, user or token.
+    #[command(subcommand)]
+    Create(create::Create),
+    /// Grant or revoke roles, as `oc policy`.
+    #[command(subcommand)]
+    Policy(policy::Policy),
+    /// Delete a namespace, service account or user (their tokens stop working at once).
+    #[command(subcommand)]
+    Delete(delete::Delete),
+}
+
+/// `--state DIR`, taken by every command that changes the state directory.
+#[derive(Debug, Args)]
+struct StateArg {
+    /// State directory of the embedded authority [default: $XDG_STATE_HOME/regate, else
+    /// ~/.local/state/regate]
+    #[arg(long, env = "REGATE_STATE", value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+impl StateArg {
+    /// Opens the state directory for changes, creating it on first use.
+    fn open(&self) -> anyhow::Result<Store> {
+        let dir = self.state.clone().unwrap_or_else(default_state_dir);
+        Store::open(&dir).with_context(|| {
+            format!(
+                "cannot open state directory {} (flag --state)",
+                dir.display()
+            )
+        })
+    }
+}
+
+/// Runs the CLI and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Create(command) => command.run(),
+        Command::Policy(command) => command.run(),
+        Command::Delete(command) => command.run(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::server::serve(args))
+}
+
+#[cfg(test)]
+mod tests;

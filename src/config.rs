@@ -1,0 +1,261 @@
+//! Configuration: the YAML file (`config/regate.yaml`), overridden by `regate serve` flags,
+//! validated into one [`Config`] before anything is served.
+
+use std::path::PathBuf;
+
+/// `regate serve` flags; each overrides the config file's field of the same name.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// YAML config file (see config/regate.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The registry behind regate, e.g. http://127.0.0.1:5000.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// State directory of the embedded authority.
+    #[arg(long, env = "REGATE_STATE")]
+    pub state: Option<PathBuf>,
+    /// The URL clients reach regate at, used in challenges and Location headers.
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+/// The state directory used when none is given: `$XDG_STATE_HOME/regate`, else
+/// `~/.local/state/regate`, else `./regate-state`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("regate");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/regate");
+    }
+    PathBuf::from("regate-state")
+}
+
+/// Why the configuration cannot be used; each message names the file or flag and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML of the expected shape.
+    #[error("{path}:{line}: {source} (see config/regate.yaml for every field)")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The line of the error (0 when unknown).
+        line: usize,
+        /// serde_yaml's error, with line and column.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A field has a value that cannot be used.
+    #[error("{origin}: field `{field}`: {reason}")]
+    Field {
+        /// The file, or "flag" for a command-line flag.
+        origin: String,
+        /// The field, e.g. `cache.allow_ttl`.
+        field: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+/// The config file's shape; every field is optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    upstream: Option<String>,
+    state: Option<PathBuf>,
+    public_url: Option<String>,
+    service: Option<String>,
+    upstream_timeout: Option<String>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    #[serde(default)]
+    token: TokenSection,
+    #[serde(default)]
+    cache: CacheSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSection {
+    realm_path: Option<String>,
+    lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSection {
+    allow_ttl: Option<String>,
+    deny_ttl: Option<String>,
+    max_entries: Option<u64>,
+}
+
+/// Everything `regate serve` needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The registry's origin, `http://host:port`.
+    pub upstream: String,
+    /// State directory of the embedded authority.
+    pub state: PathBuf,
+    /// The gateway's public origin, when configured; else derived per request.
+    pub public_url: Option<crate::proxy::PublicOrigin>,
+    /// The `service` of challenges and tokens.
+    pub service: String,
+    /// Path of the token endpoint.
+    pub realm_path: String,
+    /// Lifetime of registry tokens.
+    pub token_lifetime: std::time::Duration,
+    /// Decision cache settings.
+    pub cache: crate::cache::CacheSettings,
+    /// How long a bodiless request waits for the registry's response headers.
+    pub upstream_timeout: std::time::Duration,
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+fn duration(
+    origin: &str,
+    field: &'static str,
+    value: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v).map_err(|e| ConfigError::Field {
+            origin: origin.to_string(),
+            field,
+            reason: format!("{v:?} is not a duration ({e}); write e.g. 30s, 5m or 1h"),
+        }),
+    }
+}
+
+/// Parses a public URL such as `https://registry.example.com` into an origin.
+pub fn public_origin(url: &str) -> Option<crate::proxy::PublicOrigin> {
+    let uri: http::Uri = url.trim_end_matches('/').parse().ok()?;
+    let scheme = uri.scheme_str().filter(|s| *s == "http" || *s == "https")?;
+    let host = uri.authority()?.as_str();
+    matches!(uri.path(), "" | "/").then(|| crate::proxy::PublicOrigin {
+        scheme: scheme.to_string(),
+        host: host.to_string(),
+    })
+}
+
+impl Config {
+    /// Reads the config file named by `args` (if any) and applies the flags over it.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let (file, origin) = match &args.config {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                let file: FileConfig =
+                    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: origin.clone(),
+                        line: source.location().map_or(0, |l| l.line()),
+                        source,
+                    })?;
+                (file, origin)
+            }
+            None => (FileConfig::default(), "flag".to_string()),
+        };
+        let field = |field, reason: String| ConfigError::Field {
+            origin: origin.clone(),
+            field,
+            reason,
+        };
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen = listen.parse().map_err(|_| {
+            field(
+                "listen",
+                format!("{listen:?} is not an address; write e.g. 127.0.0.1:8080 or [::]:8080"),
+            )
+        })?;
+        let public_url = match args.public_url.clone().or(file.public_url) {
+            None => None,
+            Some(url) => Some(public_origin(&url).ok_or_else(|| {
+                field(
+                    "public_url",
+                    format!("{url:?} is not an origin; write e.g. https://registry.example.com"),
+                )
+            })?),
+        };
+        let realm_path = file
+            .token
+            .realm_path
+            .unwrap_or_else(|| "/openshift/token".to_string());
+        if !realm_path.starts_with('/') || realm_path.starts_with("/v2") {
+            return Err(field(
+                "token.realm_path",
+                format!("{realm_path:?} must start with / and lie outside /v2/"),
+            ));
+        }
+        let defaults = crate::cache::CacheSettings::default();
+        Ok(Config {
+            listen,
+            upstream: args
+                .upstream
+                .clone()
+                .or(file.upstream)
+                .unwrap_or_else(|| "http://127.0.0.1:5000".to_string()),
+            state: args
+                .state
+                .clone()
+                .or(file.state)
+                .unwrap_or_else(default_state_dir),
+            public_url,
+            service: file.service.unwrap_or_else(|| "regate".to_string()),
+            realm_path,
+            token_lifetime: duration(
+                &origin,
+                "token.lifetime",
+                file.token.lifetime.as_deref(),
+                std::time::Duration::from_secs(600),
+            )?,
+            cache: crate::cache::CacheSettings {
+                allow_ttl: duration(
+                    &origin,
+                    "cache.allow_ttl",
+                    file.cache.allow_ttl.as_deref(),
+                    defaults.allow_ttl,
+                )?,
+                deny_ttl: duration(
+                    &origin,
+                    "cache.deny_ttl",
+                    file.cache.deny_ttl.as_deref(),
+                    defaults.deny_ttl,
+                )?,
+                max_entries: file.cache.max_entries.unwrap_or(defaults.max_entries),
+            },
+            upstream_timeout: duration(
+                &origin,
+                "upstream_timeout",
+                file.upstream_timeout.as_deref(),
+                std::time::Duration::from_secs(30),
+            )?,
+            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

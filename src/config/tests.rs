@@ -1,0 +1,55 @@
+use super::*;
+
+fn load_yaml(yaml: &str, args: ServeArgs) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Config::load(&ServeArgs {
+        config: Some(path),
+        ..args
+    })
+}
+
+#[test]
+fn flags_override_the_file() {
+    let c = load_yaml(
+        "listen: 127.0.0.1:9000\nupstream: http://127.0.0.1:5000\ncache:\n  deny_ttl: 10s\n",
+        ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            ..ServeArgs::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.cache.deny_ttl, std::time::Duration::from_secs(10));
+    assert_eq!(c.cache.allow_ttl, std::time::Duration::from_secs(300));
+}
+
+#[test]
+fn errors_name_the_file_and_field() {
+    let e = load_yaml("cache:\n  allow_ttl: soon\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("regate.yaml: field `cache.allow_ttl`"), "{e}");
+    let e = load_yaml("listn: 1\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("regate.yaml:1: unknown field `listn`"),
+        "{e}"
+    );
+    let e = load_yaml("public_url: ftp://x\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("public_url"), "{e}");
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/regate.yaml");
+    Config::load(&ServeArgs {
+        config: Some(path),
+        ..ServeArgs::default()
+    })
+    .unwrap();
+}

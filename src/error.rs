@@ -1,0 +1,157 @@
+//! The one error type the gateway answers with, and its OCI error body.
+//!
+//! Every response regate makes itself is an [`ApiError`]: its `IntoResponse` writes the status,
+//! `Docker-Distribution-API-Version: registry/2.0`, the challenge where one is due, and the
+//! body `{"errors":[{"code","message","detail"}]}` of the distribution spec. Messages are for
+//! the client and never carry a credential or an internal error's text.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// The header every registry response carries.
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+/// Its value.
+pub const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+/// Seconds a client should wait before retrying when the authority is down.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// An answer regate gives itself instead of forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no usable credential, or anonymous may not do this. `challenge` is the whole
+    /// `WWW-Authenticate` value.
+    #[error("{message}")]
+    Unauthorized {
+        /// `Bearer realm="…",service="…"[,scope="…"][,error="invalid_token"]`.
+        challenge: String,
+        /// What the client should do.
+        message: String,
+    },
+    /// 403: authenticated but not allowed; `message` says which role grants it.
+    #[error("{message}")]
+    Denied {
+        /// The hint, e.g. the `regate policy add-role-to-user …` command.
+        message: String,
+        /// identity, verb, resource, namespace, name.
+        detail: serde_json::Value,
+    },
+    /// 400 NAME_INVALID (or another 400 code such as DIGEST_INVALID).
+    #[error("{message}")]
+    BadRequest {
+        /// The OCI error code.
+        code: &'static str,
+        /// Which rule was broken.
+        message: String,
+    },
+    /// 401 from the token endpoint: the credential was refused.
+    #[error("{message}")]
+    InvalidCredential {
+        /// Why, without the credential.
+        message: String,
+    },
+    /// 404 NOT_FOUND: not a registry API path.
+    #[error("not found")]
+    NotFound,
+    /// 405 UNSUPPORTED.
+    #[error("{0}")]
+    Unsupported(String),
+    /// 431: a header too large to read.
+    #[error("request header too large")]
+    HeaderTooLarge,
+    /// 503 UNAVAILABLE: the authority cannot answer; nothing was forwarded.
+    #[error("authorization is unavailable, retry later")]
+    AuthorityUnavailable,
+    /// 502: the registry behind regate could not be reached or answered badly.
+    #[error("the registry behind the gateway is unreachable")]
+    UpstreamUnreachable,
+    /// 504: the registry behind regate did not answer in time.
+    #[error("the registry behind the gateway did not answer in time")]
+    UpstreamTimeout,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    errors: [Entry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    code: &'a str,
+    message: String,
+    detail: serde_json::Value,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized { .. } | ApiError::InvalidCredential { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Denied { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::AuthorityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The OCI error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized { .. } | ApiError::InvalidCredential { .. } => "UNAUTHORIZED",
+            ApiError::Denied { .. } => "DENIED",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::Unsupported(_) => "UNSUPPORTED",
+            ApiError::HeaderTooLarge => "SIZE_INVALID",
+            ApiError::AuthorityUnavailable | ApiError::UpstreamTimeout => "UNAVAILABLE",
+            ApiError::UpstreamUnreachable => "UNAVAILABLE",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Denied { detail, .. } => detail.clone(),
+            _ => serde_json::Value::Null,
+        };
+        let body = Body {
+            errors: [Entry {
+                code: self.code(),
+                message: self.to_string(),
+                detail,
+            }],
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        headers.insert(API_VERSION, API_VERSION_VALUE);
+        match &self {
+            ApiError::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::AuthorityUnavailable => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

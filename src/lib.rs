@@ -1,0 +1,19 @@
+//! regate: a registry auth gateway.
+//!
+//! A request travels one pipeline: [`route`] parses the OCI URL, [`identity`] finds who is
+//! calling, [`access`] turns the request into RBAC checks that the [`authority`] decides
+//! through the [`cache`], and [`proxy`] streams what is allowed to the registry.
+//! [`server`] wires the pipeline into an HTTP service; [`cli`] is the operator's front end.
+
+pub mod access;
+pub mod authority;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod token;

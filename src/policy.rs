@@ -1,0 +1,324 @@
+//! Kubernetes RBAC evaluation: does a subject's bindings grant a verb on a resource?
+//!
+//! [`Policy`] is an immutable snapshot of roles and bindings (the `k8s-openapi` types); it is
+//! evaluated the way the Kubernetes RBAC authorizer does: a request is allowed when any
+//! ClusterRoleBinding, or any RoleBinding in the request's namespace, binds a subject matching
+//! the user (User, Group, ServiceAccount) to a role with a rule matching verb, API group,
+//! resource (with subresource), and resource name. There are no deny rules.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+
+use crate::identity::{UserInfo, service_account_of};
+
+/// The API group of OpenShift's image resources.
+pub const IMAGE_GROUP: &str = "image.openshift.io";
+
+/// What a request asks to do, as Kubernetes' `ResourceAttributes`; empty strings mean "none".
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Attributes {
+    /// The verb, e.g. `get`, `update`, `delete`, `list`.
+    pub verb: String,
+    /// The API group, e.g. `image.openshift.io`.
+    pub group: String,
+    /// The resource, e.g. `imagestreams`.
+    pub resource: String,
+    /// The subresource, e.g. `layers`; empty for none.
+    pub subresource: String,
+    /// The namespace; empty for a cluster-scoped check.
+    pub namespace: String,
+    /// The resource name; empty for all.
+    pub name: String,
+}
+
+impl Attributes {
+    /// `verb` on `imagestreams/layers` named `imagestream` in `namespace`: the check of a pull
+    /// (`get`) or push (`update`).
+    pub fn layers(verb: &str, namespace: &str, imagestream: &str) -> Self {
+        Attributes {
+            verb: verb.to_string(),
+            group: IMAGE_GROUP.to_string(),
+            resource: "imagestreams".to_string(),
+            subresource: "layers".to_string(),
+            namespace: namespace.to_string(),
+            name: imagestream.to_string(),
+        }
+    }
+
+    /// `verb` on `resource` (image group) at cluster scope, e.g. `delete images`.
+    pub fn cluster(verb: &str, resource: &str) -> Self {
+        Attributes {
+            verb: verb.to_string(),
+            group: IMAGE_GROUP.to_string(),
+            resource: resource.to_string(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+        }
+    }
+
+    /// `resource/subresource`, or `resource` alone.
+    pub fn full_resource(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+/// The outcome of an RBAC evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `by` names the binding and role that allowed it.
+    Allow {
+        /// e.g. `RoleBinding project-a/system:image-pullers of ClusterRole system:image-puller`.
+        by: String,
+    },
+    /// No binding allows it.
+    Deny,
+}
+
+impl Decision {
+    /// True when allowed.
+    pub fn allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+/// The role whose binding would grant `attrs`, for the hint in a 403 message.
+pub fn role_granting(attrs: &Attributes) -> &'static str {
+    match (attrs.full_resource().as_str(), attrs.verb.as_str()) {
+        ("imagestreams/layers", "get") => "system:image-puller",
+        ("imagestreams/layers", _) => "system:image-pusher",
+        ("images", "delete") => "system:image-pruner",
+        _ => "registry-viewer",
+    }
+}
+
+/// The `kind` of a binding's `roleRef` naming a ClusterRole.
+pub const CLUSTER_ROLE_KIND: &str = "ClusterRole";
+/// The `kind` of a binding's `roleRef` naming a Role of the binding's namespace.
+pub const ROLE_KIND: &str = "Role";
+/// The `kind` of a subject naming a user.
+pub const USER_KIND: &str = "User";
+/// The `kind` of a subject naming a group.
+pub const GROUP_KIND: &str = "Group";
+/// The `kind` of a subject naming a service account.
+pub const SERVICE_ACCOUNT_KIND: &str = "ServiceAccount";
+
+/// Roles and bindings, indexed so that evaluating a request only visits the cluster bindings and
+/// the bindings of the request's namespace.
+///
+/// A ClusterRole's `aggregationRule` is not expanded (in Kubernetes a controller writes the
+/// aggregated rules into `rules`; here `rules` is read as written).
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    cluster_roles: HashMap<String, ClusterRole>,
+    /// Roles by namespace, then name.
+    roles: HashMap<String, HashMap<String, Role>>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// RoleBindings by namespace.
+    role_bindings: HashMap<String, Vec<RoleBinding>>,
+}
+
+impl Policy {
+    /// Indexes roles and bindings; namespaced objects are filed under their `metadata.namespace`.
+    pub fn new(
+        cluster_roles: Vec<ClusterRole>,
+        roles: Vec<Role>,
+        cluster_role_bindings: Vec<ClusterRoleBinding>,
+        role_bindings: Vec<RoleBinding>,
+    ) -> Self {
+        let mut policy = Policy {
+            cluster_role_bindings,
+            ..Policy::default()
+        };
+        for role in cluster_roles {
+            let name = role.metadata.name.clone().unwrap_or_default();
+            policy.cluster_roles.insert(name, role);
+        }
+        for role in roles {
+            let namespace = role.metadata.namespace.clone().unwrap_or_default();
+            let name = role.metadata.name.clone().unwrap_or_default();
+            policy
+                .roles
+                .entry(namespace)
+                .or_default()
+                .insert(name, role);
+        }
+        for binding in role_bindings {
+            let namespace = binding.metadata.namespace.clone().unwrap_or_default();
+            policy
+                .role_bindings
+                .entry(namespace)
+                .or_default()
+                .push(binding);
+        }
+        policy
+    }
+
+    /// Whether any binding grants `user` what `attrs` asks, as the Kubernetes RBAC authorizer
+    /// decides: ClusterRoleBindings first, then the RoleBindings of `attrs.namespace`.
+    pub fn evaluate(&self, user: &UserInfo, attrs: &Attributes) -> Decision {
+        for binding in &self.cluster_role_bindings {
+            if !binds(binding.subjects.as_deref(), user, "") {
+                continue;
+            }
+            let rules = self.rules_of(&binding.role_ref, None);
+            if rules.iter().any(|rule| rule_allows(rule, attrs)) {
+                return Decision::Allow {
+                    by: format!(
+                        "ClusterRoleBinding {} ({} {})",
+                        binding.metadata.name.as_deref().unwrap_or_default(),
+                        binding.role_ref.kind,
+                        binding.role_ref.name
+                    ),
+                };
+            }
+        }
+        // A cluster-scoped request is granted by ClusterRoleBindings only.
+        if attrs.namespace.is_empty() {
+            return Decision::Deny;
+        }
+        let namespace = attrs.namespace.as_str();
+        for binding in self.role_bindings.get(namespace).into_iter().flatten() {
+            if !binds(binding.subjects.as_deref(), user, namespace) {
+                continue;
+            }
+            let rules = self.rules_of(&binding.role_ref, Some(namespace));
+            if rules.iter().any(|rule| rule_allows(rule, attrs)) {
+                return Decision::Allow {
+                    by: format!(
+                        "RoleBinding {namespace}/{} ({} {})",
+                        binding.metadata.name.as_deref().unwrap_or_default(),
+                        binding.role_ref.kind,
+                        binding.role_ref.name
+                    ),
+                };
+            }
+        }
+        Decision::Deny
+    }
+
+    /// Whether some binding, anywhere, binds `user` to a role with at least one rule (used to
+    /// decide whether anonymous callers get 200 or a challenge on `GET /v2/`).
+    pub fn grants_anything_to(&self, user: &UserInfo) -> bool {
+        let cluster = self.cluster_role_bindings.iter().any(|b| {
+            binds(b.subjects.as_deref(), user, "") && !self.rules_of(&b.role_ref, None).is_empty()
+        });
+        cluster
+            || self.role_bindings.iter().any(|(namespace, bindings)| {
+                bindings.iter().any(|b| {
+                    binds(b.subjects.as_deref(), user, namespace)
+                        && !self.rules_of(&b.role_ref, Some(namespace)).is_empty()
+                })
+            })
+    }
+
+    /// The rules of the role a binding refers to; none when the role does not exist (Kubernetes
+    /// treats a dangling reference as granting nothing). `namespace` is the RoleBinding's, or
+    /// `None` for a ClusterRoleBinding, which can only refer to a ClusterRole.
+    fn rules_of(&self, role_ref: &RoleRef, namespace: Option<&str>) -> &[PolicyRule] {
+        let rules = match (role_ref.kind.as_str(), namespace) {
+            (CLUSTER_ROLE_KIND, _) => self
+                .cluster_roles
+                .get(&role_ref.name)
+                .and_then(|r| r.rules.as_deref()),
+            (ROLE_KIND, Some(namespace)) => self
+                .roles
+                .get(namespace)
+                .and_then(|roles| roles.get(&role_ref.name))
+                .and_then(|r| r.rules.as_deref()),
+            _ => None,
+        };
+        rules.unwrap_or_default()
+    }
+}
+
+/// Whether one of `subjects` is `user`; `namespace` is the binding's ("" for a cluster binding),
+/// the default namespace of a ServiceAccount subject that names none.
+fn binds(subjects: Option<&[Subject]>, user: &UserInfo, namespace: &str) -> bool {
+    subjects
+        .unwrap_or_default()
+        .iter()
+        .any(|subject| subject_is(subject, user, namespace))
+}
+
+/// Whether `subject` names `user`, as Kubernetes' `appliesToUser`.
+pub fn subject_is(subject: &Subject, user: &UserInfo, namespace: &str) -> bool {
+    match subject.kind.as_str() {
+        USER_KIND => subject.name == user.name,
+        GROUP_KIND => user.groups.iter().any(|g| *g == subject.name),
+        SERVICE_ACCOUNT_KIND => {
+            let sa_namespace = subject
+                .namespace
+                .as_deref()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(namespace);
+            !sa_namespace.is_empty()
+                && service_account_of(&user.name) == Some((sa_namespace, subject.name.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Whether one rule grants `attrs`: verb, API group, resource and resource name all match.
+fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
+    verb_matches(&rule.verbs, &attrs.verb)
+        && group_matches(rule.api_groups.as_deref().unwrap_or_default(), &attrs.group)
+        && resource_matches(
+            rule.resources.as_deref().unwrap_or_default(),
+            &attrs.resource,
+            &attrs.subresource,
+        )
+        && name_matches(
+            rule.resource_names.as_deref().unwrap_or_default(),
+            &attrs.name,
+        )
+}
+
+fn verb_matches(verbs: &[String], verb: &str) -> bool {
+    verbs.iter().any(|v| v == "*" || v == verb)
+}
+
+/// OpenShift serves its image resources in both the legacy core group `""` and
+/// `image.openshift.io`, and its authorizer treats the two as one; so do we.
+fn is_image_group(group: &str) -> bool {
+    group.is_empty() || group == IMAGE_GROUP
+}
+
+fn group_matches(groups: &[String], group: &str) -> bool {
+    groups
+        .iter()
+        .any(|g| g == "*" || g == group || (is_image_group(g) && is_image_group(group)))
+}
+
+/// `*`, `resource`, `resource/subresource`, `*/subresource` and `resource/*`.
+fn resource_matches(resources: &[String], resource: &str, subresource: &str) -> bool {
+    resources.iter().any(|r| {
+        if r == "*" {
+            return true;
+        }
+        match r.split_once('/') {
+            None => subresource.is_empty() && r == resource,
+            Some((rule_resource, rule_sub)) => {
+                !subresource.is_empty()
+                    && (rule_resource == "*" || rule_resource == resource)
+                    && (rule_sub == "*" || rule_sub == subresource)
+            }
+        }
+    })
+}
+
+/// An empty list allows every name; a non-empty one only the names it lists (so never a
+/// request for all names).
+fn name_matches(names: &[String], name: &str) -> bool {
+    names.is_empty() || names.iter().any(|n| n == name)
+}
+
+#[cfg(test)]
+mod tests;

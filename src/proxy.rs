@@ -1,0 +1,215 @@
+//! Forwarding an allowed request to the registry and its answer back, streaming both ways.
+//!
+//! Nothing here decides anything: by the time a request reaches [`Upstream::forward`] it has
+//! been authorized. The request loses the client's credentials and proxy headers and gains
+//! regate's own `X-Forwarded-*`; the response loses hop-by-hop headers and has `Location`/`Link`
+//! headers that point at the registry's own origin rewritten to the gateway's public URL.
+//! Bodies are passed through as streams, never buffered.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::ApiError;
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why an upstream URL cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Not an absolute `http://host[:port]` URL.
+    #[error("upstream {url:?} is not an http://host:port URL ({reason})")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The gateway's own origin as clients see it, e.g. `http://127.0.0.1:8080`.
+#[derive(Clone, Debug)]
+pub struct PublicOrigin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host[:port]`.
+    pub host: String,
+}
+
+impl PublicOrigin {
+    /// `scheme://host`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
+    }
+}
+
+/// The registry behind regate and a pooled HTTP client to it.
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    /// `http://host:port`, no trailing slash.
+    origin: String,
+    authority: http::uri::Authority,
+    /// How long a request without a body may wait for the registry's response headers.
+    header_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for the registry at `url` (`http://host:port`).
+    pub fn new(url: &str, header_timeout: Duration) -> Result<Self, UpstreamError> {
+        let bad = |reason| UpstreamError::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad(
+                "only http:// upstreams are supported; put TLS in front of regate",
+            ));
+        }
+        let authority = uri.authority().cloned().ok_or(bad("no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("give the origin only, without a path"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Upstream {
+            client,
+            origin: format!("http://{authority}"),
+            authority,
+            header_timeout,
+        })
+    }
+
+    /// The registry's origin, `http://host:port`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Sends `req` (path and query as the client sent them, or as the gateway rewrote them) to
+    /// the registry and returns its streaming response, headers rewritten for the client.
+    pub async fn forward(
+        &self,
+        req: Request<Body>,
+        public: &PublicOrigin,
+    ) -> Result<Response<Body>, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ApiError::NotFound)?;
+        strip_request_headers(&mut parts.headers);
+        if let Ok(v) = HeaderValue::from_str(&public.scheme) {
+            parts.headers.insert(X_FORWARDED_PROTO, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&public.host) {
+            parts.headers.insert(X_FORWARDED_HOST, v);
+        }
+        let has_body = !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE);
+        let sent = self.client.request(Request::from_parts(parts, body));
+        // Only a request without a body gets a deadline for the response headers: with a body,
+        // the registry answers after the last byte, which may take as long as the upload.
+        let result = if has_body {
+            sent.await
+        } else {
+            tokio::time::timeout(self.header_timeout, sent)
+                .await
+                .map_err(|_| ApiError::UpstreamTimeout)?
+        };
+        let response = result.map_err(|e| {
+            tracing::warn!(upstream = %self.origin, error = %e, "registry request failed");
+            ApiError::UpstreamUnreachable
+        })?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        self.rewrite_links(&mut parts.headers, public);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// Points `Location` and `Link` headers at the gateway when they point at the registry.
+    fn rewrite_links(&self, headers: &mut HeaderMap, public: &PublicOrigin) {
+        let public = public.url();
+        for name in [header::LOCATION, header::LINK] {
+            let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if !value.contains(&self.origin) {
+                continue;
+            }
+            let rewritten = value.replace(&self.origin, &public);
+            if let Ok(v) = HeaderValue::from_str(&rewritten) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+/// Removes what must not reach the registry: hop-by-hop headers, the client's credentials and
+/// cookies, and proxy headers a client could forge.
+fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::FORWARDED,
+        header::HOST,
+    ] {
+        headers.remove(name);
+    }
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests;

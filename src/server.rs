@@ -1,0 +1,485 @@
+//! The HTTP service: `regate serve`, the gateway pipeline and the token endpoint.
+//!
+//! Every `/v2/` request runs one pipeline, each step a module of its own:
+//! [`route::parse`] (the OCI URL) -> [`access::plan`] (the RBAC checks it needs) ->
+//! [`identify`](Gateway::identify) (who is calling) -> [`decide`](Gateway::decide) (through the
+//! decision cache) -> [`Upstream::forward`] (streamed to the registry). Anything refused on the
+//! way is answered by regate itself with an [`ApiError`] and never reaches the registry.
+
+mod token_endpoint;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::access::{self, Plan};
+use crate::authority::embedded::Embedded;
+use crate::authority::{Authn, AuthorityError};
+use crate::cache::Decisions;
+use crate::config::{Config, ServeArgs};
+use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
+use crate::identity::{self, Credential, CredentialError, UserInfo};
+use crate::policy::{self, Attributes};
+use crate::proxy::{PublicOrigin, Upstream};
+use crate::route::{self, Name, Route};
+use crate::token::Signer;
+
+/// Most bytes of a `_catalog` answer regate reads to filter it.
+const CATALOG_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a graceful shutdown waits for transfers in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a request needs, built once at start-up.
+pub struct Gateway {
+    /// The validated configuration.
+    pub config: Config,
+    /// Cached decisions in front of the authority.
+    pub decisions: Decisions,
+    /// Signs and checks registry and refresh tokens.
+    pub signer: Arc<Signer>,
+    /// The registry behind regate.
+    pub upstream: Upstream,
+}
+
+/// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    // Outermost first: a request id is set before the trace span records it, and copied to the
+    // response after everything else ran.
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Method, path and request id only: headers may carry credentials.
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id());
+    Router::new()
+        .fallback(dispatch)
+        .with_state(gateway)
+        .layer(layers)
+}
+
+/// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest.
+async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let path = req.uri().path();
+    let result = if path == gw.config.realm_path {
+        token_endpoint::handle(&gw, req).await
+    } else if path == "/v2" || path.starts_with("/v2/") {
+        gw.handle(req).await
+    } else if path == "/healthz" {
+        Ok((StatusCode::OK, "ok\n").into_response())
+    } else {
+        Err(ApiError::NotFound)
+    };
+    api_version(result.unwrap_or_else(|e| {
+        match e.status() {
+            s if s.is_server_error() => tracing::warn!(status = %s, error = %e, "refused"),
+            s => tracing::debug!(status = %s, error = %e, "refused"),
+        }
+        e.into_response()
+    }))
+}
+
+impl Gateway {
+    /// The pipeline: parse route -> plan access -> identify -> decide -> forward.
+    async fn handle(&self, mut req: Request) -> Result<Response, ApiError> {
+        let route = route::parse(req.uri().path()).map_err(route_error)?;
+        let plan = access::plan(req.method(), &route, req.uri().query()).map_err(access_error)?;
+        let public = self.public_origin(&req);
+        let user = self.identify(req.headers(), &public, &plan).await?;
+
+        for attrs in &plan.required {
+            self.decide(&user, attrs, &plan, &public).await?;
+        }
+        if matches!(route, Route::Base) && user.is_anonymous() {
+            // `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous
+            // anything, else the challenge that makes docker/skopeo send credentials.
+            let open = self
+                .decisions
+                .authority()
+                .anonymous_has_grants()
+                .await
+                .map_err(unavailable)?;
+            if !open {
+                return Err(self.challenge(&public, None, None, "authentication required"));
+            }
+        }
+        if let Some(mount) = &plan.mount_source {
+            let allowed = self
+                .decisions
+                .decide(&user, &mount.check)
+                .await
+                .map_err(unavailable)?
+                .allowed();
+            if !allowed {
+                // As distribution and OpenShift do: no mount, a plain upload instead.
+                let query = access::without_mount(req.uri().query().unwrap_or(""));
+                *req.uri_mut() = with_query(req.uri(), &query)?;
+            }
+        }
+        if plan.catalog {
+            return self.catalog(req, &user, &public).await;
+        }
+        self.upstream.forward(req, &public).await
+    }
+
+    /// Who is calling: anonymous, a registry token's identity, or an API token's (asked of the
+    /// authority). A credential that is present but unusable is a 401 with `invalid_token`.
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        public: &PublicOrigin,
+        plan: &Plan,
+    ) -> Result<UserInfo, ApiError> {
+        let header = headers.get(header::AUTHORIZATION);
+        if header.is_some_and(|h| h.len() > identity::MAX_AUTHORIZATION_LEN) {
+            return Err(ApiError::HeaderTooLarge);
+        }
+        let scope = plan.scope.as_deref();
+        let token = match identity::credential(header) {
+            Ok(Credential::Anonymous) => return Ok(UserInfo::anonymous()),
+            Ok(Credential::Token(token)) => token,
+            Err(CredentialError::UnknownScheme) => {
+                return Err(self.challenge(
+                    public,
+                    scope,
+                    None,
+                    &CredentialError::UnknownScheme.to_string(),
+                ));
+            }
+            Err(e) => {
+                return Err(self.challenge(public, scope, Some("invalid_request"), &e.to_string()));
+            }
+        };
+        match self.authenticate(&token).await.map_err(unavailable)? {
+            Authn::User(user) => Ok(user),
+            Authn::Invalid { reason } => Err(self.challenge(
+                public,
+                scope,
+                Some("invalid_token"),
+                &format!("{reason}: log in again with a valid token"),
+            )),
+        }
+    }
+
+    /// A registry token is checked here (signature, expiry, the identity still existing);
+    /// anything else is an API token for the authority.
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
+        if let Ok(claims) = self.signer.verify_registry_token(token.expose_secret()) {
+            let user = claims.user();
+            let authority = self.decisions.authority();
+            return Ok(if authority.still_exists(&user).await? {
+                Authn::User(user)
+            } else {
+                Authn::Invalid {
+                    reason: "the identity of this token no longer exists".into(),
+                }
+            });
+        }
+        self.decisions.authority().authenticate(token).await
+    }
+
+    /// Allows, or refuses with 401 (anonymous: log in) or 403 (naming the role that grants it).
+    async fn decide(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        plan: &Plan,
+        public: &PublicOrigin,
+    ) -> Result<(), ApiError> {
+        let decision = self
+            .decisions
+            .decide(user, attrs)
+            .await
+            .map_err(unavailable)?;
+        if decision.allowed() {
+            return Ok(());
+        }
+        if user.is_anonymous() {
+            return Err(self.challenge(
+                public,
+                plan.scope.as_deref(),
+                None,
+                "authentication required",
+            ));
+        }
+        Err(denied(user, attrs, plan))
+    }
+
+    /// `_catalog`: whole for callers with cluster `list imagestreams`, else filtered to the
+    /// repositories the caller may pull.
+    async fn catalog(
+        &self,
+        req: Request,
+        user: &UserInfo,
+        public: &PublicOrigin,
+    ) -> Result<Response, ApiError> {
+        let list_all = Attributes::cluster("list", "imagestreams");
+        let whole = self
+            .decisions
+            .decide(user, &list_all)
+            .await
+            .map_err(unavailable)?;
+        if whole.allowed() {
+            return self.upstream.forward(req, public).await;
+        }
+        let response = self.upstream.forward(req, public).await?;
+        if !response.status().is_success() {
+            return Ok(response);
+        }
+        let (mut parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, CATALOG_LIMIT)
+            .await
+            .map_err(|_| ApiError::UpstreamUnreachable)?;
+        let mut catalog: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| ApiError::UpstreamUnreachable)?;
+        if let Some(repos) = catalog
+            .get_mut("repositories")
+            .and_then(|r| r.as_array_mut())
+        {
+            let mut kept = Vec::with_capacity(repos.len());
+            for repo in repos.drain(..) {
+                let Some(name) = repo.as_str().and_then(|s| Name::parse(s).ok()) else {
+                    continue;
+                };
+                let get = Attributes::layers("get", name.namespace(), name.imagestream());
+                if self
+                    .decisions
+                    .decide(user, &get)
+                    .await
+                    .map_err(unavailable)?
+                    .allowed()
+                {
+                    kept.push(repo);
+                }
+            }
+            *repos = kept;
+        }
+        let body = serde_json::to_vec(&catalog).map_err(|_| ApiError::UpstreamUnreachable)?;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Ok(Response::from_parts(parts, Body::from(body)))
+    }
+
+    /// The origin clients reach regate at: configured, else a trusted proxy's
+    /// `X-Forwarded-*`, else the `Host` header.
+    fn public_origin(&self, req: &Request) -> PublicOrigin {
+        if let Some(origin) = &self.config.public_url {
+            return origin.clone();
+        }
+        let headers = req.headers();
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let trusted = peer.is_some_and(|ip: IpAddr| self.config.trusted_proxies.contains(&ip));
+        let forwarded = |name| trusted.then(|| text(name)).flatten();
+        let host = forwarded("x-forwarded-host")
+            .or_else(|| text("host"))
+            .map(str::to_string)
+            .unwrap_or_else(|| self.config.listen.to_string());
+        let scheme = forwarded("x-forwarded-proto").unwrap_or("http").to_string();
+        PublicOrigin { scheme, host }
+    }
+
+    /// A 401 with the Bearer challenge of BEHAVIOUR §5.
+    fn challenge(
+        &self,
+        public: &PublicOrigin,
+        scope: Option<&str>,
+        error: Option<&str>,
+        message: &str,
+    ) -> ApiError {
+        let mut challenge = format!(
+            "Bearer realm=\"{}{}\",service=\"{}\"",
+            public.url(),
+            self.config.realm_path,
+            self.config.service
+        );
+        if let Some(scope) = scope {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        ApiError::Unauthorized {
+            challenge,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The 403 for `user` refused `attrs`, with the command that would grant what the request needs.
+fn denied(user: &UserInfo, attrs: &Attributes, plan: &Plan) -> ApiError {
+    // A push needs get and update; the hint names the role that grants the whole request.
+    let pushing = plan.required.iter().any(|a| a.verb == "update");
+    let role = if pushing && attrs.subresource == "layers" {
+        "system:image-pusher"
+    } else {
+        policy::role_granting(attrs)
+    };
+    let (what, command) = if attrs.namespace.is_empty() {
+        (
+            format!("{} {} at cluster scope", attrs.verb, attrs.full_resource()),
+            format!(
+                "regate policy add-cluster-role-to-user {role} {}",
+                user.name
+            ),
+        )
+    } else {
+        (
+            format!(
+                "{} {} \"{}\" in namespace \"{}\"",
+                attrs.verb,
+                attrs.full_resource(),
+                attrs.name,
+                attrs.namespace
+            ),
+            format!(
+                "regate policy add-role-to-user {role} {} -n {}",
+                user.name, attrs.namespace
+            ),
+        )
+    };
+    ApiError::Denied {
+        message: format!(
+            "\"{}\" may not {what}; role {role} grants it: {command}",
+            user.name
+        ),
+        detail: serde_json::json!({
+            "identity": user.name,
+            "verb": attrs.verb,
+            "group": attrs.group,
+            "resource": attrs.full_resource(),
+            "namespace": attrs.namespace,
+            "name": attrs.name,
+        }),
+    }
+}
+
+fn unavailable(e: AuthorityError) -> ApiError {
+    tracing::error!(error = %e, "authority cannot answer; refusing (fail closed)");
+    ApiError::AuthorityUnavailable
+}
+
+fn route_error(e: route::RouteError) -> ApiError {
+    match e {
+        route::RouteError::NotFound => ApiError::NotFound,
+        e => ApiError::BadRequest {
+            code: e.code(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn access_error(e: access::AccessError) -> ApiError {
+    match e {
+        access::AccessError::MethodNotAllowed { .. } => ApiError::Unsupported(e.to_string()),
+        access::AccessError::InvalidMountSource(inner) => route_error(inner),
+    }
+}
+
+fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ApiError> {
+    let path_and_query = if query.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{query}", uri.path())
+    };
+    path_and_query.parse().map_err(|_| ApiError::BadRequest {
+        code: "UNSUPPORTED",
+        message: "unreadable query string".into(),
+    })
+}
+
+/// Adds `Docker-Distribution-API-Version` to regate's own answers that lack it.
+fn api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(API_VERSION)
+        .or_insert(API_VERSION_VALUE);
+    response
+}
+
+/// `regate serve`: load the config, open the authority, listen, and serve until SIGTERM/Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    let embedded = Embedded::open(&config.state)
+        .with_context(|| format!("opening state directory {}", config.state.display()))?;
+    embedded.spawn_reloader();
+    let signer = embedded.signer();
+    let upstream = Upstream::new(&config.upstream, config.upstream_timeout)?;
+    let decisions = Decisions::new(embedded, &config.cache);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, upstream = %config.upstream, state = %config.state.display(), "serving");
+    let gateway = Arc::new(Gateway {
+        config,
+        decisions,
+        signer,
+        upstream,
+    });
+    // Printed only once the socket accepts, so a script can wait for this line.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{bound}")?;
+        out.flush()?;
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        result = &mut server => return Ok(result??),
+        () = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(result) => Ok(result??),
+        Err(_) => {
+            tracing::warn!("transfers still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

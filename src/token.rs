@@ -1,0 +1,309 @@
+//! The JWTs regate signs: API tokens (the password of `docker login`), registry tokens (from the
+//! token endpoint) and refresh tokens (`offline_token=true`).
+//!
+//! All are HS256 under one secret kept in the state directory (`signing.key`, mode 0600) and
+//! told apart by their audience, so one kind can never be used as another. Keys and validations
+//! are built once in [`Signer`] and reused for every request.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::UserInfo;
+
+/// The `iss` of every token regate signs.
+pub const ISSUER: &str = "regate";
+/// Audience of API tokens.
+pub const API_AUDIENCE: &str = "regate/api";
+/// Audience of registry tokens.
+pub const REGISTRY_AUDIENCE: &str = "regate/registry";
+/// Audience of refresh tokens.
+pub const REFRESH_AUDIENCE: &str = "regate/refresh";
+
+/// Bytes of the HS256 secret.
+const SECRET_LEN: usize = 32;
+
+/// Why a token could not be signed or verified, or the key not read.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token is malformed, mis-signed, expired or of another kind. Never contains the token.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The signing key file could not be read or written.
+    #[error("signing key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// The I/O or decoding failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signing failed (should not happen with a valid key).
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+}
+
+/// Claims of an API token: who it belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiClaims {
+    /// Issuer, [`ISSUER`].
+    pub iss: String,
+    /// Audience, [`API_AUDIENCE`].
+    pub aud: String,
+    /// User name, e.g. `system:serviceaccount:ns:builder` or `alice`.
+    pub sub: String,
+    /// The uid of the service account or user; a recreated object has another uid.
+    pub uid: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Claims of a registry or refresh token: an identity already authenticated.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryClaims {
+    /// Issuer, [`ISSUER`].
+    pub iss: String,
+    /// Audience, [`REGISTRY_AUDIENCE`] or [`REFRESH_AUDIENCE`].
+    pub aud: String,
+    /// User name.
+    pub sub: String,
+    /// uid of the identity.
+    pub uid: String,
+    /// Groups of the identity, implicit ones included.
+    pub groups: Vec<String>,
+    /// Issued at.
+    pub iat: u64,
+    /// Expires at.
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+impl RegistryClaims {
+    /// The identity the token carries.
+    pub fn user(&self) -> UserInfo {
+        UserInfo {
+            name: self.sub.clone(),
+            uid: self.uid.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// A token and when it expires.
+#[derive(Debug)]
+pub struct Issued {
+    /// The compact JWT.
+    pub token: String,
+    /// Issued at (seconds since the epoch).
+    pub issued_at: u64,
+    /// Expires at (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+/// Signs and verifies regate's tokens with one secret.
+pub struct Signer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    api: Validation,
+    registry: Validation,
+    refresh: Validation,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer { .. }")
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn validation(audience: &str) -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&[audience]);
+    v.set_issuer(&[ISSUER]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    // One clock signs and checks: an expired token is expired now, not a minute later.
+    v.leeway = 0;
+    v
+}
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Signer {
+    /// A signer for a raw secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Signer {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            api: validation(API_AUDIENCE),
+            registry: validation(REGISTRY_AUDIENCE),
+            refresh: validation(REFRESH_AUDIENCE),
+        }
+    }
+
+    /// Reads the key at `path`, creating it (mode 0600, atomically, once even under concurrent
+    /// creators) when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
+        let key_err = |source| TokenError::Key {
+            path: path.display().to_string(),
+            source,
+        };
+        if !path.exists() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let mut secret = [0u8; SECRET_LEN];
+            rand::fill(&mut secret);
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(key_err)?;
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(key_err)?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+            tmp.write_all(encoded.as_bytes()).map_err(key_err)?;
+            tmp.as_file().sync_all().map_err(key_err)?;
+            // Another process may have won the race; then its key is the key.
+            if let Err(e) = tmp.persist_noclobber(path)
+                && e.error.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(key_err(e.error));
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(key_err)?;
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| key_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        if secret.len() < SECRET_LEN {
+            return Err(key_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "key is shorter than 32 bytes; delete the file to create a new one (this revokes every token)",
+            )));
+        }
+        Ok(Self::from_secret(&secret))
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| TokenError::Sign(e.to_string()))
+    }
+
+    /// An API token for user name `sub` (uid `uid`) valid for `lifetime`.
+    pub fn issue_api_token(
+        &self,
+        sub: &str,
+        uid: &str,
+        lifetime: Duration,
+    ) -> Result<Issued, TokenError> {
+        let iat = now();
+        let exp = iat.saturating_add(lifetime.as_secs().max(1));
+        let claims = ApiClaims {
+            iss: ISSUER.into(),
+            aud: API_AUDIENCE.into(),
+            sub: sub.into(),
+            uid: uid.into(),
+            iat,
+            exp,
+            jti: random_id(),
+        };
+        Ok(Issued {
+            token: self.sign(&claims)?,
+            issued_at: iat,
+            expires_at: exp,
+        })
+    }
+
+    /// Checks an API token's signature, audience and expiry.
+    pub fn verify_api_token(&self, token: &str) -> Result<ApiClaims, TokenError> {
+        decode(token, &self.decoding, &self.api)
+    }
+
+    fn issue_identity(
+        &self,
+        user: &UserInfo,
+        audience: &str,
+        expires_at: u64,
+    ) -> Result<Issued, TokenError> {
+        let iat = now();
+        let claims = RegistryClaims {
+            iss: ISSUER.into(),
+            aud: audience.into(),
+            sub: user.name.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            iat,
+            exp: expires_at.max(iat + 1),
+            jti: random_id(),
+        };
+        Ok(Issued {
+            token: self.sign(&claims)?,
+            issued_at: iat,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// A registry token carrying `user`, valid for `lifetime`.
+    pub fn issue_registry_token(
+        &self,
+        user: &UserInfo,
+        lifetime: Duration,
+    ) -> Result<Issued, TokenError> {
+        self.issue_identity(user, REGISTRY_AUDIENCE, now() + lifetime.as_secs())
+    }
+
+    /// Checks a registry token; `Err` for anything else, an API token included.
+    pub fn verify_registry_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
+        decode(token, &self.decoding, &self.registry)
+    }
+
+    /// A refresh token carrying `user` that expires at `expires_at` (the API token's expiry).
+    pub fn issue_refresh_token(
+        &self,
+        user: &UserInfo,
+        expires_at: u64,
+    ) -> Result<Issued, TokenError> {
+        self.issue_identity(user, REFRESH_AUDIENCE, expires_at)
+    }
+
+    /// Checks a refresh token.
+    pub fn verify_refresh_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
+        decode(token, &self.decoding, &self.refresh)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<T, TokenError> {
+    use jsonwebtoken::errors::ErrorKind;
+    jsonwebtoken::decode::<T>(token, key, validation)
+        .map(|d| d.claims)
+        .map_err(|e| {
+            let reason = match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired",
+                ErrorKind::InvalidSignature => "token signed by another key",
+                ErrorKind::InvalidAudience => "token is of another kind",
+                ErrorKind::InvalidIssuer => "token issued by someone else",
+                _ => "malformed token",
+            };
+            TokenError::Invalid(reason.into())
+        })
+}
+
+#[cfg(test)]
+mod tests;

