@@ -54,9 +54,14 @@ pub enum ApiError {
     /// 404 NOT_FOUND: not a registry API path.
     #[error("not found")]
     NotFound,
-    /// 405 UNSUPPORTED.
-    #[error("{0}")]
-    Unsupported(String),
+    /// 405 UNSUPPORTED, with the methods the path does take.
+    #[error("{message}")]
+    Unsupported {
+        /// What is not supported.
+        message: String,
+        /// The `Allow` header.
+        allow: &'static str,
+    },
     /// 431: a header too large to read.
     #[error("request header too large")]
     HeaderTooLarge,
@@ -93,7 +98,7 @@ impl ApiError {
             ApiError::Denied { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::AuthorityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
@@ -108,7 +113,7 @@ impl ApiError {
             ApiError::Denied { .. } => "DENIED",
             ApiError::BadRequest { code, .. } => code,
             ApiError::NotFound => "NOT_FOUND",
-            ApiError::Unsupported(_) => "UNSUPPORTED",
+            ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::HeaderTooLarge => "SIZE_INVALID",
             ApiError::AuthorityUnavailable | ApiError::UpstreamTimeout => "UNAVAILABLE",
             ApiError::UpstreamUnreachable => "UNAVAILABLE",
@@ -143,6 +148,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            ApiError::Unsupported { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::AuthorityUnavailable => {
                 headers.insert(

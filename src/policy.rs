@@ -252,7 +252,7 @@ fn binds(subjects: Option<&[Subject]>, user: &UserInfo, namespace: &str) -> bool
 pub fn subject_is(subject: &Subject, user: &UserInfo, namespace: &str) -> bool {
     match subject.kind.as_str() {
         USER_KIND => subject.name == user.name,
-        GROUP_KIND => user.groups.iter().any(|g| *g == subject.name),
+        GROUP_KIND => user.groups.contains(&subject.name),
         SERVICE_ACCOUNT_KIND => {
             let sa_namespace = subject
                 .namespace

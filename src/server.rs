@@ -99,7 +99,17 @@ impl Gateway {
     /// The pipeline: parse route -> plan access -> identify -> decide -> forward.
     async fn handle(&self, mut req: Request) -> Result<Response, ApiError> {
         let route = route::parse(req.uri().path()).map_err(route_error)?;
-        let plan = access::plan(req.method(), &route, req.uri().query()).map_err(access_error)?;
+        let plan = access::plan(req.method(), &route, req.uri().query())
+            .map_err(|e| access_error(e, &route))?;
+        if matches!(route, Route::UploadStart { .. }) && is_form(req.headers()) {
+            // distribution reads `mount`/`from` with Go's FormValue, which prefers a form body
+            // over the query: a form body could name a source the gateway never checked.
+            return Err(ApiError::BadRequest {
+                code: "UNSUPPORTED",
+                message: "an upload start takes no form body; send mount and from in the query"
+                    .into(),
+            });
+        }
         let public = self.public_origin(&req);
         let user = self.identify(req.headers(), &public, &plan).await?;
 
@@ -119,16 +129,22 @@ impl Gateway {
                 return Err(self.challenge(&public, None, None, "authentication required"));
             }
         }
-        if let Some(mount) = &plan.mount_source {
-            let allowed = self
-                .decisions
-                .decide(&user, &mount.check)
-                .await
-                .map_err(unavailable)?
-                .allowed();
-            if !allowed {
+        if matches!(route, Route::UploadStart { .. }) {
+            // Only a checked source may be mounted. Without `from` the registry would pick the
+            // source itself (the OCI spec allows it), so `mount` alone is dropped too.
+            let allowed = match &plan.mount_source {
+                Some(mount) => self
+                    .decisions
+                    .decide(&user, &mount.check)
+                    .await
+                    .map_err(unavailable)?
+                    .allowed(),
+                None => false,
+            };
+            let query = req.uri().query().unwrap_or("");
+            if !allowed && !query.is_empty() {
                 // As distribution and OpenShift do: no mount, a plain upload instead.
-                let query = access::without_mount(req.uri().query().unwrap_or(""));
+                let query = access::without_mount(query);
                 *req.uri_mut() = with_query(req.uri(), &query)?;
             }
         }
@@ -387,11 +403,26 @@ fn route_error(e: route::RouteError) -> ApiError {
     }
 }
 
-fn access_error(e: access::AccessError) -> ApiError {
+fn access_error(e: access::AccessError, route: &Route) -> ApiError {
     match e {
-        access::AccessError::MethodNotAllowed { .. } => ApiError::Unsupported(e.to_string()),
+        access::AccessError::MethodNotAllowed { .. } => ApiError::Unsupported {
+            message: e.to_string(),
+            allow: access::allowed_methods(route),
+        },
         access::AccessError::InvalidMountSource(inner) => route_error(inner),
     }
+}
+
+/// Whether the body is a form Go's `FormValue` would read.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v.starts_with("application/x-www-form-urlencoded")
+                || v.starts_with("multipart/form-data")
+        })
 }
 
 fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ApiError> {

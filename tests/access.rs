@@ -12,7 +12,11 @@ fn builder_pushes_default_pulls_but_may_not_push() {
     let default = env.token("default", "project-a");
     let image = oci_layout(&env.dir().join("img"), &unique_bytes(50_000));
 
-    let push = env.skopeo_copy(&env.oci_ref("img"), &env.docker_ref("project-a/app:v1"), Some(&builder));
+    let push = env.skopeo_copy(
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        Some(&builder),
+    );
     assert!(
         push.status.success(),
         "skopeo push by project-a/builder: {}\nregate stderr tail:\n{}",
@@ -20,7 +24,11 @@ fn builder_pushes_default_pulls_but_may_not_push() {
         env.regate_log_tail(30)
     );
 
-    let pull = env.skopeo_copy(&env.docker_ref("project-a/app:v1"), &env.oci_ref("pulled"), Some(&default));
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("pulled"),
+        Some(&default),
+    );
     assert!(
         pull.status.success(),
         "skopeo pull by project-a/default: {}\nregate stderr tail:\n{}",
@@ -29,18 +37,35 @@ fn builder_pushes_default_pulls_but_may_not_push() {
     );
     let pulled = env.dir().join("pulled");
     assert_eq!(oci_manifest_digest(&pulled), image.manifest_digest);
-    assert_eq!(digest_file(&oci_blob(&pulled, &image.layer_digest)), image.layer_digest);
+    assert_eq!(
+        digest_file(&oci_blob(&pulled, &image.layer_digest)),
+        image.layer_digest
+    );
 
-    let denied = env.skopeo_copy(&env.oci_ref("img"), &env.docker_ref("project-a/app:v2"), Some(&default));
-    assert!(!denied.status.success(), "skopeo push by project-a/default must fail: {}", show_output(&denied));
+    let denied = env.skopeo_copy(
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v2"),
+        Some(&default),
+    );
     assert!(
-        !env.registry_requests().iter().any(|r| r.contains("/manifests/v2")),
+        !denied.status.success(),
+        "skopeo push by project-a/default must fail: {}",
+        show_output(&denied)
+    );
+    assert!(
+        !env.registry_requests()
+            .iter()
+            .any(|r| r.contains("/manifests/v2")),
         "the denied push never reached the registry: {:?}",
         env.registry_requests()
     );
 
     // the denial as HTTP: 403 DENIED, naming who asked for what and how to grant it
-    let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::Basic(&default));
+    let reply = env.send(
+        "POST",
+        "/v2/project-a/app/blobs/uploads/",
+        Auth::Basic(&default),
+    );
     let err = env.expect_error(&reply, 403, "DENIED", "upload start by project-a/default");
     let message = err["message"].as_str().unwrap_or_default();
     assert!(
@@ -48,16 +73,28 @@ fn builder_pushes_default_pulls_but_may_not_push() {
         "the message names the role or command that grants push: {message}"
     );
     let detail = err["detail"].to_string();
-    for part in ["system:serviceaccount:project-a:default", "update", "project-a", "app"] {
+    for part in [
+        "system:serviceaccount:project-a:default",
+        "update",
+        "project-a",
+        "app",
+    ] {
         assert!(detail.contains(part), "detail names {part}: {detail}");
     }
-    assert!(reply.header("WWW-Authenticate").is_none(), "a 403 carries no challenge: {reply}");
+    assert!(
+        reply.header("WWW-Authenticate").is_none(),
+        "a 403 carries no challenge: {reply}"
+    );
 
     // a manifest PUT is denied alike
     let reply = Reply::from_request(
-        env.request("PUT", "/v2/project-a/app/manifests/v3", Auth::Basic(&default))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(image.manifest.clone()),
+        env.request(
+            "PUT",
+            "/v2/project-a/app/manifests/v3",
+            Auth::Basic(&default),
+        )
+        .header("Content-Type", OCI_MANIFEST)
+        .body(image.manifest.clone()),
     );
     env.expect_error(&reply, 403, "DENIED", "manifest PUT by project-a/default");
 }
@@ -68,13 +105,21 @@ fn cross_project_pull_follows_role_grants_without_restart() {
     let image = Image::unique(4096);
     let builder_b = env.token("builder", "project-b");
     if let Err(reply) = env.push(Auth::Basic(&builder_b), "project-b/app", "v1", &image) {
-        panic!("push by project-b/builder: {reply}\n{}", env.regate_log_tail(30));
+        panic!(
+            "push by project-b/builder: {reply}\n{}",
+            env.regate_log_tail(30)
+        );
     }
     let default_a = env.token("default", "project-a");
     let pid = env.regate_pid();
 
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
-    let err = env.expect_error(&reply, 403, "DENIED", "project-a/default pulling project-b/app");
+    let err = env.expect_error(
+        &reply,
+        403,
+        "DENIED",
+        "project-a/default pulling project-b/app",
+    );
     let message = err["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("system:image-puller"),
@@ -92,8 +137,16 @@ fn cross_project_pull_follows_role_grants_without_restart() {
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_status(&reply, 200, "after add-role-to-user");
     assert_eq!(reply.body, image.manifest);
-    let pull = env.skopeo_copy(&env.docker_ref("project-b/app:v1"), &env.oci_ref("pulled"), Some(&default_a));
-    assert!(pull.status.success(), "skopeo pull after the grant: {}", show_output(&pull));
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-b/app:v1"),
+        &env.oci_ref("pulled"),
+        Some(&default_a),
+    );
+    assert!(
+        pull.status.success(),
+        "skopeo pull after the grant: {}",
+        show_output(&pull)
+    );
 
     env.change(&[
         "policy",
@@ -115,13 +168,26 @@ fn cross_project_pull_follows_role_grants_without_restart() {
         "project-b",
     ]);
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
-    env.expect_status(&reply, 200, "after add-role-to-group system:serviceaccounts:project-a");
+    env.expect_status(
+        &reply,
+        200,
+        "after add-role-to-group system:serviceaccounts:project-a",
+    );
     let deployer_a = env.token("deployer", "project-a");
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&deployer_a));
     env.expect_status(&reply, 200, "another SA of project-a, through the group");
     // the group grants pull, not push
-    let reply = env.send("POST", "/v2/project-b/app/blobs/uploads/", Auth::Basic(&default_a));
-    env.expect_error(&reply, 403, "DENIED", "push by project-a/default after a pull grant");
+    let reply = env.send(
+        "POST",
+        "/v2/project-b/app/blobs/uploads/",
+        Auth::Basic(&default_a),
+    );
+    env.expect_error(
+        &reply,
+        403,
+        "DENIED",
+        "push by project-a/default after a pull grant",
+    );
 
     env.change(&[
         "policy",
@@ -152,9 +218,22 @@ fn add_role_with_short_service_account_flag() {
         "project-a/robot before any grant",
     );
     // -z names a service account of -n's namespace: project-b/robot, not project-a/robot
-    env.change(&["policy", "add-role-to-user", "system:image-pusher", "-z", "robot", "-n", "project-b"]);
+    env.change(&[
+        "policy",
+        "add-role-to-user",
+        "system:image-pusher",
+        "-z",
+        "robot",
+        "-n",
+        "project-b",
+    ]);
     let robot_b = env.token("robot", "project-b");
-    if let Err(reply) = env.push(Auth::Basic(&robot_b), "project-b/pushed", "v1", &Image::unique(512)) {
+    if let Err(reply) = env.push(
+        Auth::Basic(&robot_b),
+        "project-b/pushed",
+        "v1",
+        &Image::unique(512),
+    ) {
         panic!("push by project-b/robot after -z grant of system:image-pusher: {reply}");
     }
     env.expect_error(
@@ -180,20 +259,43 @@ fn user_gets_access_by_role_and_by_group() {
         "DENIED",
         "alice before any grant",
     );
-    env.change(&["policy", "add-role-to-user", "system:image-puller", "alice", "-n", "project-a"]);
-    env.change(&["policy", "add-role-to-group", "system:image-pusher", "devs", "-n", "project-a"]);
+    env.change(&[
+        "policy",
+        "add-role-to-user",
+        "system:image-puller",
+        "alice",
+        "-n",
+        "project-a",
+    ]);
+    env.change(&[
+        "policy",
+        "add-role-to-group",
+        "system:image-pusher",
+        "devs",
+        "-n",
+        "project-a",
+    ]);
     env.expect_status(
         &env.get_manifest("project-a/app", "v1", Auth::Basic(&alice)),
         200,
         "alice as image-puller",
     );
     env.expect_error(
-        &env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::Basic(&alice)),
+        &env.send(
+            "POST",
+            "/v2/project-a/app/blobs/uploads/",
+            Auth::Basic(&alice),
+        ),
         403,
         "DENIED",
         "alice may not push",
     );
-    if let Err(reply) = env.push(Auth::Basic(&bob), "project-a/bobs", "v1", &Image::unique(512)) {
+    if let Err(reply) = env.push(
+        Auth::Basic(&bob),
+        "project-a/bobs",
+        "v1",
+        &Image::unique(512),
+    ) {
         panic!("bob, in group devs bound to system:image-pusher, pushes: {reply}");
     }
 }
@@ -205,10 +307,23 @@ fn anonymous_pull_is_challenged_then_allowed_for_system_unauthenticated() {
     env.seed("project-a/app", "v1", &image);
 
     let reply = env.get_manifest("project-a/app", "v1", Auth::None);
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "anonymous pull before the grant");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "anonymous pull before the grant",
+    );
     assert!(reply.header("WWW-Authenticate").is_some(), "{reply}");
-    let pull = env.skopeo_copy(&env.docker_ref("project-a/app:v1"), &env.oci_ref("anon1"), None);
-    assert!(!pull.status.success(), "anonymous skopeo pull must fail: {}", show_output(&pull));
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("anon1"),
+        None,
+    );
+    assert!(
+        !pull.status.success(),
+        "anonymous skopeo pull must fail: {}",
+        show_output(&pull)
+    );
 
     env.change(&[
         "policy",
@@ -223,18 +338,30 @@ fn anonymous_pull_is_challenged_then_allowed_for_system_unauthenticated() {
     assert_eq!(reply.body, image.manifest);
     let reply = env.get_manifest("project-a/app", "v1", Auth::Bearer("anonymous"));
     env.expect_status(&reply, 200, "`Bearer anonymous` after the grant");
-    let pull = env.skopeo_copy(&env.docker_ref("project-a/app:v1"), &env.oci_ref("anon2"), None);
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("anon2"),
+        None,
+    );
     assert!(
         pull.status.success(),
         "anonymous skopeo pull after the grant: {}\n{}",
         show_output(&pull),
         env.regate_log_tail(30)
     );
-    assert_eq!(oci_manifest_digest(&env.dir().join("anon2")), image.manifest_digest);
+    assert_eq!(
+        oci_manifest_digest(&env.dir().join("anon2")),
+        image.manifest_digest
+    );
 
     // pull only, and only in that namespace
     let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::None);
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "anonymous push after a pull grant");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "anonymous push after a pull grant",
+    );
     env.seed("project-b/app", "v1", &image);
     let reply = env.get_manifest("project-b/app", "v1", Auth::None);
     env.expect_error(&reply, 401, "UNAUTHORIZED", "anonymous pull in project-b");
@@ -253,7 +380,10 @@ fn chunked_patch_upload_without_content_length() {
         &[("Authorization", &auth), ("Content-Length", "0")],
     );
     env.expect_status(&start, 202, "upload start");
-    let location = start.header("Location").expect("Location of the upload").to_string();
+    let location = start
+        .header("Location")
+        .expect("Location of the upload")
+        .to_string();
 
     let mut req = format!(
         "PATCH {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {auth}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -277,9 +407,16 @@ fn chunked_patch_upload_without_content_length() {
     let location = patch.header("Location").unwrap_or(&location).to_string();
 
     let target = add_query(&location_target(&location), "digest", &digest(&data));
-    let put = env.raw_request("PUT", &target, &[("Authorization", &auth), ("Content-Length", "0")]);
+    let put = env.raw_request(
+        "PUT",
+        &target,
+        &[("Authorization", &auth), ("Content-Length", "0")],
+    );
     env.expect_status(&put, 201, "upload completion");
-    assert_eq!(put.header("Docker-Content-Digest"), Some(digest(&data).as_str()));
+    assert_eq!(
+        put.header("Docker-Content-Digest"),
+        Some(digest(&data).as_str())
+    );
 
     let back = env.send(
         "GET",
@@ -287,7 +424,11 @@ fn chunked_patch_upload_without_content_length() {
         Auth::Basic(&builder),
     );
     env.expect_status(&back, 200, "GET of the uploaded blob");
-    assert!(back.body == data, "the blob came back intact ({} bytes)", back.body.len());
+    assert!(
+        back.body == data,
+        "the blob came back intact ({} bytes)",
+        back.body.len()
+    );
 }
 
 #[test]
@@ -305,9 +446,18 @@ fn cross_repository_mount_is_done_when_the_source_is_readable() {
         Auth::Basic(&builder),
     );
     env.expect_status(&reply, 201, "mount from a readable source");
-    assert_eq!(reply.header("Docker-Content-Digest"), Some(d.as_str()), "{reply}");
-    let direct = Reply::from_request(client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())));
-    assert_eq!(direct.status, 200, "the registry holds the mounted blob in project-a/dst: {direct}");
+    assert_eq!(
+        reply.header("Docker-Content-Digest"),
+        Some(d.as_str()),
+        "{reply}"
+    );
+    let direct = Reply::from_request(
+        client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())),
+    );
+    assert_eq!(
+        direct.status, 200,
+        "the registry holds the mounted blob in project-a/dst: {direct}"
+    );
 }
 
 #[test]
@@ -317,7 +467,12 @@ fn cross_repository_mount_from_an_unreadable_source_is_a_plain_upload() {
     let builder_b = env.token("builder", "project-b");
     let secret = unique_bytes(10_000);
     let d = digest(&secret);
-    if let Err(reply) = push_blob(&env.url(), Auth::Basic(&builder_b), "project-b/secret", &secret) {
+    if let Err(reply) = push_blob(
+        &env.url(),
+        Auth::Basic(&builder_b),
+        "project-b/secret",
+        &secret,
+    ) {
         panic!("blob upload by project-b/builder: {reply}");
     }
 
@@ -326,25 +481,48 @@ fn cross_repository_mount_from_an_unreadable_source_is_a_plain_upload() {
         &format!("/v2/project-a/dst/blobs/uploads/?mount={d}&from=project-b/secret"),
         Auth::Basic(&builder_a),
     );
-    env.expect_status(&reply, 202, "mount from an unreadable source falls back to an upload start");
-    let location = reply.header("Location").expect("Location of the upload").to_string();
+    env.expect_status(
+        &reply,
+        202,
+        "mount from an unreadable source falls back to an upload start",
+    );
+    let location = reply
+        .header("Location")
+        .expect("Location of the upload")
+        .to_string();
 
-    let direct = Reply::from_request(client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())));
+    let direct = Reply::from_request(
+        client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())),
+    );
     assert_eq!(
         direct.status, 404,
         "the registry must not have mounted project-b's blob into project-a/dst: {direct}"
     );
     assert!(
-        !env.registry_requests().iter().any(|r| r.contains("from=project-b")),
+        !env.registry_requests()
+            .iter()
+            .any(|r| r.contains("from=project-b")),
         "the mount was never asked of the registry: {:?}",
         env.registry_requests()
     );
-    let reply = env.send("GET", &format!("/v2/project-a/dst/blobs/{d}"), Auth::Basic(&builder_a));
-    env.expect_status(&reply, 404, "project-a/builder cannot read the blob without uploading it");
+    let reply = env.send(
+        "GET",
+        &format!("/v2/project-a/dst/blobs/{d}"),
+        Auth::Basic(&builder_a),
+    );
+    env.expect_status(
+        &reply,
+        404,
+        "project-a/builder cannot read the blob without uploading it",
+    );
 
     // the upload that was started instead works with the caller's own bytes
     let url = add_query(&absolute(&env.url(), &location), "digest", &d);
-    let put = Reply::from_request(Auth::Basic(&builder_a).apply(client().put(url)).body(secret.clone()));
+    let put = Reply::from_request(
+        Auth::Basic(&builder_a)
+            .apply(client().put(url))
+            .body(secret.clone()),
+    );
     env.expect_status(&put, 201, "completing the fallback upload");
 }
 
@@ -380,13 +558,24 @@ fn catalog_is_filtered_per_caller() {
         "-n",
         "project-b",
     ]);
-    assert_eq!(catalog(&default_a), ["project-a/app", "project-b/app", "project-b/tools/x"]);
+    assert_eq!(
+        catalog(&default_a),
+        ["project-a/app", "project-b/app", "project-b/tools/x"]
+    );
 
     // cluster `list imagestreams` sees everything
     env.regate_ok(&["create", "user", "admin-user"]);
-    env.change(&["policy", "add-cluster-role-to-user", "registry-viewer", "admin-user"]);
+    env.change(&[
+        "policy",
+        "add-cluster-role-to-user",
+        "registry-viewer",
+        "admin-user",
+    ]);
     let admin = env.user_token("admin-user");
-    assert_eq!(catalog(&admin), ["project-a/app", "project-b/app", "project-b/tools/x"]);
+    assert_eq!(
+        catalog(&admin),
+        ["project-a/app", "project-b/app", "project-b/tools/x"]
+    );
 }
 
 #[test]
@@ -408,13 +597,22 @@ fn manifest_delete_needs_cluster_delete_on_images() {
     };
 
     let reply = env.send("DELETE", &manifest_path, Auth::Basic(&builder));
-    let err = env.expect_error(&reply, 403, "DENIED", "manifest DELETE by project-a/builder");
+    let err = env.expect_error(
+        &reply,
+        403,
+        "DENIED",
+        "manifest DELETE by project-a/builder",
+    );
     let message = err["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("system:image-pruner"),
         "the message names system:image-pruner: {message}"
     );
-    assert_eq!(on_registry(&manifest_path), 200, "the manifest is still there");
+    assert_eq!(
+        on_registry(&manifest_path),
+        200,
+        "the manifest is still there"
+    );
     let blob_path = format!("/v2/project-a/app/blobs/{}", image.layer_digest);
     env.expect_error(
         &env.send("DELETE", &blob_path, Auth::Basic(&builder)),
@@ -438,7 +636,11 @@ fn manifest_delete_needs_cluster_delete_on_images() {
     // the pruner right is cluster-wide but still nothing for another identity
     let default = env.token("default", "project-a");
     env.expect_error(
-        &env.send("DELETE", &format!("/v2/project-a/app/blobs/{}", image.config_digest), Auth::Basic(&default)),
+        &env.send(
+            "DELETE",
+            &format!("/v2/project-a/app/blobs/{}", image.config_digest),
+            Auth::Basic(&default),
+        ),
         403,
         "DENIED",
         "blob DELETE by project-a/default",

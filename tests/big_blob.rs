@@ -16,7 +16,11 @@ fn blob_of_512_mib_round_trips_in_bounded_memory() {
     let builder = env.token("builder", "project-a");
     let default = env.token("default", "project-a");
 
-    let push = env.skopeo_copy(&env.oci_ref("big"), &env.docker_ref("project-a/big:v1"), Some(&builder));
+    let push = env.skopeo_copy(
+        &env.oci_ref("big"),
+        &env.docker_ref("project-a/big:v1"),
+        Some(&builder),
+    );
     assert!(
         push.status.success(),
         "skopeo push of 512 MiB through regate: {}\nregate stderr tail:\n{}",
@@ -27,7 +31,11 @@ fn blob_of_512_mib_round_trips_in_bounded_memory() {
     // the source layout is no longer needed; free the disk before pulling
     std::fs::remove_dir_all(&src).expect("remove source layout");
 
-    let pull = env.skopeo_copy(&env.docker_ref("project-a/big:v1"), &env.oci_ref("back"), Some(&default));
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/big:v1"),
+        &env.oci_ref("back"),
+        Some(&default),
+    );
     assert!(
         pull.status.success(),
         "skopeo pull of 512 MiB through regate: {}\nregate stderr tail:\n{}",
@@ -37,10 +45,22 @@ fn blob_of_512_mib_round_trips_in_bounded_memory() {
     let peak = peak_rss_kib(env.regate_pid());
 
     let back = env.dir().join("back");
-    assert_eq!(oci_manifest_digest(&back), image.manifest_digest, "manifest digest");
+    assert_eq!(
+        oci_manifest_digest(&back),
+        image.manifest_digest,
+        "manifest digest"
+    );
     let layer = oci_blob(&back, &image.layer_digest);
-    assert_eq!(std::fs::metadata(&layer).expect("pulled layer").len(), SIZE, "pulled layer size");
-    assert_eq!(digest_file(&layer), image.layer_digest, "pulled layer content");
+    assert_eq!(
+        std::fs::metadata(&layer).expect("pulled layer").len(),
+        SIZE,
+        "pulled layer size"
+    );
+    assert_eq!(
+        digest_file(&layer),
+        image.layer_digest,
+        "pulled layer content"
+    );
 
     assert!(
         after_push < RSS_LIMIT_KIB && peak < RSS_LIMIT_KIB,

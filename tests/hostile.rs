@@ -23,13 +23,21 @@ fn malformed_credentials_are_401() {
         ("empty user and password", &empty_both),
         ("Basic with nothing", "Basic"),
         ("unknown scheme", "Digest username=\"x\", realm=\"y\""),
-        ("unknown scheme with a valid-looking value", "Token abc.def.ghi"),
+        (
+            "unknown scheme with a valid-looking value",
+            "Token abc.def.ghi",
+        ),
         ("garbage bearer", "Bearer abc.def.ghi"),
     ];
     for (what, header) in cases {
         for path in ["/v2/", "/v2/project-a/app/manifests/v1"] {
             let reply = env.raw_request("GET", path, &[("Authorization", header)]);
-            env.expect_error(&reply, 401, "UNAUTHORIZED", &format!("{what} on GET {path}"));
+            env.expect_error(
+                &reply,
+                401,
+                "UNAUTHORIZED",
+                &format!("{what} on GET {path}"),
+            );
             let challenge = reply.header("WWW-Authenticate").unwrap_or_default();
             assert!(
                 challenge.starts_with("Bearer realm=\""),
@@ -38,7 +46,9 @@ fn malformed_credentials_are_401() {
         }
     }
     assert!(
-        !env.registry_requests().iter().any(|r| r.starts_with("GET ")),
+        !env.registry_requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v2/project-a/app/manifests/")),
         "no unauthenticated pull reached the registry: {:?}",
         env.registry_requests()
     );
@@ -110,7 +120,9 @@ fn hostile_names_are_400_and_never_forwarded() {
     let reached: Vec<String> = env
         .registry_requests()
         .into_iter()
-        .filter(|r| !r.starts_with("PUT ") && !r.starts_with("POST /v2/project-a/app/blobs/uploads/ "))
+        .filter(|r| {
+            !r.starts_with("PUT ") && !r.starts_with("POST /v2/project-a/app/blobs/uploads/ ")
+        })
         .filter(|r| {
             let lower = r.to_ascii_lowercase();
             lower.contains("..")
@@ -124,10 +136,15 @@ fn hostile_names_are_400_and_never_forwarded() {
                 || r.contains("app-/")
         })
         .collect();
-    assert!(reached.is_empty(), "hostile names reached the registry: {reached:?}");
     assert!(
-        !env.registry_requests().iter().any(|r| r.starts_with("GET /v2/project-b/app/manifests/")
-            || r.starts_with("GET /v2/project-a/app/manifests/")),
+        reached.is_empty(),
+        "hostile names reached the registry: {reached:?}"
+    );
+    assert!(
+        !env.registry_requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v2/project-b/app/manifests/")
+                || r.starts_with("GET /v2/project-a/app/manifests/")),
         "no hostile request was normalised into a real manifest GET: {:?}",
         env.registry_requests()
     );
@@ -144,9 +161,16 @@ fn one_component_names_are_400() {
         ("GET", "/v2/project-a/manifests/latest"),
         ("GET", "/v2/app/tags/list"),
         ("POST", "/v2/app/blobs/uploads/"),
-        ("GET", "/v2/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+        (
+            "GET",
+            "/v2/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
     ] {
-        let reply = env.raw_request(method, path, &[("Authorization", &auth), ("Content-Length", "0")]);
+        let reply = env.raw_request(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Length", "0")],
+        );
         if method == "HEAD" {
             env.expect_status(&reply, 400, &format!("{method} {path}"));
         } else {
@@ -154,7 +178,9 @@ fn one_component_names_are_400() {
         }
     }
     assert!(
-        !env.registry_requests().iter().any(|r| r.contains("/v2/app/") || r.contains("/v2/project-a/manifests")),
+        !env.registry_requests()
+            .iter()
+            .any(|r| r.contains("/v2/app/") || r.contains("/v2/project-a/manifests")),
         "one-component names reached the registry: {:?}",
         env.registry_requests()
     );
@@ -173,9 +199,16 @@ fn other_methods_and_paths_are_not_forwarded_unchecked() {
         ("OPTIONS", "/v2/project-a/app/manifests/v1"),
         ("GET", "/v2/project-a/app"),
     ] {
-        let reply = env.raw_request(method, path, &[("Authorization", &auth), ("Content-Length", "0")]);
+        let reply = env.raw_request(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Length", "0")],
+        );
         env.expect_error_status(&reply, &[404, 405], &format!("{method} {path}"));
-        let code = reply.json()["errors"][0]["code"].as_str().unwrap_or_default().to_string();
+        let code = reply.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(
             code == "UNSUPPORTED" || code == "NOT_FOUND",
             "{method} {path}: code {code}"
@@ -192,22 +225,50 @@ fn other_methods_and_paths_are_not_forwarded_unchecked() {
                 || r.starts_with("PUT /v2/project-a/app/tags")
         })
         .collect();
-    assert!(reached.is_empty(), "unsupported requests reached the registry: {reached:?}");
+    assert!(
+        reached.is_empty(),
+        "unsupported requests reached the registry: {reached:?}"
+    );
 }
 
 #[test]
 fn expired_token_is_401_invalid_token() {
     let env = Env::with_projects();
-    let token = env.regate_ok(&["create", "token", "default", "-n", "project-a", "--duration", "1s"]);
+    let token = env.regate_ok(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "project-a",
+        "--duration",
+        "1s",
+    ]);
     std::thread::sleep(std::time::Duration::from_secs(2));
     for auth in [Auth::Basic(&token), Auth::Bearer(&token)] {
         let reply = env.send("GET", "/v2/", auth);
-        env.expect_error(&reply, 401, "UNAUTHORIZED", "GET /v2/ with an expired token");
+        env.expect_error(
+            &reply,
+            401,
+            "UNAUTHORIZED",
+            "GET /v2/ with an expired token",
+        );
         let challenge = reply.header("WWW-Authenticate").unwrap_or_default();
-        assert!(challenge.contains("error=\"invalid_token\""), "challenge says invalid_token: {reply}");
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "challenge says invalid_token: {reply}"
+        );
     }
-    let reply = env.send("GET", "/openshift/token?service=regate", Auth::Basic(&token));
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "token endpoint with an expired token");
+    let reply = env.send(
+        "GET",
+        "/openshift/token?service=regate",
+        Auth::Basic(&token),
+    );
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "token endpoint with an expired token",
+    );
 }
 
 #[test]
@@ -217,22 +278,42 @@ fn token_signed_by_another_key_is_401() {
     let other = env.dir().join("other-state");
     let cli = |args: &[&str]| {
         let mut cmd = std::process::Command::new(REGATE);
-        cmd.args(args).arg("--state").arg(&other).env("REGATE_STATE", &other);
+        cmd.args(args)
+            .arg("--state")
+            .arg(&other)
+            .env("REGATE_STATE", &other);
         let out = run_bounded(cmd, std::time::Duration::from_secs(60));
-        assert!(out.status.success(), "regate {}: {}", args.join(" "), show_output(&out));
+        assert!(
+            out.status.success(),
+            "regate {}: {}",
+            args.join(" "),
+            show_output(&out)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     cli(&["create", "namespace", "project-a"]);
     let foreign = cli(&["create", "token", "builder", "-n", "project-a"]);
     for auth in [Auth::Basic(&foreign), Auth::Bearer(&foreign)] {
         let reply = env.send("GET", "/v2/", auth);
-        env.expect_error(&reply, 401, "UNAUTHORIZED", "GET /v2/ with another key's token");
+        env.expect_error(
+            &reply,
+            401,
+            "UNAUTHORIZED",
+            "GET /v2/ with another key's token",
+        );
         assert!(
-            reply.header("WWW-Authenticate").unwrap_or_default().contains("error=\"invalid_token\""),
+            reply
+                .header("WWW-Authenticate")
+                .unwrap_or_default()
+                .contains("error=\"invalid_token\""),
             "{reply}"
         );
     }
-    let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::Basic(&foreign));
+    let reply = env.send(
+        "POST",
+        "/v2/project-a/app/blobs/uploads/",
+        Auth::Basic(&foreign),
+    );
     env.expect_error(&reply, 401, "UNAUTHORIZED", "push with another key's token");
 }
 
@@ -243,23 +324,51 @@ fn forged_and_tampered_tokens_are_401() {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "API tokens are JWTs: {token}");
     let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims: serde_json::Value = serde_json::from_slice(&url.decode(parts[1]).expect("JWT payload is base64url"))
-        .expect("JWT payload is JSON");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&url.decode(parts[1]).expect("JWT payload is base64url"))
+            .expect("JWT payload is JSON");
 
     // alg "none" with the same claims
-    let none = format!("{}.{}.", url.encode(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let none = format!(
+        "{}.{}.",
+        url.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     // claims of the builder, signature of the default SA
     let mut elevated = claims.clone();
     if let Some(sub) = elevated.get_mut("sub") {
         *sub = serde_json::Value::String("system:serviceaccount:project-a:builder".into());
     }
-    let swapped = format!("{}.{}.{}", parts[0], url.encode(serde_json::to_vec(&elevated).expect("json")), parts[2]);
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        url.encode(serde_json::to_vec(&elevated).expect("json")),
+        parts[2]
+    );
     // HS256 signed with an empty key
-    let hs = format!("{}.{}.{}", url.encode(br#"{"alg":"HS256","typ":"JWT"}"#), parts[1], url.encode([0u8; 32]));
-    for (what, bad) in [("alg none", none), ("changed claims", swapped), ("HS256 substitution", hs)] {
+    let hs = format!(
+        "{}.{}.{}",
+        url.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        parts[1],
+        url.encode([0u8; 32])
+    );
+    for (what, bad) in [
+        ("alg none", none),
+        ("changed claims", swapped),
+        ("HS256 substitution", hs),
+    ] {
         let reply = env.send("GET", "/v2/", Auth::Basic(&bad));
-        env.expect_error(&reply, 401, "UNAUTHORIZED", &format!("GET /v2/ with {what}"));
-        let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::Bearer(&bad));
+        env.expect_error(
+            &reply,
+            401,
+            "UNAUTHORIZED",
+            &format!("GET /v2/ with {what}"),
+        );
+        let reply = env.send(
+            "POST",
+            "/v2/project-a/app/blobs/uploads/",
+            Auth::Bearer(&bad),
+        );
         env.expect_error(&reply, 401, "UNAUTHORIZED", &format!("upload with {what}"));
     }
 }
@@ -281,15 +390,23 @@ fn one_mebibyte_authorization_header_is_refused() {
     }
     // many header lines adding up to 1 MiB
     let line = "B".repeat(8 * 1024);
-    let many: Vec<(String, String)> = (0..128).map(|i| (format!("X-Filler-{i}"), line.clone())).collect();
+    let many: Vec<(String, String)> = (0..128)
+        .map(|i| (format!("X-Filler-{i}"), line.clone()))
+        .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if let Ok(reply) = env.raw(&build_raw("GET", "/v2/", &env.host(), &many, b"")) {
-        assert!((400..500).contains(&reply.status), "1 MiB of headers must get a 4xx, got {reply}");
+        assert!(
+            (400..500).contains(&reply.status),
+            "1 MiB of headers must get a 4xx, got {reply}"
+        );
     }
     let reply = env.send("GET", "/v2/", Auth::Basic(&token));
     env.expect_status(&reply, 200, "regate still serves after the huge header");
     let rss = peak_rss_kib(env.regate_pid());
-    assert!(rss < 64 * 1024, "regate's peak RSS stayed under 64 MiB, was {rss} KiB");
+    assert!(
+        rss < 64 * 1024,
+        "regate's peak RSS stayed under 64 MiB, was {rss} KiB"
+    );
 }
 
 #[test]
@@ -300,23 +417,52 @@ fn deleted_service_account_token_stops_working() {
     let token = env.token("robot", "project-a");
     std::thread::sleep(POLICY_DELAY);
     let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
-    env.expect_status(&reply, 200, "robot pulls while it exists (system:serviceaccounts:project-a)");
+    env.expect_status(
+        &reply,
+        200,
+        "robot pulls while it exists (system:serviceaccounts:project-a)",
+    );
 
     env.change(&["delete", "serviceaccount", "robot", "-n", "project-a"]);
     for (what, auth, path) in [
         ("GET /v2/", Auth::Basic(&token), "/v2/"),
-        ("pull", Auth::Basic(&token), "/v2/project-a/app/manifests/v1"),
-        ("pull, Bearer", Auth::Bearer(&token), "/v2/project-a/app/manifests/v1"),
-        ("token endpoint", Auth::Basic(&token), "/openshift/token?service=regate"),
+        (
+            "pull",
+            Auth::Basic(&token),
+            "/v2/project-a/app/manifests/v1",
+        ),
+        (
+            "pull, Bearer",
+            Auth::Bearer(&token),
+            "/v2/project-a/app/manifests/v1",
+        ),
+        (
+            "token endpoint",
+            Auth::Basic(&token),
+            "/openshift/token?service=regate",
+        ),
     ] {
-        let reply = Reply::from_request(env.request("GET", path, auth).header("Accept", OCI_MANIFEST));
-        env.expect_error(&reply, 401, "UNAUTHORIZED", &format!("{what} with a deleted SA's token"));
+        let reply = Reply::from_request(
+            env.request("GET", path, auth)
+                .header("Accept", OCI_MANIFEST),
+        );
+        env.expect_error(
+            &reply,
+            401,
+            "UNAUTHORIZED",
+            &format!("{what} with a deleted SA's token"),
+        );
     }
     // re-creating an SA of the same name does not revive the old token (Kubernetes binds a
     // token to the service account's uid)
     env.change(&["create", "serviceaccount", "robot", "-n", "project-a"]);
     let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "old token of a deleted then re-created SA");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "old token of a deleted then re-created SA",
+    );
 }
 
 #[test]
@@ -324,7 +470,14 @@ fn deleted_user_and_namespace_tokens_stop_working() {
     let env = Env::with_projects();
     env.seed("project-b/app", "v1", &Image::unique(512));
     env.regate_ok(&["create", "user", "alice"]);
-    env.regate_ok(&["policy", "add-role-to-user", "system:image-puller", "alice", "-n", "project-b"]);
+    env.regate_ok(&[
+        "policy",
+        "add-role-to-user",
+        "system:image-puller",
+        "alice",
+        "-n",
+        "project-b",
+    ]);
     let alice = env.user_token("alice");
     let default_b = env.token("default", "project-b");
     std::thread::sleep(POLICY_DELAY);
@@ -338,5 +491,10 @@ fn deleted_user_and_namespace_tokens_stop_working() {
 
     env.change(&["delete", "namespace", "project-b"]);
     let reply = env.send("GET", "/v2/", Auth::Basic(&default_b));
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "token of an SA of a deleted namespace");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "token of an SA of a deleted namespace",
+    );
 }

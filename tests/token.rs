@@ -47,7 +47,10 @@ fn get_with_basic_gives_a_registry_token() {
     );
     let token = string_field(&env, &reply, "token");
     let access = string_field(&env, &reply, "access_token");
-    assert_eq!(token, access, "token and access_token are the same: {reply}");
+    assert_eq!(
+        token, access,
+        "token and access_token are the same: {reply}"
+    );
     let json = reply.json();
     assert!(
         json["expires_in"].as_u64().is_some_and(|s| s > 0),
@@ -58,7 +61,10 @@ fn get_with_basic_gives_a_registry_token() {
         issued.len() >= 20 && issued.as_bytes()[4] == b'-' && issued.contains('T'),
         "issued_at is an RFC 3339 time: {issued}"
     );
-    assert!(json.get("refresh_token").is_none(), "no refresh_token unless asked: {reply}");
+    assert!(
+        json.get("refresh_token").is_none(),
+        "no refresh_token unless asked: {reply}"
+    );
     assert!(
         reply
             .header("Content-Type")
@@ -77,7 +83,11 @@ fn repeated_and_space_separated_scopes_are_accepted() {
         "scope=repository:project-a/app:pull%20repository:project-a/other:pull,push",
         "",
     ] {
-        let reply = env.send("GET", &format!("/openshift/token?service=regate&{query}"), Auth::Basic(&default));
+        let reply = env.send(
+            "GET",
+            &format!("/openshift/token?service=regate&{query}"),
+            Auth::Basic(&default),
+        );
         string_field(&env, &reply, "token");
     }
 }
@@ -85,7 +95,11 @@ fn repeated_and_space_separated_scopes_are_accepted() {
 #[test]
 fn anonymous_get_gets_a_token() {
     let env = Env::with_projects();
-    let reply = env.send("GET", &format!("/openshift/token?scope={SCOPE}"), Auth::None);
+    let reply = env.send(
+        "GET",
+        &format!("/openshift/token?scope={SCOPE}"),
+        Auth::None,
+    );
     string_field(&env, &reply, "token");
 }
 
@@ -120,9 +134,15 @@ fn oauth2_post_password_and_refresh_token_grants() {
     );
     let access = string_field(&env, &reply, "access_token");
     let refresh = string_field(&env, &reply, "refresh_token");
-    assert!(reply.json()["expires_in"].as_u64().is_some_and(|s| s > 0), "{reply}");
+    assert!(
+        reply.json()["expires_in"].as_u64().is_some_and(|s| s > 0),
+        "{reply}"
+    );
     string_field(&env, &reply, "issued_at");
-    assert!(reply.json().get("scope").is_some(), "the POST answer carries scope: {reply}");
+    assert!(
+        reply.json().get("scope").is_some(),
+        "the POST answer carries scope: {reply}"
+    );
     let ok = env.send("GET", "/v2/", Auth::Bearer(&access));
     env.expect_status(&ok, 200, "GET /v2/ with the password grant's access_token");
 
@@ -137,17 +157,42 @@ fn oauth2_post_password_and_refresh_token_grants() {
         ],
     );
     let renewed = string_field(&env, &reply, "access_token");
-    if let Err(reply) = env.push(Auth::Bearer(&renewed), "project-a/app", "v1", &Image::unique(1024)) {
+    if let Err(reply) = env.push(
+        Auth::Bearer(&renewed),
+        "project-a/app",
+        "v1",
+        &Image::unique(1024),
+    ) {
         panic!("push by project-a/builder with the refreshed access token: {reply}");
     }
 
     let reply = post_form(
         &env,
-        &[("grant_type", "password"), ("username", "anything"), ("password", "not-a-token")],
+        &[
+            ("grant_type", "password"),
+            ("username", "anything"),
+            ("password", "not-a-token"),
+        ],
     );
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "POST password grant with a bad token");
-    let reply = post_form(&env, &[("grant_type", "refresh_token"), ("refresh_token", "not-a-token")]);
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "POST refresh grant with a bad token");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "POST password grant with a bad token",
+    );
+    let reply = post_form(
+        &env,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "not-a-token"),
+        ],
+    );
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "POST refresh grant with a bad token",
+    );
 }
 
 #[test]
@@ -161,9 +206,16 @@ fn registry_token_works_as_bearer_and_every_request_is_still_authorized() {
         Auth::Basic(&builder),
     );
     let builder_rt = string_field(&env, &reply, "token");
-    env.expect_status(&env.send("GET", "/v2/", Auth::Bearer(&builder_rt)), 200, "GET /v2/ with a registry token");
+    env.expect_status(
+        &env.send("GET", "/v2/", Auth::Bearer(&builder_rt)),
+        200,
+        "GET /v2/ with a registry token",
+    );
     if let Err(reply) = env.push(Auth::Bearer(&builder_rt), "project-a/app", "v1", &image) {
-        panic!("push with the builder's registry token: {reply}\n{}", env.regate_log_tail(20));
+        panic!(
+            "push with the builder's registry token: {reply}\n{}",
+            env.regate_log_tail(20)
+        );
     }
 
     let default = env.token("default", "project-a");
@@ -174,29 +226,68 @@ fn registry_token_works_as_bearer_and_every_request_is_still_authorized() {
     );
     let default_rt = string_field(&env, &reply, "token");
     let reply = Reply::from_request(
-        env.request("GET", "/v2/project-a/app/manifests/v1", Auth::Bearer(&default_rt))
-            .header("Accept", OCI_MANIFEST),
+        env.request(
+            "GET",
+            "/v2/project-a/app/manifests/v1",
+            Auth::Bearer(&default_rt),
+        )
+        .header("Accept", OCI_MANIFEST),
     );
     env.expect_status(&reply, 200, "pull with the default SA's registry token");
     assert_eq!(reply.body, image.manifest);
     // the token's scope asked for push, but the identity may not push
-    let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::Bearer(&default_rt));
-    env.expect_error(&reply, 403, "DENIED", "push with the default SA's registry token");
+    let reply = env.send(
+        "POST",
+        "/v2/project-a/app/blobs/uploads/",
+        Auth::Bearer(&default_rt),
+    );
+    env.expect_error(
+        &reply,
+        403,
+        "DENIED",
+        "push with the default SA's registry token",
+    );
     // nor read another project
     env.seed("project-b/app", "v1", &image);
-    let reply = env.send("GET", "/v2/project-b/app/manifests/v1", Auth::Bearer(&default_rt));
-    env.expect_error(&reply, 403, "DENIED", "project-b pull with project-a's registry token");
+    let reply = env.send(
+        "GET",
+        "/v2/project-b/app/manifests/v1",
+        Auth::Bearer(&default_rt),
+    );
+    env.expect_error(
+        &reply,
+        403,
+        "DENIED",
+        "project-b pull with project-a's registry token",
+    );
 }
 
 #[test]
 fn invalid_token_is_401_json() {
     let env = Env::with_projects();
-    let reply = env.send("GET", "/openshift/token?service=regate", Auth::Basic("not-a-token"));
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "token endpoint with an invalid API token");
+    let reply = env.send(
+        "GET",
+        "/openshift/token?service=regate",
+        Auth::Basic("not-a-token"),
+    );
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "token endpoint with an invalid API token",
+    );
     let reply = env.send("GET", "/v2/", Auth::Bearer("not-a-token"));
-    env.expect_error(&reply, 401, "UNAUTHORIZED", "GET /v2/ with an invalid Bearer token");
+    env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "GET /v2/ with an invalid Bearer token",
+    );
     let header = reply.header("WWW-Authenticate").unwrap_or_default();
-    assert!(header.contains("error=\"invalid_token\""), "challenge says invalid_token: {reply}");
+    assert!(
+        header.contains("error=\"invalid_token\""),
+        "challenge says invalid_token: {reply}"
+    );
 }
 
 #[test]
@@ -217,6 +308,11 @@ fn scope_naming_an_invalid_repository_is_400() {
             ),
             Auth::Basic(&default),
         );
-        env.expect_error(&reply, 400, "NAME_INVALID", &format!("token request for {scope}"));
+        env.expect_error(
+            &reply,
+            400,
+            "NAME_INVALID",
+            &format!("token request for {scope}"),
+        );
     }
 }

@@ -115,7 +115,7 @@ pub(super) struct GroupsInCluster {
 
 /// Adds or removes.
 #[derive(Clone, Copy)]
-enum Change {
+pub(super) enum Change {
     Add,
     Remove,
 }
@@ -234,7 +234,7 @@ fn report(change: Change, role: &str, targets: &[String]) {
     println!("{}", message(change, role, targets));
 }
 
-fn message(change: Change, role: &str, targets: &[String]) -> String {
+pub(super) fn message(change: Change, role: &str, targets: &[String]) -> String {
     let verb = match change {
         Change::Add => "added",
         Change::Remove => "removed",
@@ -250,13 +250,4 @@ fn message(change: Change, role: &str, targets: &[String]) -> String {
         ),
     };
     format!("clusterrole.rbac.authorization.k8s.io/{role} {verb}: {targets}")
-}
-
-#[cfg(test)]
-pub(super) fn message_for_test(add: bool, role: &str, targets: &[String]) -> String {
-    message(
-        if add { Change::Add } else { Change::Remove },
-        role,
-        targets,
-    )
 }

@@ -125,15 +125,15 @@ fn token_duration_defaults_to_an_hour() {
 #[test]
 fn messages_read_like_oc() {
     assert_eq!(
-        policy::message_for_test(
-            true,
+        policy::message(
+            policy::Change::Add,
             "system:image-puller",
             &["system:serviceaccount:project-a:default".into()]
         ),
         r#"clusterrole.rbac.authorization.k8s.io/system:image-puller added: "system:serviceaccount:project-a:default""#
     );
     assert_eq!(
-        policy::message_for_test(false, "r", &["a".into(), "b".into()]),
+        policy::message(policy::Change::Remove, "r", &["a".into(), "b".into()]),
         r#"clusterrole.rbac.authorization.k8s.io/r removed: ["a" "b"]"#
     );
 }

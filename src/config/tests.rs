@@ -34,10 +34,7 @@ fn errors_name_the_file_and_field() {
     let e = load_yaml("listn: 1\n", ServeArgs::default())
         .unwrap_err()
         .to_string();
-    assert!(
-        e.contains("regate.yaml:1: unknown field `listn`"),
-        "{e}"
-    );
+    assert!(e.contains("regate.yaml:1: unknown field `listn`"), "{e}");
     let e = load_yaml("public_url: ftp://x\n", ServeArgs::default())
         .unwrap_err()
         .to_string();

@@ -79,7 +79,12 @@ pub(super) async fn handle(gw: &Gateway, req: Request) -> Result<Response, ApiEr
             let grant = params.grant_type.take();
             return post(gw, params, grant.as_deref()).await;
         }
-        _ => return Err(ApiError::Unsupported("use GET or POST".into())),
+        _ => {
+            return Err(ApiError::Unsupported {
+                message: "the token endpoint takes GET or POST".into(),
+                allow: "GET, HEAD, POST",
+            });
+        }
     };
     check_scopes(&params.scopes)?;
     let header = req.headers().get(header::AUTHORIZATION);

@@ -318,7 +318,12 @@ impl Env {
     }
 
     /// A request to regate at `path` (which starts with `/`).
-    pub fn request(&self, method: &str, path: &str, auth: Auth) -> reqwest::blocking::RequestBuilder {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth,
+    ) -> reqwest::blocking::RequestBuilder {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
         auth.apply(client().request(method, format!("{}{}", self.url(), path)))
     }
@@ -345,8 +350,12 @@ impl Env {
     /// connection without answering.
     pub fn raw_request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
         let req = build_raw(method, target, &self.host(), headers, b"");
-        self.raw(&req)
-            .unwrap_or_else(|e| panic!("{method} {target}: no reply from regate: {e}\n{}", self.regate_log_tail(30)))
+        self.raw(&req).unwrap_or_else(|e| {
+            panic!(
+                "{method} {target}: no reply from regate: {e}\n{}",
+                self.regate_log_tail(30)
+            )
+        })
     }
 
     /// Panic with the reply and regate's log unless the status is `status`.
@@ -362,7 +371,13 @@ impl Env {
     /// Panic unless the reply is an OCI error of regate's own: this status, this code, the
     /// `Docker-Distribution-API-Version` header and a `{"errors":[{code,message,detail}]}` body.
     /// Returns the first error object.
-    pub fn expect_error(&self, reply: &Reply, status: u16, code: &str, what: &str) -> serde_json::Value {
+    pub fn expect_error(
+        &self,
+        reply: &Reply,
+        status: u16,
+        code: &str,
+        what: &str,
+    ) -> serde_json::Value {
         self.expect_status(reply, status, what);
         match reply.oci_error_problem(code) {
             None => reply.json()["errors"][0].clone(),
@@ -375,14 +390,22 @@ impl Env {
 
     /// Like [`Env::expect_error`] for a reply whose status may be any of `statuses` and whose
     /// code is not fixed by the spec.
-    pub fn expect_error_status(&self, reply: &Reply, statuses: &[u16], what: &str) -> serde_json::Value {
+    pub fn expect_error_status(
+        &self,
+        reply: &Reply,
+        statuses: &[u16],
+        what: &str,
+    ) -> serde_json::Value {
         if !statuses.contains(&reply.status) {
             panic!(
                 "{what}: expected one of {statuses:?}, got {reply}\nregate stderr tail:\n{}",
                 self.regate_log_tail(30)
             );
         }
-        let code = reply.json()["errors"][0]["code"].as_str().unwrap_or("").to_string();
+        let code = reply.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         match reply.oci_error_problem(&code) {
             None => reply.json()["errors"][0].clone(),
             Some(problem) => panic!(
@@ -422,9 +445,15 @@ impl Env {
     /// recompression), so what arrives can be compared with what was sent.
     pub fn skopeo_copy(&self, src: &str, dst: &str, token: Option<&str>) -> Output {
         let mut cmd = Command::new("skopeo");
-        cmd.arg("--tmpdir")
+        cmd.arg("--insecure-policy")
+            .arg("--tmpdir")
             .arg(self.dir())
-            .args(["copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .args([
+                "copy",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
             .arg("--authfile")
             .arg(self.authfile());
         if let Some(token) = token {
@@ -487,7 +516,10 @@ impl Drop for Env {
         if let Some(mut reg) = self.registry.take() {
             kill(&mut reg.child);
             if panicking {
-                eprintln!("---- registry log (tail) ----\n{}", tail(&read_lossy(&reg.log), 25));
+                eprintln!(
+                    "---- registry log (tail) ----\n{}",
+                    tail(&read_lossy(&reg.log), 25)
+                );
             }
         }
     }
@@ -536,10 +568,9 @@ impl Registry {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if let Ok(reply) = raw_http(addr, &build_raw("GET", "/v2/", &addr.to_string(), &[], b"")) {
-                    if reply.status == 200 {
-                        return Registry { child, addr, log };
-                    }
+                let probe = build_raw("GET", "/v2/", &addr.to_string(), &[], b"");
+                if raw_http(addr, &probe).is_ok_and(|reply| reply.status == 200) {
+                    return Registry { child, addr, log };
                 }
                 if Instant::now() > deadline {
                     break;
@@ -549,7 +580,10 @@ impl Registry {
             kill(&mut child);
             last_log = read_lossy(&log);
         }
-        panic!("docker-registry did not come up after 5 attempts; last log:\n{}", tail(&last_log, 30));
+        panic!(
+            "docker-registry did not come up after 5 attempts; last log:\n{}",
+            tail(&last_log, 30)
+        );
     }
 }
 
@@ -587,10 +621,10 @@ impl Regate {
                 if let Some(f) = file.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
-                if let Some(rest) = line.trim().strip_prefix("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim().to_string());
-                    }
+                if let Some(rest) = line.trim().strip_prefix("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.trim().to_string());
                 }
             }
         });
@@ -653,7 +687,9 @@ pub fn free_port() -> u16 {
 
 /// Run a command with stdin closed, killing it after `limit`.
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let what = format!("{cmd:?}");
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut out_pipe = child.stdout.take().expect("stdout");
@@ -735,7 +771,10 @@ impl Auth<'_> {
         }
     }
 
-    pub fn apply(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+    pub fn apply(
+        &self,
+        rb: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
         match self.header() {
             Some(h) => rb.header("Authorization", h),
             None => rb,
@@ -775,10 +814,19 @@ impl Reply {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// The first header of this name (case-insensitive).
@@ -811,7 +859,11 @@ impl Reply {
     pub fn oci_error_problem(&self, code: &str) -> Option<String> {
         match self.header("Docker-Distribution-API-Version") {
             Some(v) if v.trim() == "registry/2.0" => {}
-            other => return Some(format!("header Docker-Distribution-API-Version is {other:?}, not registry/2.0")),
+            other => {
+                return Some(format!(
+                    "header Docker-Distribution-API-Version is {other:?}, not registry/2.0"
+                ));
+            }
         }
         let json: serde_json::Value = match serde_json::from_slice(&self.body) {
             Ok(j) => j,
@@ -831,7 +883,7 @@ impl Reply {
         if first["code"] != code {
             return Some(format!("error code is {}, expected {code}", first["code"]));
         }
-        if !first["message"].as_str().is_some_and(|m| !m.is_empty()) {
+        if first["message"].as_str().is_none_or(str::is_empty) {
             return Some("error message is not a non-empty string".into());
         }
         None
@@ -853,7 +905,13 @@ impl fmt::Display for Reply {
 
 /// A raw HTTP/1.1 request: `METHOD TARGET`, `Host`, `Connection: close`, the given headers
 /// and, for a non-empty body, `Content-Length`.
-pub fn build_raw(method: &str, target: &str, host: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub fn build_raw(
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -878,9 +936,12 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> io::Result<Reply> {
     let mut buf = Vec::new();
     let read_err = read_until_close(&mut stream, &mut buf).err();
     if buf.is_empty() {
-        return Err(read_err
-            .or(write_err)
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed with no reply")));
+        return Err(read_err.or(write_err).unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed with no reply",
+            )
+        }));
     }
     let is_head = request.starts_with(b"HEAD ");
     parse_reply(&buf, is_head)
@@ -917,9 +978,9 @@ fn parse_reply(buf: &[u8], is_head: bool) -> io::Result<Reply> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let rest = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
     let body = if is_head || status == 204 || status == 304 {
         Vec::new()
     } else if chunked {
@@ -927,7 +988,11 @@ fn parse_reply(buf: &[u8], is_head: bool) -> io::Result<Reply> {
     } else {
         rest.to_vec()
     };
-    Ok(Reply { status, headers, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -947,8 +1012,14 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 
 /// The path and query of an upload `Location` (absolute or relative), to send a next request.
 pub fn location_target(location: &str) -> String {
-    match location.strip_prefix("http://").or_else(|| location.strip_prefix("https://")) {
-        Some(rest) => rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_else(|| "/".into()),
+    match location
+        .strip_prefix("http://")
+        .or_else(|| location.strip_prefix("https://"))
+    {
+        Some(rest) => rest
+            .find('/')
+            .map(|i| rest[i..].to_string())
+            .unwrap_or_else(|| "/".into()),
         None => location.to_string(),
     }
 }
@@ -988,8 +1059,13 @@ pub fn digest_file(path: &Path) -> String {
 /// layer).
 pub fn unique_bytes(len: usize) -> Vec<u8> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) as u64;
-    let mut seed = nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0) as u64;
+    let mut seed = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         seed = xorshift(seed);
@@ -1063,7 +1139,12 @@ impl Image {
         Image::new(&unique_bytes(len))
     }
 
-    fn describe(layer: Vec<u8>, layer_digest: String, layer_size: u64, diff_id: Option<String>) -> Image {
+    fn describe(
+        layer: Vec<u8>,
+        layer_digest: String,
+        layer_size: u64,
+        diff_id: Option<String>,
+    ) -> Image {
         let diff_id = diff_id.unwrap_or_else(|| layer_digest.clone());
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64",
@@ -1093,14 +1174,20 @@ impl Image {
 }
 
 fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    dir.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 fn write_layout_metadata(dir: &Path, image: &Image) {
     fs::create_dir_all(dir.join("blobs/sha256")).expect("create OCI layout");
-    fs::write(dir.join("oci-layout"), b"{\"imageLayoutVersion\":\"1.0.0\"}").expect("write oci-layout");
+    fs::write(
+        dir.join("oci-layout"),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .expect("write oci-layout");
     fs::write(blob_path(dir, &image.config_digest), &image.config).expect("write config blob");
-    fs::write(blob_path(dir, &image.manifest_digest), &image.manifest).expect("write manifest blob");
+    fs::write(blob_path(dir, &image.manifest_digest), &image.manifest)
+        .expect("write manifest blob");
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -1110,7 +1197,11 @@ fn write_layout_metadata(dir: &Path, image: &Image) {
             "annotations": {"org.opencontainers.image.ref.name": "latest"},
         }],
     });
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).expect("index JSON")).expect("write index.json");
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("index JSON"),
+    )
+    .expect("write index.json");
 }
 
 /// Write an OCI image layout at `dir` (tag `latest`) whose one layer is `layer`; skopeo reads
@@ -1159,8 +1250,12 @@ pub fn oci_blob(dir: &Path, digest: &str) -> PathBuf {
 /// The manifest digest an OCI layout's `index.json` names first.
 pub fn oci_manifest_digest(dir: &Path) -> String {
     let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("read index.json")).expect("index.json is JSON");
-    index["manifests"][0]["digest"].as_str().expect("index.json names a manifest").to_string()
+        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("read index.json"))
+            .expect("index.json is JSON");
+    index["manifests"][0]["digest"]
+        .as_str()
+        .expect("index.json names a manifest")
+        .to_string()
 }
 
 /// Upload one blob monolithically: `POST /v2/REPO/blobs/uploads/`, then `PUT LOCATION&digest=`.
@@ -1193,7 +1288,13 @@ pub fn absolute(base: &str, location: &str) -> String {
 }
 
 /// Push `image` as `repo:tag` over HTTP (layer, config, manifest).
-pub fn push_image(base: &str, auth: Auth, repo: &str, tag: &str, image: &Image) -> Result<(), Reply> {
+pub fn push_image(
+    base: &str,
+    auth: Auth,
+    repo: &str,
+    tag: &str,
+    image: &Image,
+) -> Result<(), Reply> {
     push_blob(base, auth, repo, &image.layer)?;
     push_blob(base, auth, repo, &image.config)?;
     let put = Reply::from_request(
@@ -1263,7 +1364,12 @@ impl Docker {
     /// `docker ARGS`, panicking unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
-        assert!(out.status.success(), "docker {} failed: {}", args.join(" "), show_output(&out));
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            show_output(&out)
+        );
         out
     }
 
@@ -1277,7 +1383,9 @@ impl Docker {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn docker login");
         let mut stdin = child.stdin.take().expect("docker login stdin");
-        stdin.write_all(password.as_bytes()).expect("write password");
+        stdin
+            .write_all(password.as_bytes())
+            .expect("write password");
         drop(stdin);
         let deadline = Instant::now() + Duration::from_secs(120);
         while child.try_wait().expect("wait docker login").is_none() {
@@ -1292,7 +1400,10 @@ impl Docker {
 
     /// Make an image tagged `tag` offline: a tarball of one unique file, `docker import`ed.
     pub fn image(&self, tag: &str) {
-        let root = self.work.join(format!("root-{}", SERIAL.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let root = self.work.join(format!(
+            "root-{}",
+            SERIAL.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
         fs::create_dir_all(&root).expect("create image root");
         fs::write(root.join("hello.txt"), hex::encode(unique_bytes(32))).expect("write image file");
         let tarball = root.with_extension("tar");
@@ -1311,7 +1422,10 @@ impl Docker {
 
     /// Remember `reference` to remove it from the engine on drop.
     pub fn track(&self, reference: &str) {
-        self.refs.lock().unwrap_or_else(|e| e.into_inner()).push(reference.to_string());
+        self.refs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reference.to_string());
     }
 
     /// `docker pull REF` (the image is removed again on drop).
@@ -1383,7 +1497,10 @@ pub fn parse_challenge(header: &str) -> Option<(String, Vec<(String, String)>)> 
 
 /// The value of parameter `key` of a parsed challenge.
 pub fn challenge_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// One request as a [`Recorder`] received it.
@@ -1416,7 +1533,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(handler: impl Fn(&Recorded, SocketAddr) -> Vec<u8> + Send + Sync + 'static) -> Recorder {
+    pub fn start(
+        handler: impl Fn(&Recorded, SocketAddr) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Recorder {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind recorder");
         let addr = listener.local_addr().expect("recorder addr");
         let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -1432,14 +1551,22 @@ impl Recorder {
                 let (reqs, handler) = (reqs.clone(), handler.clone());
                 thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                    let Some(req) = read_request(&mut conn) else { return };
-                    reqs.lock().unwrap_or_else(|e| e.into_inner()).push(req.clone());
+                    let Some(req) = read_request(&mut conn) else {
+                        return;
+                    };
+                    reqs.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(req.clone());
                     let _ = conn.write_all(&handler(&req, addr));
                     let _ = conn.flush();
                 });
             }
         });
-        Recorder { addr, requests, stop }
+        Recorder {
+            addr,
+            requests,
+            stop,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1452,7 +1579,10 @@ impl Recorder {
 
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -1487,7 +1617,10 @@ fn read_request(conn: &mut TcpStream) -> Option<Recorded> {
         headers,
         body: Vec::new(),
     };
-    if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut body = vec![0u8; len];
         conn.read_exact(&mut body).ok()?;
         req.body = body;
@@ -1520,7 +1653,10 @@ pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         out.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     out.push_str("\r\n");
