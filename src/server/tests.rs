@@ -1,0 +1,166 @@
+//! The pipeline in-process, with an authority that cannot answer: nothing may be forwarded.
+
+use super::*;
+use crate::authority::Authority;
+use crate::cache::CacheSettings;
+use crate::config::{Config, ServeArgs};
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tower::ServiceExt;
+
+/// An authority that errors on every question.
+struct Down;
+
+#[async_trait]
+impl Authority for Down {
+    async fn authenticate(&self, _: &SecretString) -> Result<Authn, AuthorityError> {
+        Err(AuthorityError::Unavailable("connection refused".into()))
+    }
+    async fn authorize(
+        &self,
+        _: &UserInfo,
+        _: &Attributes,
+    ) -> Result<policy::Decision, AuthorityError> {
+        Err(AuthorityError::Unavailable("connection refused".into()))
+    }
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        Err(AuthorityError::Unavailable("connection refused".into()))
+    }
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// A registry stand-in that only counts the connections it gets.
+async fn counting_upstream() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+fn gateway(upstream: &str) -> Arc<Gateway> {
+    let signer = Arc::new(Signer::from_secret(&[1u8; 32]));
+    let config = Config::load(&ServeArgs {
+        upstream: Some(upstream.to_string()),
+        public_url: Some("http://gw.test".into()),
+        ..ServeArgs::default()
+    })
+    .unwrap();
+    Arc::new(Gateway {
+        decisions: Decisions::new(Arc::new(Down), &CacheSettings::default()),
+        upstream: Upstream::new(upstream, Duration::from_secs(5)).unwrap(),
+        config,
+        signer,
+    })
+}
+
+async fn send(gw: Arc<Gateway>, method: &str, path: &str, auth: Option<String>) -> Response {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(auth) = auth {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    app(gw)
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_authority_that_cannot_answer_gets_503_and_nothing_is_forwarded() {
+    let (upstream, connections) = counting_upstream().await;
+    let gw = gateway(&upstream);
+    // A registry token skips authentication but not authorization.
+    let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
+    let token = gw
+        .signer
+        .issue_registry_token(&user, Duration::from_secs(60))
+        .unwrap()
+        .token;
+    let cases = [
+        ("GET", "/v2/p/app/manifests/v1", None),
+        (
+            "GET",
+            "/v2/p/app/manifests/v1",
+            Some("Basic YW55OnRva2Vu".to_string()),
+        ),
+        (
+            "HEAD",
+            "/v2/p/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            Some(format!("Bearer {token}")),
+        ),
+        (
+            "POST",
+            "/v2/p/app/blobs/uploads/",
+            Some(format!("Bearer {token}")),
+        ),
+        ("GET", "/v2/", None),
+        (
+            "GET",
+            "/openshift/token",
+            Some("Basic YW55OnRva2Vu".to_string()),
+        ),
+    ];
+    for (method, path, auth) in cases {
+        let response = send(gw.clone(), method, path, auth).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}"
+        );
+        assert!(
+            response.headers().contains_key(header::RETRY_AFTER),
+            "{method} {path}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the registry"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_oci_json_with_the_api_version_header() {
+    let (upstream, _) = counting_upstream().await;
+    let response = send(
+        gateway(&upstream),
+        "GET",
+        "/v2/onecomponent/manifests/v1",
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[API_VERSION], "registry/2.0");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["errors"][0]["code"], "NAME_INVALID");
+
+    let response = send(gateway(&upstream), "PUT", "/v2/_catalog", None).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key(header::ALLOW));
+}
+
+#[tokio::test]
+async fn an_upload_start_with_a_form_body_is_refused() {
+    let (upstream, connections) = counting_upstream().await;
+    let gw = gateway(&upstream);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v2/p/app/blobs/uploads/?mount=sha256:00&from=p/other")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("from=secret/repo"))
+        .unwrap();
+    let response = app(gw).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
