@@ -58,10 +58,18 @@ pub enum ConfigError {
         #[source]
         source: serde_yaml::Error,
     },
-    /// A field has a value that cannot be used.
+    /// A flag has a value that cannot be used.
+    #[error("--{flag}: {reason}")]
+    Flag {
+        /// The flag without its dashes, e.g. `public-url`.
+        flag: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+    /// A field of the config file has a value that cannot be used.
     #[error("{origin}: field `{field}`: {reason}")]
     Field {
-        /// The file, or "flag" for a command-line flag.
+        /// The config file.
         origin: String,
         /// The field, e.g. `cache.allow_ttl`.
         field: &'static str,
@@ -172,12 +180,20 @@ impl Config {
                     })?;
                 (file, origin)
             }
-            None => (FileConfig::default(), "flag".to_string()),
+            None => (FileConfig::default(), "(no config file)".to_string()),
         };
         let field = |field, reason: String| ConfigError::Field {
             origin: origin.clone(),
             field,
             reason,
+        };
+        // An error names the flag when the value came from one, else the file's field.
+        let setting = |flag: Option<&String>, name: &'static str, reason: String| match flag {
+            Some(_) => ConfigError::Flag {
+                flag: name.replace('_', "-"),
+                reason,
+            },
+            None => field(name, reason),
         };
         let listen = args
             .listen
@@ -185,7 +201,8 @@ impl Config {
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen = listen.parse().map_err(|_| {
-            field(
+            setting(
+                args.listen.as_ref(),
                 "listen",
                 format!("{listen:?} is not an address; write e.g. 127.0.0.1:8080 or [::]:8080"),
             )
@@ -193,7 +210,8 @@ impl Config {
         let public_url = match args.public_url.clone().or(file.public_url) {
             None => None,
             Some(url) => Some(public_origin(&url).ok_or_else(|| {
-                field(
+                setting(
+                    args.public_url.as_ref(),
                     "public_url",
                     format!("{url:?} is not an origin; write e.g. https://registry.example.com"),
                 )

@@ -87,8 +87,10 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(ApiError::NotFound)
     };
     api_version(result.unwrap_or_else(|e| {
+        // Denials are what operators look for ("why can't X pull?"); challenges are routine.
         match e.status() {
             s if s.is_server_error() => tracing::warn!(status = %s, error = %e, "refused"),
+            StatusCode::FORBIDDEN => tracing::info!(error = %e, "denied"),
             s => tracing::debug!(status = %s, error = %e, "refused"),
         }
         e.into_response()
@@ -117,41 +119,57 @@ impl Gateway {
             self.decide(&user, attrs, &plan, &public).await?;
         }
         if matches!(route, Route::Base) && user.is_anonymous() {
-            // `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous
-            // anything, else the challenge that makes docker/skopeo send credentials.
-            let open = self
-                .decisions
-                .authority()
-                .anonymous_has_grants()
-                .await
-                .map_err(unavailable)?;
-            if !open {
-                return Err(self.challenge(&public, None, None, "authentication required"));
-            }
+            self.anonymous_base(&public).await?;
         }
         if matches!(route, Route::UploadStart { .. }) {
-            // Only a checked source may be mounted. Without `from` the registry would pick the
-            // source itself (the OCI spec allows it), so `mount` alone is dropped too.
-            let allowed = match &plan.mount_source {
-                Some(mount) => self
-                    .decisions
-                    .decide(&user, &mount.check)
-                    .await
-                    .map_err(unavailable)?
-                    .allowed(),
-                None => false,
-            };
-            let query = req.uri().query().unwrap_or("");
-            if !allowed && !query.is_empty() {
-                // As distribution and OpenShift do: no mount, a plain upload instead.
-                let query = access::without_mount(query);
-                *req.uri_mut() = with_query(req.uri(), &query)?;
-            }
+            self.mount_or_plain_upload(&mut req, &user, &plan).await?;
         }
         if plan.catalog {
             return self.catalog(req, &user, &public).await;
         }
         self.upstream.forward(req, &public).await
+    }
+
+    /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,
+    /// else the challenge that makes docker and skopeo send credentials.
+    async fn anonymous_base(&self, public: &PublicOrigin) -> Result<(), ApiError> {
+        let authority = self.decisions.authority();
+        if authority
+            .anonymous_has_grants()
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(())
+        } else {
+            Err(self.challenge(public, None, None, "authentication required"))
+        }
+    }
+
+    /// Keeps a cross-repository mount only when the caller may pull its source; otherwise the
+    /// request goes on as a plain upload start, as distribution and OpenShift do. Without `from`
+    /// the registry would pick the source itself (the OCI spec allows it), so a lone `mount` is
+    /// dropped too.
+    async fn mount_or_plain_upload(
+        &self,
+        req: &mut Request,
+        user: &UserInfo,
+        plan: &Plan,
+    ) -> Result<(), ApiError> {
+        let allowed = match &plan.mount_source {
+            Some(mount) => self
+                .decisions
+                .decide(user, &mount.check)
+                .await
+                .map_err(unavailable)?
+                .allowed(),
+            None => false,
+        };
+        let query = req.uri().query().unwrap_or("");
+        if !allowed && !query.is_empty() {
+            let query = access::without_mount(query);
+            *req.uri_mut() = with_query(req.uri(), &query)?;
+        }
+        Ok(())
     }
 
     /// Who is calling: anonymous, a registry token's identity, or an API token's (asked of the

@@ -5,6 +5,16 @@ mod common;
 
 use common::*;
 
+/// Panic unless the reply is 403 DENIED and its message names `role`, the role that grants it.
+fn expect_denied_naming(env: &Env, reply: &Reply, role: &str, what: &str) {
+    let err = env.expect_error(reply, 403, "DENIED", what);
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(role),
+        "the message names {role}: {message}"
+    );
+}
+
 #[test]
 fn builder_pushes_default_pulls_but_may_not_push() {
     let env = Env::with_projects();
@@ -17,24 +27,14 @@ fn builder_pushes_default_pulls_but_may_not_push() {
         &env.docker_ref("project-a/app:v1"),
         Some(&builder),
     );
-    assert!(
-        push.status.success(),
-        "skopeo push by project-a/builder: {}\nregate stderr tail:\n{}",
-        show_output(&push),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&push, "skopeo push by project-a/builder");
 
     let pull = env.skopeo_copy(
         &env.docker_ref("project-a/app:v1"),
         &env.oci_ref("pulled"),
         Some(&default),
     );
-    assert!(
-        pull.status.success(),
-        "skopeo pull by project-a/default: {}\nregate stderr tail:\n{}",
-        show_output(&pull),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&pull, "skopeo pull by project-a/default");
     let pulled = env.dir().join("pulled");
     assert_eq!(oci_manifest_digest(&pulled), image.manifest_digest);
     assert_eq!(
@@ -47,25 +47,13 @@ fn builder_pushes_default_pulls_but_may_not_push() {
         &env.docker_ref("project-a/app:v2"),
         Some(&default),
     );
-    assert!(
-        !denied.status.success(),
-        "skopeo push by project-a/default must fail: {}",
-        show_output(&denied)
-    );
-    assert!(
-        !env.registry_requests()
-            .iter()
-            .any(|r| r.contains("/manifests/v2")),
-        "the denied push never reached the registry: {:?}",
-        env.registry_requests()
-    );
+    expect_failure(&denied, "skopeo push by project-a/default");
+    env.assert_registry_never_saw("the denied push never reached the registry", |r| {
+        r.contains("/manifests/v2")
+    });
 
     // the denial as HTTP: 403 DENIED, naming who asked for what and how to grant it
-    let reply = env.send(
-        "POST",
-        "/v2/project-a/app/blobs/uploads/",
-        Auth::Basic(&default),
-    );
+    let reply = env.start_upload("project-a/app", Auth::Basic(&default));
     let err = env.expect_error(&reply, 403, "DENIED", "upload start by project-a/default");
     let message = err["message"].as_str().unwrap_or_default();
     assert!(
@@ -114,26 +102,14 @@ fn cross_project_pull_follows_role_grants_without_restart() {
     let pid = env.regate_pid();
 
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
-    let err = env.expect_error(
+    expect_denied_naming(
+        &env,
         &reply,
-        403,
-        "DENIED",
+        "system:image-puller",
         "project-a/default pulling project-b/app",
     );
-    let message = err["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("system:image-puller"),
-        "the message names system:image-puller: {message}"
-    );
 
-    env.change(&[
-        "policy",
-        "add-role-to-user",
-        "system:image-puller",
-        "system:serviceaccount:project-a:default",
-        "-n",
-        "project-b",
-    ]);
+    env.grant_pull("system:serviceaccount:project-a:default", "project-b");
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_status(&reply, 200, "after add-role-to-user");
     assert_eq!(reply.body, image.manifest);
@@ -142,31 +118,23 @@ fn cross_project_pull_follows_role_grants_without_restart() {
         &env.oci_ref("pulled"),
         Some(&default_a),
     );
-    assert!(
-        pull.status.success(),
-        "skopeo pull after the grant: {}",
-        show_output(&pull)
-    );
+    env.expect_success(&pull, "skopeo pull after the grant");
 
-    env.change(&[
-        "policy",
+    env.policy(
         "remove-role-from-user",
         "system:image-puller",
         "system:serviceaccount:project-a:default",
-        "-n",
         "project-b",
-    ]);
+    );
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_error(&reply, 403, "DENIED", "after remove-role-from-user");
 
-    env.change(&[
-        "policy",
+    env.policy(
         "add-role-to-group",
         "system:image-puller",
         "system:serviceaccounts:project-a",
-        "-n",
         "project-b",
-    ]);
+    );
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_status(
         &reply,
@@ -177,11 +145,7 @@ fn cross_project_pull_follows_role_grants_without_restart() {
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&deployer_a));
     env.expect_status(&reply, 200, "another SA of project-a, through the group");
     // the group grants pull, not push
-    let reply = env.send(
-        "POST",
-        "/v2/project-b/app/blobs/uploads/",
-        Auth::Basic(&default_a),
-    );
+    let reply = env.start_upload("project-b/app", Auth::Basic(&default_a));
     env.expect_error(
         &reply,
         403,
@@ -189,14 +153,12 @@ fn cross_project_pull_follows_role_grants_without_restart() {
         "push by project-a/default after a pull grant",
     );
 
-    env.change(&[
-        "policy",
+    env.policy(
         "remove-role-from-group",
         "system:image-puller",
         "system:serviceaccounts:project-a",
-        "-n",
         "project-b",
-    ]);
+    );
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_error(&reply, 403, "DENIED", "after remove-role-from-group");
 
@@ -259,33 +221,20 @@ fn user_gets_access_by_role_and_by_group() {
         "DENIED",
         "alice before any grant",
     );
-    env.change(&[
-        "policy",
-        "add-role-to-user",
-        "system:image-puller",
-        "alice",
-        "-n",
-        "project-a",
-    ]);
-    env.change(&[
-        "policy",
+    env.grant_pull("alice", "project-a");
+    env.policy(
         "add-role-to-group",
         "system:image-pusher",
         "devs",
-        "-n",
         "project-a",
-    ]);
+    );
     env.expect_status(
         &env.get_manifest("project-a/app", "v1", Auth::Basic(&alice)),
         200,
         "alice as image-puller",
     );
     env.expect_error(
-        &env.send(
-            "POST",
-            "/v2/project-a/app/blobs/uploads/",
-            Auth::Basic(&alice),
-        ),
+        &env.start_upload("project-a/app", Auth::Basic(&alice)),
         403,
         "DENIED",
         "alice may not push",
@@ -319,20 +268,14 @@ fn anonymous_pull_is_challenged_then_allowed_for_system_unauthenticated() {
         &env.oci_ref("anon1"),
         None,
     );
-    assert!(
-        !pull.status.success(),
-        "anonymous skopeo pull must fail: {}",
-        show_output(&pull)
-    );
+    expect_failure(&pull, "anonymous skopeo pull");
 
-    env.change(&[
-        "policy",
+    env.policy(
         "add-role-to-group",
         "system:image-puller",
         "system:unauthenticated",
-        "-n",
         "project-a",
-    ]);
+    );
     let reply = env.get_manifest("project-a/app", "v1", Auth::None);
     env.expect_status(&reply, 200, "anonymous pull after the grant");
     assert_eq!(reply.body, image.manifest);
@@ -343,19 +286,14 @@ fn anonymous_pull_is_challenged_then_allowed_for_system_unauthenticated() {
         &env.oci_ref("anon2"),
         None,
     );
-    assert!(
-        pull.status.success(),
-        "anonymous skopeo pull after the grant: {}\n{}",
-        show_output(&pull),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&pull, "anonymous skopeo pull after the grant");
     assert_eq!(
         oci_manifest_digest(&env.dir().join("anon2")),
         image.manifest_digest
     );
 
     // pull only, and only in that namespace
-    let reply = env.send("POST", "/v2/project-a/app/blobs/uploads/", Auth::None);
+    let reply = env.start_upload("project-a/app", Auth::None);
     env.expect_error(
         &reply,
         401,
@@ -379,11 +317,7 @@ fn chunked_patch_upload_without_content_length() {
         "/v2/project-a/chunky/blobs/uploads/",
         &[("Authorization", &auth), ("Content-Length", "0")],
     );
-    env.expect_status(&start, 202, "upload start");
-    let location = start
-        .header("Location")
-        .expect("Location of the upload")
-        .to_string();
+    let location = env.expect_upload_started(&start, "upload start");
 
     let mut req = format!(
         "PATCH {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {auth}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -451,9 +385,7 @@ fn cross_repository_mount_is_done_when_the_source_is_readable() {
         Some(d.as_str()),
         "{reply}"
     );
-    let direct = Reply::from_request(
-        client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())),
-    );
+    let direct = env.registry_head(&format!("/v2/project-a/dst/blobs/{d}"));
     assert_eq!(
         direct.status, 200,
         "the registry holds the mounted blob in project-a/dst: {direct}"
@@ -481,30 +413,19 @@ fn cross_repository_mount_from_an_unreadable_source_is_a_plain_upload() {
         &format!("/v2/project-a/dst/blobs/uploads/?mount={d}&from=project-b/secret"),
         Auth::Basic(&builder_a),
     );
-    env.expect_status(
+    let location = env.expect_upload_started(
         &reply,
-        202,
         "mount from an unreadable source falls back to an upload start",
     );
-    let location = reply
-        .header("Location")
-        .expect("Location of the upload")
-        .to_string();
 
-    let direct = Reply::from_request(
-        client().head(format!("{}/v2/project-a/dst/blobs/{d}", env.registry_url())),
-    );
+    let direct = env.registry_head(&format!("/v2/project-a/dst/blobs/{d}"));
     assert_eq!(
         direct.status, 404,
         "the registry must not have mounted project-b's blob into project-a/dst: {direct}"
     );
-    assert!(
-        !env.registry_requests()
-            .iter()
-            .any(|r| r.contains("from=project-b")),
-        "the mount was never asked of the registry: {:?}",
-        env.registry_requests()
-    );
+    env.assert_registry_never_saw("the mount was never asked of the registry", |r| {
+        r.contains("from=project-b")
+    });
     let reply = env.send(
         "GET",
         &format!("/v2/project-a/dst/blobs/{d}"),
@@ -550,14 +471,7 @@ fn catalog_is_filtered_per_caller() {
     assert_eq!(catalog(&default_a), ["project-a/app"]);
     assert_eq!(catalog(&default_b), ["project-b/app", "project-b/tools/x"]);
 
-    env.change(&[
-        "policy",
-        "add-role-to-user",
-        "system:image-puller",
-        "system:serviceaccount:project-a:default",
-        "-n",
-        "project-b",
-    ]);
+    env.grant_pull("system:serviceaccount:project-a:default", "project-b");
     assert_eq!(
         catalog(&default_a),
         ["project-a/app", "project-b/app", "project-b/tools/x"]
@@ -587,26 +501,14 @@ fn manifest_delete_needs_cluster_delete_on_images() {
         panic!("push by project-a/builder: {reply}");
     }
     let manifest_path = format!("/v2/project-a/app/manifests/{}", image.manifest_digest);
-    let on_registry = |path: &str| {
-        Reply::from_request(
-            client()
-                .head(format!("{}{path}", env.registry_url()))
-                .header("Accept", OCI_MANIFEST),
-        )
-        .status
-    };
+    let on_registry = |path: &str| env.registry_head(path).status;
 
     let reply = env.send("DELETE", &manifest_path, Auth::Basic(&builder));
-    let err = env.expect_error(
+    expect_denied_naming(
+        &env,
         &reply,
-        403,
-        "DENIED",
+        "system:image-pruner",
         "manifest DELETE by project-a/builder",
-    );
-    let message = err["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("system:image-pruner"),
-        "the message names system:image-pruner: {message}"
     );
     assert_eq!(
         on_registry(&manifest_path),

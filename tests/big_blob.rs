@@ -21,12 +21,7 @@ fn blob_of_512_mib_round_trips_in_bounded_memory() {
         &env.docker_ref("project-a/big:v1"),
         Some(&builder),
     );
-    assert!(
-        push.status.success(),
-        "skopeo push of 512 MiB through regate: {}\nregate stderr tail:\n{}",
-        show_output(&push),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&push, "skopeo push of 512 MiB through regate");
     let after_push = peak_rss_kib(env.regate_pid());
     // the source layout is no longer needed; free the disk before pulling
     std::fs::remove_dir_all(&src).expect("remove source layout");
@@ -36,12 +31,7 @@ fn blob_of_512_mib_round_trips_in_bounded_memory() {
         &env.oci_ref("back"),
         Some(&default),
     );
-    assert!(
-        pull.status.success(),
-        "skopeo pull of 512 MiB through regate: {}\nregate stderr tail:\n{}",
-        show_output(&pull),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&pull, "skopeo pull of 512 MiB through regate");
     let peak = peak_rss_kib(env.regate_pid());
 
     let back = env.dir().join("back");

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Output;
+
 use common::*;
 
 #[test]
@@ -14,18 +16,9 @@ fn builder_pushes_and_default_pulls_with_the_docker_engine() {
 
     let builder = env.token("builder", "project-a");
     let login = docker.login(&env.host(), "anything", &builder);
-    assert!(
-        login.status.success(),
-        "login as builder: {}",
-        show_output(&login)
-    );
+    env.expect_success(&login, "login as builder");
     let push = docker.run(&["push", &tag]);
-    assert!(
-        push.status.success(),
-        "docker push by project-a/builder: {}\nregate stderr tail:\n{}",
-        show_output(&push),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&push, "docker push by project-a/builder");
     assert!(
         env.registry_requests()
             .iter()
@@ -41,18 +34,9 @@ fn builder_pushes_and_default_pulls_with_the_docker_engine() {
     );
     let default = env.token("default", "project-a");
     let login = docker.login(&env.host(), "anything", &default);
-    assert!(
-        login.status.success(),
-        "login as default: {}",
-        show_output(&login)
-    );
+    env.expect_success(&login, "login as default");
     let pull = docker.pull(&tag);
-    assert!(
-        pull.status.success(),
-        "docker pull by project-a/default: {}\nregate stderr tail:\n{}",
-        show_output(&pull),
-        env.regate_log_tail(30)
-    );
+    env.expect_success(&pull, "docker pull by project-a/default");
     assert!(docker.has_image(&tag), "the engine has the pulled image");
 
     // the default service account may pull but not push
@@ -60,18 +44,7 @@ fn builder_pushes_and_default_pulls_with_the_docker_engine() {
     docker.ok(&["tag", &tag, &other]);
     docker.track(&other);
     let push = docker.run(&["push", &other]);
-    assert!(
-        !push.status.success(),
-        "docker push by project-a/default must fail: {}",
-        show_output(&push)
-    );
-    assert!(
-        String::from_utf8_lossy(&push.stderr)
-            .to_lowercase()
-            .contains("denied"),
-        "docker says the push was denied: {}",
-        show_output(&push)
-    );
+    expect_denied(&push, "docker push by project-a/default");
 }
 
 #[test]
@@ -84,11 +57,7 @@ fn docker_pull_is_refused_to_a_service_account_of_another_project() {
 
     // not logged in: the engine follows the challenge, gets an anonymous token, and is refused
     let pull = docker.pull(&tag);
-    assert!(
-        !pull.status.success(),
-        "anonymous docker pull must fail: {}",
-        show_output(&pull)
-    );
+    expect_failure(&pull, "anonymous docker pull");
     let stderr = String::from_utf8_lossy(&pull.stderr).to_lowercase();
     assert!(
         stderr.contains("unauthorized") || stderr.contains("docker login"),
@@ -98,35 +67,27 @@ fn docker_pull_is_refused_to_a_service_account_of_another_project() {
 
     let stranger = env.token("default", "project-b");
     let login = docker.login(&env.host(), "anything", &stranger);
-    assert!(
-        login.status.success(),
-        "project-b/default may log in: {}",
-        show_output(&login)
-    );
+    env.expect_success(&login, "project-b/default may log in");
     let pull = docker.pull(&tag);
-    assert!(
-        !pull.status.success(),
-        "docker pull of project-a/app by project-b/default must fail: {}",
-        show_output(&pull)
-    );
-    assert!(
-        String::from_utf8_lossy(&pull.stderr)
-            .to_lowercase()
-            .contains("denied"),
-        "docker reports a denial: {}",
-        show_output(&pull)
-    );
+    expect_denied(&pull, "docker pull of project-a/app by project-b/default");
     assert!(!docker.has_image(&tag), "nothing was pulled");
 
     // the owner's default service account pulls the same reference
     let own = env.token("default", "project-a");
     let login = docker.login(&env.host(), "anything", &own);
-    assert!(login.status.success(), "{}", show_output(&login));
+    env.expect_success(&login, "login as project-a/default");
     let pull = docker.pull(&tag);
+    env.expect_success(&pull, "docker pull by project-a/default");
+}
+
+/// Panic with docker's output unless the command failed and docker reports a denial.
+fn expect_denied(out: &Output, what: &str) {
+    expect_failure(out, what);
     assert!(
-        pull.status.success(),
-        "docker pull by project-a/default: {}\nregate stderr tail:\n{}",
-        show_output(&pull),
-        env.regate_log_tail(30)
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("denied"),
+        "{what}: docker reports a denial: {}",
+        show_output(out)
     );
 }

@@ -87,13 +87,8 @@ fn head_keeps_the_registrys_length_and_digest() {
 fn upload_location_points_at_regate() {
     let env = Env::with_projects();
     let builder = env.token("builder", "project-a");
-    let reply = env.send(
-        "POST",
-        "/v2/project-a/app/blobs/uploads/",
-        Auth::Basic(&builder),
-    );
-    env.expect_status(&reply, 202, "upload start");
-    let location = reply.header("Location").expect("Location").to_string();
+    let reply = env.start_upload("project-a/app", Auth::Basic(&builder));
+    let location = env.expect_upload_started(&reply, "upload start");
     let registry = env.registry_addr().to_string();
     assert!(
         !location.contains(&registry),
@@ -293,13 +288,8 @@ fn location_and_link_are_rewritten_but_foreign_hosts_pass() {
     let builder = env.token("builder", "project-a");
     let up = recorder.url();
 
-    let reply = env.send(
-        "POST",
-        "/v2/project-a/app/blobs/uploads/",
-        Auth::Basic(&builder),
-    );
-    env.expect_status(&reply, 202, "upload start via the recorder");
-    let location = reply.header("Location").expect("Location");
+    let reply = env.start_upload("project-a/app", Auth::Basic(&builder));
+    let location = env.expect_upload_started(&reply, "upload start via the recorder");
     let suffix = "/v2/project-a/app/blobs/uploads/abc-123?_state=s1%2Bx%3D%3D&x=1";
     assert!(
         location == format!("{}{suffix}", env.url()) || location == suffix,

@@ -62,14 +62,7 @@ fn a_broken_hand_edit_keeps_the_last_good_policy_and_names_file_and_line() {
     let image = Image::unique(1024);
     env.seed("project-b/app", "v1", &image);
     let default_a = env.token("default", "project-a");
-    env.change(&[
-        "policy",
-        "add-role-to-user",
-        "system:image-puller",
-        "system:serviceaccount:project-a:default",
-        "-n",
-        "project-b",
-    ]);
+    env.grant_pull("system:serviceaccount:project-a:default", "project-b");
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_status(&reply, 200, "granted before the bad edit");
 

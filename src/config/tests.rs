@@ -50,3 +50,14 @@ fn the_shipped_example_is_valid() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_bad_flag_is_named_as_typed() {
+    let e = Config::load(&ServeArgs {
+        public_url: Some("registry.example.com".into()),
+        ..ServeArgs::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("--public-url: "), "{e}");
+}

@@ -46,13 +46,18 @@ async fn counting_upstream() -> (String, Arc<AtomicUsize>) {
 }
 
 fn gateway(upstream: &str) -> Arc<Gateway> {
+    gateway_with(upstream, |_| {})
+}
+
+fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway> {
     let signer = Arc::new(Signer::from_secret(&[1u8; 32]));
-    let config = Config::load(&ServeArgs {
+    let mut config = Config::load(&ServeArgs {
         upstream: Some(upstream.to_string()),
         public_url: Some("http://gw.test".into()),
         ..ServeArgs::default()
     })
     .unwrap();
+    adjust(&mut config);
     Arc::new(Gateway {
         decisions: Decisions::new(Arc::new(Down), &CacheSettings::default()),
         upstream: Upstream::new(upstream, Duration::from_secs(5)).unwrap(),
@@ -163,4 +168,44 @@ async fn an_upload_start_with_a_form_body_is_refused() {
     let response = app(gw).oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_realm_follows_host_and_only_a_trusted_proxys_forwarded_headers() {
+    let (upstream, _) = counting_upstream().await;
+    let gw = gateway_with(&upstream, |c| {
+        c.public_url = None;
+        c.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+    });
+    let realm = |peer: &str| {
+        let mut req = http::Request::get("/v2/")
+            .header(header::HOST, "gw.example:8080")
+            .header("x-forwarded-host", "public.example")
+            .header("x-forwarded-proto", "https")
+            // Refused before the (down) authority is asked.
+            .header(header::AUTHORIZATION, "Basic !!!")
+            .body(Body::empty())
+            .unwrap();
+        let peer: SocketAddr = format!("{peer}:4000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let gw = gw.clone();
+        async move {
+            let response = app(gw).oneshot(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert!(
+        realm("192.0.2.7")
+            .await
+            .starts_with("Bearer realm=\"http://gw.example:8080/openshift/token\"")
+    );
+    assert!(
+        realm("10.0.0.1")
+            .await
+            .starts_with("Bearer realm=\"https://public.example/openshift/token\"")
+    );
 }

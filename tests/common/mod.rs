@@ -292,6 +292,16 @@ impl Env {
         thread::sleep(POLICY_DELAY);
     }
 
+    /// `regate policy VERB ROLE SUBJECT -n NS`, then wait until it must be in force.
+    pub fn policy(&self, verb: &str, role: &str, subject: &str, ns: &str) {
+        self.change(&["policy", verb, role, subject, "-n", ns]);
+    }
+
+    /// `regate policy add-role-to-user system:image-puller SUBJECT -n NS`, in force on return.
+    pub fn grant_pull(&self, subject: &str, ns: &str) {
+        self.policy("add-role-to-user", "system:image-puller", subject, ns);
+    }
+
     /// An API token of service account `sa` in `ns`.
     pub fn token(&self, sa: &str, ns: &str) -> String {
         let t = self.regate_ok(&["create", "token", sa, "-n", ns]);
@@ -339,6 +349,11 @@ impl Env {
             self.request("GET", &format!("/v2/{repo}/manifests/{reference}"), auth)
                 .header("Accept", OCI_MANIFEST),
         )
+    }
+
+    /// `POST /v2/REPO/blobs/uploads/` through regate: an upload start.
+    pub fn start_upload(&self, repo: &str, auth: Auth) -> Reply {
+        self.send("POST", &format!("/v2/{repo}/blobs/uploads/"), auth)
     }
 
     /// Send bytes to regate exactly as given (see [`raw_http`]).
@@ -415,9 +430,58 @@ impl Env {
         }
     }
 
+    /// [`Env::expect_error`] 401 UNAUTHORIZED, and the challenge says `error="invalid_token"`.
+    pub fn expect_invalid_token(&self, reply: &Reply, what: &str) {
+        self.expect_error(reply, 401, "UNAUTHORIZED", what);
+        let challenge = reply.header("WWW-Authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: challenge says invalid_token: {reply}"
+        );
+    }
+
+    /// Panic unless the reply is a 202 upload start with a `Location`; returns the `Location`.
+    pub fn expect_upload_started(&self, reply: &Reply, what: &str) -> String {
+        self.expect_status(reply, 202, what);
+        reply
+            .header("Location")
+            .unwrap_or_else(|| panic!("{what}: no Location of the upload: {reply}"))
+            .to_string()
+    }
+
+    /// Panic with the command's output and regate's log unless a client command succeeded.
+    pub fn expect_success(&self, out: &Output, what: &str) {
+        assert!(
+            out.status.success(),
+            "{what}: {}\nregate stderr tail:\n{}",
+            show_output(out),
+            self.regate_log_tail(30)
+        );
+    }
+
     /// The request targets (`METHOD URI`) of the registry's access log, in order.
     pub fn registry_requests(&self) -> Vec<String> {
         access_log_requests(&self.registry_log())
+    }
+
+    /// Panic with `what`, the matching requests and the whole access log if any request the
+    /// registry received matches `hit`.
+    pub fn assert_registry_never_saw(&self, what: &str, hit: impl Fn(&str) -> bool) {
+        let requests = self.registry_requests();
+        let seen: Vec<&String> = requests.iter().filter(|r| hit(r)).collect();
+        assert!(
+            seen.is_empty(),
+            "{what}: {seen:?}\nevery registry request: {requests:?}"
+        );
+    }
+
+    /// `HEAD PATH` on the registry itself (no regate), accepting OCI manifests.
+    pub fn registry_head(&self, path: &str) -> Reply {
+        Reply::from_request(
+            client()
+                .head(format!("{}{path}", self.registry_url()))
+                .header("Accept", OCI_MANIFEST),
+        )
     }
 
     /// `oci:DIR:latest` of an OCI layout under this Env's dir.
@@ -721,6 +785,15 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
     }
+}
+
+/// Panic with the command's output unless it failed.
+pub fn expect_failure(out: &Output, what: &str) {
+    assert!(
+        !out.status.success(),
+        "{what} must fail: {}",
+        show_output(out)
+    );
 }
 
 /// A command's exit status, stdout and stderr, for assertion messages.
