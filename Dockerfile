@@ -9,7 +9,7 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin regate
 
 FROM debian:bookworm-slim
-RUN useradd --system --home-dir /var/lib/regate --create-home regate
+RUN useradd --system --uid 10001 --home-dir /var/lib/regate --create-home regate
 COPY --from=build /src/target/release/regate /usr/local/bin/regate
 COPY config/regate.yaml /etc/regate/regate.yaml
 USER regate

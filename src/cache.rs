@@ -5,6 +5,9 @@
 //! denies, one authority call per key however many requests wait for it, and a bounded size.
 //! Errors are never cached. Because the authority's generation is part of the key, a decision
 //! made under an older policy is never served after a reload.
+//!
+//! `stale_if_error` (off by default) keeps allows for that much longer in a second cache, used
+//! only when the authority cannot answer; every such use is logged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use secrecy::SecretString;
 
 use crate::authority::{Authority, AuthorityError};
 use crate::identity::UserInfo;
@@ -26,6 +30,9 @@ pub struct CacheSettings {
     pub deny_ttl: Duration,
     /// Most decisions kept.
     pub max_entries: u64,
+    /// How long past its TTL an allow may still be served while the authority cannot answer;
+    /// zero (the default) fails closed at once.
+    pub stale_if_error: Duration,
 }
 
 impl Default for CacheSettings {
@@ -35,6 +42,7 @@ impl Default for CacheSettings {
             allow_ttl: Duration::from_secs(300),
             deny_ttl: Duration::from_secs(30),
             max_entries: 100_000,
+            stale_if_error: Duration::ZERO,
         }
     }
 }
@@ -66,6 +74,8 @@ impl Expiry<Key, Decision> for ByOutcome {
 pub struct Decisions {
     authority: Arc<dyn Authority>,
     cache: Cache<Key, Decision>,
+    /// Allows kept `allow_ttl + stale_if_error`, for when the authority is down; `None` when off.
+    stale: Option<Cache<Key, Decision>>,
     /// The generation the cache last saw; a newer one drops every older entry.
     seen_generation: AtomicU64,
 }
@@ -80,10 +90,17 @@ impl Decisions {
                 deny: settings.deny_ttl,
             })
             .build();
+        let stale = (!settings.stale_if_error.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.allow_ttl + settings.stale_if_error)
+                .build()
+        });
         Decisions {
             seen_generation: AtomicU64::new(authority.generation()),
             authority,
             cache,
+            stale,
         }
     }
 
@@ -92,10 +109,13 @@ impl Decisions {
         &self.authority
     }
 
-    /// Whether `user` may do `attrs`, from the cache or (once per key) the authority.
+    /// Whether `user` may do `attrs`, from the cache or (once per key) the authority. `token`
+    /// is the caller's credential, passed on to the authority but not part of the key: two
+    /// tokens of one identity share decisions.
     pub async fn decide(
         &self,
         user: &UserInfo,
+        token: Option<&SecretString>,
         attrs: &Attributes,
     ) -> Result<Decision, AuthorityError> {
         let generation = self.authority.generation();
@@ -109,10 +129,48 @@ impl Decisions {
             groups: user.groups.clone(),
             attrs: attrs.clone(),
         };
-        self.cache
-            .try_get_with(key, self.authority.authorize(user, attrs))
-            .await
-            .map_err(|e| AuthorityError::Unavailable(e.to_string()))
+        let Some(stale) = &self.stale else {
+            return self
+                .cache
+                .try_get_with(key, self.authority.authorize(user, token, attrs))
+                .await
+                .map_err(unshared);
+        };
+        let loaded = self
+            .cache
+            .entry(key.clone())
+            .or_try_insert_with(self.authority.authorize(user, token, attrs))
+            .await;
+        match loaded {
+            Ok(entry) => {
+                if entry.is_fresh() && entry.value().allowed() {
+                    stale.insert(key, entry.value().clone()).await;
+                }
+                Ok(entry.into_value())
+            }
+            Err(error) => match stale.get(&key).await {
+                Some(decision) => {
+                    tracing::warn!(
+                        user = %user.name,
+                        verb = %attrs.verb,
+                        resource = %attrs.full_resource(),
+                        namespace = %attrs.namespace,
+                        name = %attrs.name,
+                        %error,
+                        "authority cannot answer; serving an expired allow (stale_if_error)"
+                    );
+                    Ok(decision)
+                }
+                None => Err(unshared(error)),
+            },
+        }
+    }
+}
+
+/// The authority's error out of moka's shared `Arc`, without wrapping it again.
+fn unshared(error: Arc<AuthorityError>) -> AuthorityError {
+    match &*error {
+        AuthorityError::Unavailable(message) => AuthorityError::Unavailable(message.clone()),
     }
 }
 

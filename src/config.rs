@@ -21,6 +21,41 @@ pub struct ServeArgs {
     /// The URL clients reach regate at, used in challenges and Location headers.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Who authenticates and authorizes: `embedded` (the state directory) or `kubernetes`
+    /// (TokenReview and SubjectAccessReview against an API server).
+    #[arg(long, value_enum)]
+    pub authority: Option<AuthorityKind>,
+    /// Kubeconfig for `--authority kubernetes` (else KUBECONFIG, else in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// How `--authority kubernetes` reviews: `delegated` (TokenReview + SubjectAccessReview,
+    /// needs system:auth-delegator) or `self` (as the caller, needs no privilege).
+    #[arg(long, value_enum)]
+    pub review: Option<ReviewKind>,
+}
+
+/// Which authority decides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorityKind {
+    /// regate's own RBAC store in the state directory.
+    #[default]
+    Embedded,
+    /// A Kubernetes or OpenShift API server.
+    Kubernetes,
+}
+
+/// How the kubernetes authority asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewKind {
+    /// TokenReview and SubjectAccessReview made with regate's own credentials.
+    #[default]
+    Delegated,
+    /// SelfSubjectReview and SelfSubjectAccessReview made with the caller's token.
+    #[value(name = "self")]
+    #[serde(rename = "self")]
+    SelfReview,
 }
 
 /// The state directory used when none is given: `$XDG_STATE_HOME/regate`, else
@@ -93,6 +128,23 @@ struct FileConfig {
     token: TokenSection,
     #[serde(default)]
     cache: CacheSection,
+    #[serde(default)]
+    authority: AuthoritySection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthoritySection {
+    kind: Option<AuthorityKind>,
+    kubeconfig: Option<PathBuf>,
+    review: Option<ReviewKind>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    qps: Option<f64>,
+    burst: Option<u32>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+    token_cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -100,6 +152,7 @@ struct FileConfig {
 struct TokenSection {
     realm_path: Option<String>,
     lifetime: Option<String>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -108,6 +161,37 @@ struct CacheSection {
     allow_ttl: Option<String>,
     deny_ttl: Option<String>,
     max_entries: Option<u64>,
+    stale_if_error: Option<String>,
+}
+
+/// The authority, validated.
+#[derive(Clone, Debug)]
+pub enum Authority {
+    /// The embedded store in `Config::state`.
+    Embedded,
+    /// A Kubernetes API server.
+    Kubernetes(KubernetesConfig),
+}
+
+/// How to reach and ask a Kubernetes API server.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    /// Kubeconfig file; else KUBECONFIG, else in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Delegated or self review.
+    pub review: ReviewKind,
+    /// TokenReview audiences.
+    pub audiences: Vec<String>,
+    /// Client-side requests per second toward the API.
+    pub qps: f64,
+    /// Client-side burst.
+    pub burst: u32,
+    /// Per-review timeout.
+    pub timeout: std::time::Duration,
+    /// Retries on 429/5xx/connect errors.
+    pub retries: u32,
+    /// Longest a TokenReview result is reused.
+    pub token_cache_ttl: std::time::Duration,
 }
 
 /// Everything `regate serve` needs, validated.
@@ -133,6 +217,11 @@ pub struct Config {
     pub upstream_timeout: std::time::Duration,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Who decides.
+    pub authority: Authority,
+    /// Key file of registry tokens; `None`: the state directory's key (embedded) or a key
+    /// made per process (kubernetes).
+    pub token_key_file: Option<PathBuf>,
 }
 
 fn duration(
@@ -228,6 +317,30 @@ impl Config {
             ));
         }
         let defaults = crate::cache::CacheSettings::default();
+        let section = file.authority;
+        let authority = match args.authority.or(section.kind).unwrap_or_default() {
+            AuthorityKind::Embedded => Authority::Embedded,
+            AuthorityKind::Kubernetes => Authority::Kubernetes(KubernetesConfig {
+                kubeconfig: args.kubeconfig.clone().or(section.kubeconfig),
+                review: args.review.or(section.review).unwrap_or_default(),
+                audiences: section.audiences,
+                qps: section.qps.unwrap_or(50.0),
+                burst: section.burst.unwrap_or(100),
+                timeout: duration(
+                    &origin,
+                    "authority.timeout",
+                    section.timeout.as_deref(),
+                    std::time::Duration::from_secs(5),
+                )?,
+                retries: section.retries.unwrap_or(2),
+                token_cache_ttl: duration(
+                    &origin,
+                    "authority.token_cache_ttl",
+                    section.token_cache_ttl.as_deref(),
+                    std::time::Duration::from_secs(120),
+                )?,
+            }),
+        };
         Ok(Config {
             listen,
             upstream: args
@@ -263,6 +376,12 @@ impl Config {
                     defaults.deny_ttl,
                 )?,
                 max_entries: file.cache.max_entries.unwrap_or(defaults.max_entries),
+                stale_if_error: duration(
+                    &origin,
+                    "cache.stale_if_error",
+                    file.cache.stale_if_error.as_deref(),
+                    defaults.stale_if_error,
+                )?,
             },
             upstream_timeout: duration(
                 &origin,
@@ -271,9 +390,31 @@ impl Config {
                 std::time::Duration::from_secs(30),
             )?,
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            authority,
+            token_key_file: file.token.key_file,
         })
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+impl From<&KubernetesConfig> for crate::authority::kubernetes::KubernetesSettings {
+    fn from(c: &KubernetesConfig) -> Self {
+        use crate::authority::kubernetes::{KubernetesSettings, ReviewMode};
+        KubernetesSettings {
+            kubeconfig: c.kubeconfig.clone(),
+            review: match c.review {
+                ReviewKind::Delegated => ReviewMode::Delegated,
+                ReviewKind::SelfReview => ReviewMode::SelfReview,
+            },
+            audiences: c.audiences.clone(),
+            qps: c.qps,
+            burst: c.burst,
+            timeout: c.timeout,
+            retries: c.retries,
+            token_cache_ttl: c.token_cache_ttl,
+            ..KubernetesSettings::default()
+        }
+    }
+}

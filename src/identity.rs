@@ -67,6 +67,26 @@ impl UserInfo {
     }
 }
 
+/// A request's proven identity, and the token that proved it (kept for authorities that ask as
+/// the caller; `None` for anonymous callers and regate's own registry tokens).
+#[derive(Debug)]
+pub struct Caller {
+    /// Who is calling.
+    pub user: UserInfo,
+    /// The API token the caller showed, if any.
+    pub token: Option<SecretString>,
+}
+
+impl Caller {
+    /// The anonymous caller.
+    pub fn anonymous() -> Self {
+        Caller {
+            user: UserInfo::anonymous(),
+            token: None,
+        }
+    }
+}
+
 /// The `(namespace, name)` of a service account user name `system:serviceaccount:NS:NAME`.
 pub fn service_account_of(user: &str) -> Option<(&str, &str)> {
     let rest = user.strip_prefix(SERVICE_ACCOUNT_PREFIX)?;

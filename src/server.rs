@@ -25,11 +25,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::access::{self, Plan};
 use crate::authority::embedded::Embedded;
-use crate::authority::{Authn, AuthorityError};
+use crate::authority::kubernetes::Kubernetes;
+use crate::authority::{Authn, Authority, AuthorityError};
 use crate::cache::Decisions;
 use crate::config::{Config, ServeArgs};
 use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
-use crate::identity::{self, Credential, CredentialError, UserInfo};
+use crate::identity::{self, Caller, Credential, CredentialError, UserInfo};
 use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
 use crate::route::{self, Name, Route};
@@ -113,19 +114,19 @@ impl Gateway {
             });
         }
         let public = self.public_origin(&req);
-        let user = self.identify(req.headers(), &public, &plan).await?;
+        let caller = self.identify(req.headers(), &public, &plan).await?;
 
         for attrs in &plan.required {
-            self.decide(&user, attrs, &plan, &public).await?;
+            self.decide(&caller, attrs, &plan, &public).await?;
         }
-        if matches!(route, Route::Base) && user.is_anonymous() {
+        if matches!(route, Route::Base) && caller.user.is_anonymous() {
             self.anonymous_base(&public).await?;
         }
         if matches!(route, Route::UploadStart { .. }) {
-            self.mount_or_plain_upload(&mut req, &user, &plan).await?;
+            self.mount_or_plain_upload(&mut req, &caller, &plan).await?;
         }
         if plan.catalog {
-            return self.catalog(req, &user, &public).await;
+            return self.catalog(req, &caller, &public).await;
         }
         self.upstream.forward(req, &public).await
     }
@@ -152,16 +153,11 @@ impl Gateway {
     async fn mount_or_plain_upload(
         &self,
         req: &mut Request,
-        user: &UserInfo,
+        caller: &Caller,
         plan: &Plan,
     ) -> Result<(), ApiError> {
         let allowed = match &plan.mount_source {
-            Some(mount) => self
-                .decisions
-                .decide(user, &mount.check)
-                .await
-                .map_err(unavailable)?
-                .allowed(),
+            Some(mount) => self.allowed(caller, &mount.check).await?,
             None => false,
         };
         let query = req.uri().query().unwrap_or("");
@@ -179,14 +175,14 @@ impl Gateway {
         headers: &HeaderMap,
         public: &PublicOrigin,
         plan: &Plan,
-    ) -> Result<UserInfo, ApiError> {
+    ) -> Result<Caller, ApiError> {
         let header = headers.get(header::AUTHORIZATION);
         if header.is_some_and(|h| h.len() > identity::MAX_AUTHORIZATION_LEN) {
             return Err(ApiError::HeaderTooLarge);
         }
         let scope = plan.scope.as_deref();
         let token = match identity::credential(header) {
-            Ok(Credential::Anonymous) => return Ok(UserInfo::anonymous()),
+            Ok(Credential::Anonymous) => return Ok(Caller::anonymous()),
             Ok(Credential::Token(token)) => token,
             Err(CredentialError::UnknownScheme) => {
                 return Err(self.challenge(
@@ -200,8 +196,16 @@ impl Gateway {
                 return Err(self.challenge(public, scope, Some("invalid_request"), &e.to_string()));
             }
         };
-        match self.authenticate(&token).await.map_err(unavailable)? {
-            Authn::User(user) => Ok(user),
+        let (authn, token) = match self.registry_token(&token).await.map_err(unavailable)? {
+            Some(authn) => (authn, None),
+            None => {
+                let authority = self.decisions.authority();
+                let authn = authority.authenticate(&token).await.map_err(unavailable)?;
+                (authn, Some(token))
+            }
+        };
+        match authn {
+            Authn::User(user) => Ok(Caller { user, token }),
             Authn::Invalid { reason } => Err(self.challenge(
                 public,
                 scope,
@@ -211,39 +215,49 @@ impl Gateway {
         }
     }
 
-    /// A registry token is checked here (signature, expiry, the identity still existing);
-    /// anything else is an API token for the authority.
-    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
-        if let Ok(claims) = self.signer.verify_registry_token(token.expose_secret()) {
-            let user = claims.user();
-            let authority = self.decisions.authority();
-            return Ok(if authority.still_exists(&user).await? {
-                Authn::User(user)
-            } else {
-                Authn::Invalid {
-                    reason: "the identity of this token no longer exists".into(),
-                }
-            });
+    /// The identity in one of regate's registry tokens (signature, expiry, the identity still
+    /// existing), or `None` when `token` is not one: then it is an API token for the authority.
+    async fn registry_token(&self, token: &SecretString) -> Result<Option<Authn>, AuthorityError> {
+        let Ok(claims) = self.signer.verify_registry_token(token.expose_secret()) else {
+            return Ok(None);
+        };
+        let user = claims.user();
+        let authority = self.decisions.authority();
+        // Reviewing as the caller needs the caller's own token, which this one does not carry.
+        if authority.needs_caller_token() && !user.is_anonymous() {
+            return Ok(Some(Authn::Invalid {
+                reason: "this gateway reviews as the caller and takes API tokens only".into(),
+            }));
         }
-        self.decisions.authority().authenticate(token).await
+        Ok(Some(if authority.still_exists(&user).await? {
+            Authn::User(user)
+        } else {
+            Authn::Invalid {
+                reason: "the identity of this token no longer exists".into(),
+            }
+        }))
+    }
+
+    /// Whether `caller` may do `attrs` (cached); 503 when the authority cannot say.
+    async fn allowed(&self, caller: &Caller, attrs: &Attributes) -> Result<bool, ApiError> {
+        let decision = self
+            .decisions
+            .decide(&caller.user, caller.token.as_ref(), attrs);
+        Ok(decision.await.map_err(unavailable)?.allowed())
     }
 
     /// Allows, or refuses with 401 (anonymous: log in) or 403 (naming the role that grants it).
     async fn decide(
         &self,
-        user: &UserInfo,
+        caller: &Caller,
         attrs: &Attributes,
         plan: &Plan,
         public: &PublicOrigin,
     ) -> Result<(), ApiError> {
-        let decision = self
-            .decisions
-            .decide(user, attrs)
-            .await
-            .map_err(unavailable)?;
-        if decision.allowed() {
+        if self.allowed(caller, attrs).await? {
             return Ok(());
         }
+        let user = &caller.user;
         if user.is_anonymous() {
             return Err(self.challenge(
                 public,
@@ -260,16 +274,11 @@ impl Gateway {
     async fn catalog(
         &self,
         req: Request,
-        user: &UserInfo,
+        caller: &Caller,
         public: &PublicOrigin,
     ) -> Result<Response, ApiError> {
         let list_all = Attributes::cluster("list", "imagestreams");
-        let whole = self
-            .decisions
-            .decide(user, &list_all)
-            .await
-            .map_err(unavailable)?;
-        if whole.allowed() {
+        if self.allowed(caller, &list_all).await? {
             return self.upstream.forward(req, public).await;
         }
         let response = self.upstream.forward(req, public).await?;
@@ -292,13 +301,7 @@ impl Gateway {
                     continue;
                 };
                 let get = Attributes::layers("get", name.namespace(), name.imagestream());
-                if self
-                    .decisions
-                    .decide(user, &get)
-                    .await
-                    .map_err(unavailable)?
-                    .allowed()
-                {
+                if self.allowed(caller, &get).await? {
                     kept.push(repo);
                 }
             }
@@ -467,17 +470,14 @@ fn api_version(mut response: Response) -> Response {
 /// `regate serve`: load the config, open the authority, listen, and serve until SIGTERM/Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
-    let embedded = Embedded::open(&config.state)
-        .with_context(|| format!("opening state directory {}", config.state.display()))?;
-    embedded.spawn_reloader();
-    let signer = embedded.signer();
+    let (authority, signer) = open_authority(&config).await?;
     let upstream = Upstream::new(&config.upstream, config.upstream_timeout)?;
-    let decisions = Decisions::new(embedded, &config.cache);
+    let decisions = Decisions::new(authority, &config.cache);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, upstream = %config.upstream, state = %config.state.display(), "serving");
+    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, "serving");
     let gateway = Arc::new(Gateway {
         config,
         decisions,
@@ -511,6 +511,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!("transfers still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
             Ok(())
+        }
+    }
+}
+
+/// The configured authority, and the key that signs registry tokens.
+async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>)> {
+    let key_file = |path: &std::path::Path| -> anyhow::Result<Arc<Signer>> {
+        Ok(Arc::new(Signer::load_or_create(path).with_context(
+            || format!("token.key_file {}", path.display()),
+        )?))
+    };
+    match &config.authority {
+        crate::config::Authority::Embedded => {
+            let embedded = Embedded::open(&config.state)
+                .with_context(|| format!("opening state directory {}", config.state.display()))?;
+            embedded.spawn_reloader();
+            let signer = match &config.token_key_file {
+                Some(path) => key_file(path)?,
+                None => embedded.signer(),
+            };
+            Ok((embedded, signer))
+        }
+        crate::config::Authority::Kubernetes(k8s) => {
+            let authority = Kubernetes::new(k8s.into())
+                .await
+                .context("connecting to the Kubernetes API (authority: kubernetes)")?;
+            let signer = match &config.token_key_file {
+                Some(path) => key_file(path)?,
+                None => {
+                    tracing::info!(
+                        "registry tokens are signed with a key of this process only; set \
+                         token.key_file to a shared key when several replicas serve one address"
+                    );
+                    Arc::new(Signer::random())
+                }
+            };
+            Ok((authority, signer))
         }
     }
 }

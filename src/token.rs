@@ -158,6 +158,13 @@ impl Signer {
         }
     }
 
+    /// A signer with a fresh random key, known to this process only.
+    pub fn random() -> Self {
+        let mut secret = [0u8; SECRET_LEN];
+        rand::fill(&mut secret);
+        Self::from_secret(&secret)
+    }
+
     /// Reads the key at `path`, creating it (mode 0600, atomically, once even under concurrent
     /// creators) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {

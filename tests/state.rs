@@ -76,11 +76,11 @@ fn a_broken_hand_edit_keeps_the_last_good_policy_and_names_file_and_line() {
     )
     .expect("write the broken file");
     thread::sleep(POLICY_DELAY);
-    let log = env.regate_log();
+    let log = env.policy_log();
     assert!(
         log.contains("system:image-puller.yaml:4:"),
         "the server log names the file and line 4:\n{}",
-        env.regate_log_tail(10)
+        tail(&env.policy_log(), 10)
     );
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_status(&reply, 200, "the last good policy stays in force");

@@ -1,10 +1,14 @@
 //! The source of truth for who a token belongs to and what they may do.
 //!
 //! The gateway talks to an [`Authority`] only through the decision cache ([`crate::cache`]).
-//! Today there is one: [`embedded::Embedded`], regate's own RBAC store in a state directory.
-//! A Kubernetes API server (TokenReview / SubjectAccessReview) is the other planned one.
+//! There are two: [`embedded::Embedded`], regate's own RBAC store in a state directory, and
+//! [`kubernetes::Kubernetes`], a Kubernetes or OpenShift API server asked with TokenReview and
+//! SubjectAccessReview (or their self-review forms). [`apiserver`] serves the embedded store
+//! over that same Kubernetes wire format, so gateways can share one embedded authority.
 
+pub mod apiserver;
 pub mod embedded;
+pub mod kubernetes;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
@@ -39,12 +43,22 @@ pub trait Authority: Send + Sync + 'static {
     /// Who an API token (service account or user token) belongs to.
     async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError>;
 
-    /// Whether `user` may do `attrs`.
+    /// Whether `user` may do `attrs`. `token` is the caller's own credential, for authorities
+    /// that ask as the caller (Kubernetes `review: self`); `None` for anonymous callers and
+    /// callers showing a registry token.
     async fn authorize(
         &self,
         user: &UserInfo,
+        token: Option<&SecretString>,
         attrs: &Attributes,
     ) -> Result<Decision, AuthorityError>;
+
+    /// True when decisions need the caller's own token (Kubernetes `review: self`). The token
+    /// endpoint then hands callers their own token back as the registry token, as OpenShift's
+    /// registry does, instead of a regate-signed one that would not carry it.
+    fn needs_caller_token(&self) -> bool {
+        false
+    }
 
     /// Whether an identity carried by a registry token still exists (a deleted service account's
     /// registry tokens stop working at once). Authorities that cannot tell cheaply say yes.

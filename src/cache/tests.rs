@@ -17,7 +17,12 @@ impl Authority for Counting {
     async fn authenticate(&self, _: &SecretString) -> Result<Authn, AuthorityError> {
         unreachable!("not used by the cache")
     }
-    async fn authorize(&self, _: &UserInfo, a: &Attributes) -> Result<Decision, AuthorityError> {
+    async fn authorize(
+        &self,
+        _: &UserInfo,
+        _: Option<&SecretString>,
+        a: &Attributes,
+    ) -> Result<Decision, AuthorityError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         if self.failing.load(Ordering::SeqCst) {
@@ -54,9 +59,9 @@ async fn concurrent_first_requests_make_one_call() {
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let (d, a) = (decisions.clone(), attrs.clone());
-        tasks.push(tokio::spawn(
-            async move { d.decide(&user(), &a).await.unwrap() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            d.decide(&user(), None, &a).await.unwrap()
+        }));
     }
     for t in tasks {
         assert!(t.await.unwrap().allowed());
@@ -74,11 +79,11 @@ async fn deny_expires_sooner_than_allow() {
         Attributes::layers("get", "p", "app"),
         Attributes::layers("update", "p", "app"),
     );
-    decisions.decide(&user(), &get).await.unwrap();
-    decisions.decide(&user(), &update).await.unwrap();
+    decisions.decide(&user(), None, &get).await.unwrap();
+    decisions.decide(&user(), None, &update).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    decisions.decide(&user(), &get).await.unwrap();
-    decisions.decide(&user(), &update).await.unwrap();
+    decisions.decide(&user(), None, &get).await.unwrap();
+    decisions.decide(&user(), None, &update).await.unwrap();
     assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
 }
 
@@ -87,11 +92,83 @@ async fn errors_are_not_cached_and_a_new_generation_misses() {
     let (authority, decisions) = setup(CacheSettings::default());
     let get = Attributes::layers("get", "p", "app");
     authority.failing.store(true, Ordering::SeqCst);
-    assert!(decisions.decide(&user(), &get).await.is_err());
+    assert!(decisions.decide(&user(), None, &get).await.is_err());
     authority.failing.store(false, Ordering::SeqCst);
-    assert!(decisions.decide(&user(), &get).await.unwrap().allowed());
+    assert!(
+        decisions
+            .decide(&user(), None, &get)
+            .await
+            .unwrap()
+            .allowed()
+    );
     assert_eq!(authority.calls.load(Ordering::SeqCst), 2);
     authority.generation.store(1, Ordering::SeqCst);
-    decisions.decide(&user(), &get).await.unwrap();
+    decisions.decide(&user(), None, &get).await.unwrap();
     assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_an_expired_allow_only_while_the_authority_is_down() {
+    let (authority, decisions) = setup(CacheSettings {
+        allow_ttl: Duration::from_millis(100),
+        deny_ttl: Duration::from_millis(100),
+        stale_if_error: Duration::from_secs(60),
+        ..CacheSettings::default()
+    });
+    let (get, update) = (
+        Attributes::layers("get", "p", "app"),
+        Attributes::layers("update", "p", "app"),
+    );
+    assert!(
+        decisions
+            .decide(&user(), None, &get)
+            .await
+            .unwrap()
+            .allowed()
+    );
+    assert!(
+        !decisions
+            .decide(&user(), None, &update)
+            .await
+            .unwrap()
+            .allowed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    authority.failing.store(true, Ordering::SeqCst);
+    assert!(
+        decisions
+            .decide(&user(), None, &get)
+            .await
+            .unwrap()
+            .allowed(),
+        "stale allow"
+    );
+    assert!(
+        decisions.decide(&user(), None, &update).await.is_err(),
+        "denies are never stale"
+    );
+    let other = Attributes::layers("get", "p", "other");
+    assert!(
+        decisions.decide(&user(), None, &other).await.is_err(),
+        "never allowed before"
+    );
+}
+
+#[tokio::test]
+async fn without_stale_if_error_an_expired_allow_fails_closed() {
+    let (authority, decisions) = setup(CacheSettings {
+        allow_ttl: Duration::from_millis(100),
+        ..CacheSettings::default()
+    });
+    let get = Attributes::layers("get", "p", "app");
+    assert!(
+        decisions
+            .decide(&user(), None, &get)
+            .await
+            .unwrap()
+            .allowed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    authority.failing.store(true, Ordering::SeqCst);
+    assert!(decisions.decide(&user(), None, &get).await.is_err());
 }

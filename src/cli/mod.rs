@@ -1,9 +1,11 @@
-//! The operator CLI: `regate serve`, and `create`, `policy` and `delete` commands that change
-//! the embedded authority's state directory the way `kubectl` and `oc` change a cluster.
+//! The operator CLI: `regate serve`, `create`, `policy` and `delete` commands that change the
+//! embedded authority's state directory the way `kubectl` and `oc` change a cluster, and
+//! `regate authority serve`, which serves that state over the Kubernetes API.
 //!
 //! The commands may run while `regate serve` runs: the server notices the change within a
 //! second. Errors are printed as `error: ...` with exit code 1.
 
+mod authority;
 mod create;
 mod delete;
 mod policy;
@@ -41,6 +43,9 @@ enum Command {
     /// Delete a namespace, service account or user (their tokens stop working at once).
     #[command(subcommand)]
     Delete(delete::Delete),
+    /// Serve the embedded authority over the Kubernetes API, for gateways in kubernetes mode.
+    #[command(subcommand)]
+    Authority(authority::Authority),
 }
 
 /// `--state DIR`, taken by every command that changes the state directory.
@@ -83,10 +88,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Create(command) => command.run(),
         Command::Policy(command) => command.run(),
         Command::Delete(command) => command.run(),
+        Command::Authority(command) => command.run(),
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    server_runtime()?.block_on(crate::server::serve(args))
+}
+
+/// Logging and the async runtime, as every serving command needs them.
+fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -95,11 +106,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(crate::server::serve(args))
+        .context("cannot start the async runtime")
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ impl Authority for Down {
     async fn authorize(
         &self,
         _: &UserInfo,
+        _: Option<&SecretString>,
         _: &Attributes,
     ) -> Result<policy::Decision, AuthorityError> {
         Err(AuthorityError::Unavailable("connection refused".into()))

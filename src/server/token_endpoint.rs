@@ -94,11 +94,13 @@ pub(super) async fn handle(gw: &Gateway, req: Request) -> Result<Response, ApiEr
     let credential = identity::credential(header).map_err(|e| ApiError::InvalidCredential {
         message: e.to_string(),
     })?;
-    let (user, api_expiry) = match credential {
-        Credential::Anonymous => (UserInfo::anonymous(), None),
-        Credential::Token(token) => authenticate_api_token(gw, &token).await?,
-    };
-    respond(gw, &user, &params, api_expiry)
+    match credential {
+        Credential::Anonymous => respond(gw, &UserInfo::anonymous(), &params, None, None),
+        Credential::Token(token) => {
+            let (user, api_expiry) = authenticate_api_token(gw, &token).await?;
+            respond(gw, &user, &params, api_expiry, Some(&token))
+        }
+    }
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
@@ -112,7 +114,7 @@ async fn post(gw: &Gateway, params: Params, grant: Option<&str>) -> Result<Respo
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
             let (user, api_expiry) = authenticate_api_token(gw, password).await?;
-            respond(gw, &user, &params, api_expiry)
+            respond(gw, &user, &params, api_expiry, Some(password))
         }
         Some("refresh_token") => {
             let token = params
@@ -142,7 +144,7 @@ async fn post(gw: &Gateway, params: Params, grant: Option<&str>) -> Result<Respo
                 offline: false,
                 ..params
             };
-            respond(gw, &user, &params, None)
+            respond(gw, &user, &params, None, None)
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -177,21 +179,37 @@ async fn authenticate_api_token(
     }
 }
 
+/// The token response: a registry token for `user` (and a refresh token when asked for), or,
+/// when the authority reviews as the caller, the caller's own API token handed back.
 fn respond(
     gw: &Gateway,
     user: &UserInfo,
     params: &Params,
     api_expiry: Option<u64>,
+    api_token: Option<&SecretString>,
 ) -> Result<Response, ApiError> {
     let sign_error = |e: crate::token::TokenError| {
         tracing::error!(error = %e, "cannot sign a registry token");
         ApiError::AuthorityUnavailable
     };
-    let issued = gw
-        .signer
-        .issue_registry_token(user, gw.config.token_lifetime)
-        .map_err(sign_error)?;
-    let refresh_token = if params.offline && !user.is_anonymous() {
+    let own_token = api_token.filter(|_| gw.decisions.authority().needs_caller_token());
+    let issued = match own_token {
+        // As OpenShift's registry in this mode: every request must carry a token the cluster
+        // knows, so the caller's own is the registry token, and there is no refresh token.
+        Some(token) => {
+            let issued_at = crate::token::now();
+            crate::token::Issued {
+                token: token.expose_secret().to_string(),
+                issued_at,
+                expires_at: api_expiry.unwrap_or(issued_at + gw.config.token_lifetime.as_secs()),
+            }
+        }
+        None => gw
+            .signer
+            .issue_registry_token(user, gw.config.token_lifetime)
+            .map_err(sign_error)?,
+    };
+    let refresh_token = if params.offline && !user.is_anonymous() && own_token.is_none() {
         let cap = crate::token::now() + REFRESH_MAX.as_secs();
         let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
         Some(

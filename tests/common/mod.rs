@@ -34,10 +34,48 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The two namespaces of the walkthrough.
 pub const PROJECTS: &[&str] = &["project-a", "project-b"];
 
+/// Which authority the gateway under test asks. `REGATE_TEST_AUTHORITY` picks it for the
+/// whole suite: `embedded` (the default: regate's own state directory), `kubernetes` (TokenReview
+/// and SubjectAccessReview against `regate authority serve`) or `kubernetes-self`
+/// (SelfSubjectReview and SelfSubjectAccessReview made with the caller's token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorityMode {
+    Embedded,
+    Kubernetes,
+    KubernetesSelf,
+}
+
+impl AuthorityMode {
+    /// The mode `REGATE_TEST_AUTHORITY` names.
+    pub fn from_env() -> AuthorityMode {
+        match std::env::var("REGATE_TEST_AUTHORITY").as_deref() {
+            Err(_) | Ok("") | Ok("embedded") => AuthorityMode::Embedded,
+            Ok("kubernetes") => AuthorityMode::Kubernetes,
+            Ok("kubernetes-self") => AuthorityMode::KubernetesSelf,
+            Ok(other) => panic!(
+                "REGATE_TEST_AUTHORITY={other:?}: use embedded, kubernetes or kubernetes-self"
+            ),
+        }
+    }
+
+    /// Whether the gateway asks a Kubernetes API (`regate authority serve`).
+    pub fn is_kubernetes(self) -> bool {
+        self != AuthorityMode::Embedded
+    }
+}
+
+/// The gateway's config in kubernetes modes: short cache lifetimes, so a CLI change on the
+/// authority's state is in force within [`POLICY_DELAY`] as in embedded mode (with the default
+/// lifetimes a revocation takes up to 5 minutes, as with the Kubernetes webhook authorizer).
+const KUBERNETES_TEST_CONFIG: &str =
+    "cache:\n  allow_ttl: 300ms\n  deny_ttl: 300ms\nauthority:\n  token_cache_ttl: 300ms\n";
+
 /// What an [`Env`] starts. `EnvBuilder::default().run()` is a registry and regate, with no
 /// namespace.
 #[derive(Clone, Debug)]
 pub struct EnvBuilder {
+    authority: AuthorityMode,
+    gateway_config: Option<String>,
     namespaces: Vec<String>,
     registry: bool,
     regate: bool,
@@ -49,6 +87,8 @@ pub struct EnvBuilder {
 impl Default for EnvBuilder {
     fn default() -> Self {
         EnvBuilder {
+            authority: AuthorityMode::from_env(),
+            gateway_config: None,
             namespaces: Vec::new(),
             registry: true,
             regate: true,
@@ -63,6 +103,19 @@ impl EnvBuilder {
     /// Namespaces created with `regate create namespace` before regate starts.
     pub fn namespaces(mut self, names: &[&str]) -> Self {
         self.namespaces.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// Ask this authority instead of the one `REGATE_TEST_AUTHORITY` names.
+    pub fn authority(mut self, mode: AuthorityMode) -> Self {
+        self.authority = mode;
+        self
+    }
+
+    /// `regate serve --config` with this YAML (in kubernetes modes instead of the short-TTL
+    /// test config).
+    pub fn gateway_config(mut self, yaml: &str) -> Self {
+        self.gateway_config = Some(yaml.to_string());
         self
     }
 
@@ -98,6 +151,9 @@ impl EnvBuilder {
             .expect("create temp dir");
         let state = dir.path().join("state");
         let mut env = Env {
+            mode: self.authority,
+            gateway_config: self.gateway_config.clone(),
+            authority: None,
             state,
             registry: None,
             regate: None,
@@ -129,6 +185,10 @@ impl EnvBuilder {
 /// A registry, a regate in front of it and a temp dir holding both, their logs, the regate
 /// state and the clients' credentials.
 pub struct Env {
+    mode: AuthorityMode,
+    gateway_config: Option<String>,
+    /// `regate authority serve`, in kubernetes modes.
+    authority: Option<Regate>,
     registry: Option<Registry>,
     regate: Option<Regate>,
     state: PathBuf,
@@ -254,8 +314,94 @@ impl Env {
             args.push("--public-url".into());
             args.push(url.clone());
         }
+        let config = match (&self.gateway_config, self.mode.is_kubernetes()) {
+            (Some(yaml), _) => Some(yaml.as_str()),
+            (None, true) => Some(KUBERNETES_TEST_CONFIG),
+            (None, false) => None,
+        };
+        if let Some(yaml) = config {
+            let path = self.dir().join("gateway.yaml");
+            fs::write(&path, yaml).expect("write the gateway config");
+            args.extend(["--config".into(), path.display().to_string()]);
+        }
+        if self.mode.is_kubernetes() {
+            if self.authority.is_none() {
+                self.start_authority(None);
+            }
+            for arg in ["--authority", "kubernetes", "--kubeconfig"] {
+                args.push(arg.into());
+            }
+            args.push(self.kubeconfig().display().to_string());
+            if self.mode == AuthorityMode::KubernetesSelf {
+                args.extend(["--review".into(), "self".into()]);
+            }
+        }
         args.extend(self.serve_args.iter().cloned());
         self.regate = Some(Regate::start(self.dir(), &args));
+    }
+
+    /// The authority mode of this Env.
+    pub fn mode(&self) -> AuthorityMode {
+        self.mode
+    }
+
+    /// The kubeconfig `regate authority serve` writes for the gateway.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir().join("kubeconfig")
+    }
+
+    /// Start `regate authority serve` on this Env's state, on `addr` (to restart it where the
+    /// gateway's kubeconfig points) or a free port.
+    pub fn start_authority(&mut self, addr: Option<SocketAddr>) {
+        let listen = addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        let args: Vec<String> = vec![
+            "authority".into(),
+            "serve".into(),
+            "--listen".into(),
+            listen,
+            "--state".into(),
+            self.state.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig().display().to_string(),
+        ];
+        self.authority = Some(Regate::start(self.dir(), &args));
+    }
+
+    /// Kill `regate authority serve`; returns where it listened.
+    pub fn stop_authority(&mut self) -> SocketAddr {
+        let mut authority = self
+            .authority
+            .take()
+            .expect("this Env runs no authority serve");
+        kill(&mut authority.child);
+        authority.addr
+    }
+
+    /// `http://ADDR` of `regate authority serve`.
+    pub fn authority_url(&self) -> String {
+        let authority = self
+            .authority
+            .as_ref()
+            .expect("this Env runs no authority serve");
+        format!("http://{}", authority.addr)
+    }
+
+    /// Reviews `regate authority serve` answered so far, by kind (`tokenreviews`,
+    /// `subjectaccessreviews`, `selfsubjectreviews`, `selfsubjectaccessreviews`).
+    pub fn reviews(&self) -> serde_json::Value {
+        let url = format!("{}/debug/reviews", self.authority_url());
+        reqwest::blocking::get(&url)
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// The log of the process that owns the policy: `regate authority serve` in kubernetes
+    /// modes, else `regate serve`.
+    pub fn policy_log(&self) -> String {
+        match &self.authority {
+            Some(a) => read_lossy(&a.stderr),
+            None => self.regate_log(),
+        }
     }
 
     fn cli(&self, args: &[&str]) -> Command {
@@ -567,6 +713,15 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let panicking = thread::panicking();
+        if let Some(mut a) = self.authority.take() {
+            kill(&mut a.child);
+            if panicking {
+                eprintln!(
+                    "---- regate authority serve stderr (tail) ----\n{}",
+                    tail(&read_lossy(&a.stderr), 25)
+                );
+            }
+        }
         if let Some(mut r) = self.regate.take() {
             kill(&mut r.child);
             if panicking {
@@ -812,7 +967,7 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

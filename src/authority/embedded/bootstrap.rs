@@ -24,6 +24,14 @@ pub const IMAGE_PUSHER: &str = "system:image-pusher";
 pub const IMAGE_BUILDER: &str = "system:image-builder";
 /// Delete images cluster-wide: what manifest and blob deletion needs.
 pub const IMAGE_PRUNER: &str = "system:image-pruner";
+/// Create TokenReviews and SubjectAccessReviews: what a gateway delegating to an API server
+/// needs (Kubernetes' own role of that name).
+pub const AUTH_DELEGATOR: &str = "system:auth-delegator";
+
+/// The API group of TokenReview and SelfSubjectReview.
+pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
+/// The API group of SubjectAccessReview and SelfSubjectAccessReview.
+pub const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
 
 /// The service accounts every namespace gets.
 pub const NAMESPACE_SERVICE_ACCOUNTS: [&str; 3] = ["default", "builder", "deployer"];
@@ -70,14 +78,19 @@ fn image_rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
     }
 }
 
-/// A rule on RBAC objects (who may share a namespace).
-fn rbac_rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
+/// A rule on `resources` of API group `group`.
+fn rule(group: &str, verbs: &[&str], resources: &[&str]) -> PolicyRule {
     PolicyRule {
-        api_groups: Some(strings(&[RBAC_GROUP])),
+        api_groups: Some(strings(&[group])),
         resources: Some(strings(resources)),
         verbs: strings(verbs),
         ..PolicyRule::default()
     }
+}
+
+/// A rule on RBAC objects (who may share a namespace).
+fn rbac_rule(verbs: &[&str], resources: &[&str]) -> PolicyRule {
+    rule(RBAC_GROUP, verbs, resources)
 }
 
 fn cluster_role(name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
@@ -122,7 +135,8 @@ fn edit_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// The bootstrap ClusterRoles (BEHAVIOUR.md §7, plus OpenShift's `system:image-pruner`).
+/// The bootstrap ClusterRoles (BEHAVIOUR.md §7, plus OpenShift's `system:image-pruner` and
+/// Kubernetes' `system:auth-delegator` for gateways asking `regate authority serve`).
 pub fn cluster_roles() -> Vec<ClusterRole> {
     let mut registry_admin = registry_editor_rules();
     registry_admin.push(rbac_rule(
@@ -161,6 +175,13 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
         cluster_role("edit", edit_rules()),
         // As in OpenShift, `view` may read image metadata but not pull layers.
         cluster_role("view", vec![image_rule(READ, IMAGE_RESOURCES)]),
+        cluster_role(
+            AUTH_DELEGATOR,
+            vec![
+                rule(AUTHENTICATION_GROUP, &["create"], &["tokenreviews"]),
+                rule(AUTHORIZATION_GROUP, &["create"], &["subjectaccessreviews"]),
+            ],
+        ),
     ]
 }
 

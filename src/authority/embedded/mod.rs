@@ -185,6 +185,7 @@ impl Authority for Embedded {
     async fn authorize(
         &self,
         user: &UserInfo,
+        _token: Option<&SecretString>,
         attrs: &Attributes,
     ) -> Result<Decision, AuthorityError> {
         Ok(self.snapshot.load().policy.evaluate(user, attrs))

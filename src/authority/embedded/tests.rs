@@ -44,7 +44,7 @@ async fn a_service_account_token_proves_the_service_account() {
     let push = Attributes::layers("update", "a", "app");
     assert!(
         embedded
-            .authorize(&user, &push)
+            .authorize(&user, None, &push)
             .await
             .expect("decide")
             .allowed()
@@ -154,7 +154,7 @@ async fn a_broken_file_keeps_the_last_good_policy() {
     let pull = Attributes::layers("get", "a", "app");
     assert!(
         embedded
-            .authorize(&default, &pull)
+            .authorize(&default, None, &pull)
             .await
             .expect("decide")
             .allowed()
@@ -187,7 +187,7 @@ async fn the_reloader_puts_changes_in_force_within_a_second() {
     assert!(embedded.generation() > generation);
     assert!(
         embedded
-            .authorize(&anonymous, &pull)
+            .authorize(&anonymous, None, &pull)
             .await
             .expect("decide")
             .allowed()

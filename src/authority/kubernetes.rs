@@ -1,0 +1,653 @@
+//! The Kubernetes authority: a cluster's API server says who a token belongs to and what RBAC
+//! allows, through the review APIs (the module owns the client, its pacing and the token cache).
+//!
+//! Two modes ([`ReviewMode`]). `Delegated`: regate asks with its own credentials,
+//! `TokenReview` for identity and `SubjectAccessReview` for decisions (it needs the
+//! `system:auth-delegator` ClusterRole). `SelfReview`: regate asks as the caller, with the
+//! caller's own token, `SelfSubjectReview` and `SelfSubjectAccessReview`, as OpenShift's
+//! registry does; regate then needs no privilege at all.
+//!
+//! Identities are cached here (a TokenReview per token per [`KubernetesSettings::token_cache_ttl`],
+//! never past the token's own expiry), keyed by an HMAC of the token under a per-process random
+//! key. Decisions are not cached here: [`crate::cache::Decisions`] does that in front of every
+//! authority. Every call toward the API is paced and retried ([`transport`]); when the API cannot
+//! answer in time the result is [`AuthorityError::Unavailable`] and the gateway fails closed.
+
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderValue, StatusCode};
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, TokenReview, TokenReviewSpec, UserInfo as KubeUserInfo,
+};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
+    SubjectAccessReviewSpec, SubjectAccessReviewStatus,
+};
+use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use moka::Expiry;
+use moka::future::Cache;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+use super::{Authn, Authority, AuthorityError};
+use crate::identity::UserInfo;
+use crate::policy::{Attributes, Decision};
+use transport::{Answer, Pacing, Transport, redact};
+
+/// How regate asks the API server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReviewMode {
+    /// `TokenReview` and `SubjectAccessReview` with regate's own credentials (needs the
+    /// `system:auth-delegator` ClusterRole).
+    #[default]
+    Delegated,
+    /// `SelfSubjectReview` and `SelfSubjectAccessReview` with the caller's own token, as
+    /// OpenShift's registry does; regate needs no privilege.
+    SelfReview,
+}
+
+/// How to reach the API server and how hard to lean on it.
+#[derive(Clone, Debug)]
+pub struct KubernetesSettings {
+    /// The kubeconfig file; `None` means `KUBECONFIG`, else `~/.kube/config`, else in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Who asks: regate (`Delegated`) or the caller (`SelfReview`).
+    pub review: ReviewMode,
+    /// `spec.audiences` of each TokenReview; empty means the API server's own audience.
+    pub audiences: Vec<String>,
+    /// Requests per second toward the API, sustained.
+    pub qps: f64,
+    /// Requests toward the API allowed at once above `qps`.
+    pub burst: u32,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Attempts after the first on 429, 5xx and connection or timeout errors.
+    pub retries: u32,
+    /// The first retry waits up to this long (full jitter); each later one up to twice as long.
+    pub retry_backoff: Duration,
+    /// How long one review may take, attempts, waits and rate limit included.
+    pub deadline: Duration,
+    /// How long an identity is reused (never past the token's own `exp`).
+    pub token_cache_ttl: Duration,
+    /// How long a token the API rejected stays rejected without asking again.
+    pub invalid_token_ttl: Duration,
+    /// Most tokens whose identity is kept.
+    pub token_cache_size: u64,
+}
+
+impl Default for KubernetesSettings {
+    /// 50 requests/s with bursts of 100, 5 s per attempt, 2 retries from 100 ms within 10 s,
+    /// identities kept 2 min (rejections 10 s), at most 10,000 tokens.
+    fn default() -> Self {
+        KubernetesSettings {
+            kubeconfig: None,
+            review: ReviewMode::Delegated,
+            audiences: Vec::new(),
+            qps: 50.0,
+            burst: 100,
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            retry_backoff: Duration::from_millis(100),
+            deadline: Duration::from_secs(10),
+            token_cache_ttl: Duration::from_secs(120),
+            invalid_token_ttl: Duration::from_secs(10),
+            token_cache_size: 10_000,
+        }
+    }
+}
+
+/// Why the Kubernetes authority cannot start; each message names the flag or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// Neither a kubeconfig nor an in-cluster service account was found.
+    #[error(
+        "no Kubernetes configuration found: pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, or run in a pod with a service account (in-cluster: {in_cluster})"
+    )]
+    NotFound {
+        /// Why the in-cluster configuration could not be read.
+        #[source]
+        in_cluster: InClusterError,
+    },
+    /// A kubeconfig file exists but cannot be read or used.
+    #[error("{origin}: cannot load the kubeconfig: {source}")]
+    Kubeconfig {
+        /// The file (or `KUBECONFIG=...` when it came from the environment).
+        origin: String,
+        /// kube's error.
+        #[source]
+        source: KubeconfigError,
+    },
+    /// A client for the API server cannot be built (TLS material, proxy, exec plugin).
+    #[error("cannot build a client for the kubernetes API {api}: {source}")]
+    Client {
+        /// The API server.
+        api: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A setting has a value that cannot work.
+    #[error("kubernetes authority: `{field}` {reason}")]
+    Setting {
+        /// The field of [`KubernetesSettings`].
+        field: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+/// An identity and how long to keep it.
+#[derive(Clone)]
+struct Cached {
+    authn: Authn,
+    ttl: Duration,
+}
+
+struct PerEntry;
+
+impl Expiry<[u8; 32], Cached> for PerEntry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Cached, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The Kubernetes API server as regate's authority.
+pub struct Kubernetes {
+    transport: Transport,
+    review: ReviewMode,
+    audiences: Vec<String>,
+    token_cache_ttl: Duration,
+    invalid_token_ttl: Duration,
+    /// Keyed by HMAC-SHA256(token) under a key drawn at start-up: a memory dump or a debug
+    /// print of the cache gives nothing that can be replayed or brute-forced offline.
+    tokens: Cache<[u8; 32], Cached>,
+    token_key: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Kubernetes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubernetes")
+            .field("api", &self.transport.api())
+            .field("review", &self.review)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kubernetes {
+    /// Loads the cluster configuration (see [`KubernetesSettings::kubeconfig`]) and builds the
+    /// client. Nothing is sent to the API yet.
+    pub async fn new(settings: KubernetesSettings) -> Result<Arc<Kubernetes>, KubernetesError> {
+        let config = load_config(settings.kubeconfig.as_ref()).await?;
+        Kubernetes::from_config(config, settings)
+    }
+
+    /// Builds the authority for an already loaded cluster configuration (needs a tokio runtime:
+    /// the client spawns its connection task).
+    pub fn from_config(
+        mut config: kube::Config,
+        settings: KubernetesSettings,
+    ) -> Result<Arc<Kubernetes>, KubernetesError> {
+        validate(&settings)?;
+        let api = origin(&config.cluster_url);
+        // Retries are ours (counted, jittered, bounded by the deadline); kube's would multiply them.
+        config.default_retry = false;
+        if settings.review == ReviewMode::SelfReview {
+            // Each request carries the caller's token instead. With no credentials kube adds no
+            // auth layer at all, so nothing overwrites that header; and regate's own client
+            // certificate, if any, is dropped too, so no request is ever made as regate.
+            config.auth_info = kube::config::AuthInfo::default();
+        }
+        let client = kube::Client::try_from(config).map_err(|source| KubernetesError::Client {
+            api: api.clone(),
+            source,
+        })?;
+        let pacing = Pacing {
+            qps: settings.qps,
+            burst: settings.burst,
+            timeout: settings.timeout,
+            retries: settings.retries,
+            backoff: settings.retry_backoff,
+            deadline: settings.deadline,
+        };
+        let token_key =
+            Hmac::<Sha256>::new_from_slice(&rand::random::<[u8; 32]>()).map_err(|e| {
+                KubernetesError::Setting {
+                    field: "token_cache",
+                    reason: format!("cannot key the token cache: {e}"),
+                }
+            })?;
+        Ok(Arc::new(Kubernetes {
+            transport: Transport::new(client, api, pacing),
+            review: settings.review,
+            audiences: settings.audiences,
+            token_cache_ttl: settings.token_cache_ttl,
+            invalid_token_ttl: settings.invalid_token_ttl.min(settings.token_cache_ttl),
+            tokens: Cache::builder()
+                .max_capacity(settings.token_cache_size)
+                .expire_after(PerEntry)
+                .build(),
+            token_key,
+        }))
+    }
+
+    /// The API server's origin, e.g. `https://10.0.0.1:6443`.
+    pub fn api(&self) -> &str {
+        self.transport.api()
+    }
+
+    /// The review mode in force.
+    pub fn review_mode(&self) -> ReviewMode {
+        self.review
+    }
+
+    /// HTTP requests sent to the API so far, retries included (for tests and benchmarks).
+    pub fn reviews_made(&self) -> u64 {
+        self.transport.sent()
+    }
+
+    fn token_key(&self, token: &SecretString) -> [u8; 32] {
+        let mut mac = self.token_key.clone();
+        mac.update(token.expose_secret().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Asks the API who `token` is, once (the cache holds the answer).
+    async fn review_token(&self, token: &SecretString) -> Result<Cached, AuthorityError> {
+        let authn = match self.review {
+            ReviewMode::Delegated => self.token_review(token).await,
+            ReviewMode::SelfReview => self.self_subject_review(token).await,
+        }
+        .map_err(AuthorityError::Unavailable)?;
+        let ttl = match &authn {
+            Authn::User(_) => expiry_of(token)
+                .map(|left| left.min(self.token_cache_ttl))
+                .unwrap_or(self.token_cache_ttl),
+            Authn::Invalid { .. } => self.invalid_token_ttl,
+        };
+        Ok(Cached { authn, ttl })
+    }
+
+    async fn token_review(&self, token: &SecretString) -> Result<Authn, String> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.expose_secret().to_string(),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let review = match self.transport.create(&review, None, Some(token)).await? {
+            Answer::Object(review) => review,
+            Answer::Refused { status, message } => {
+                return Err(self.refused_as_regate("tokenreviews", status, &message));
+            }
+        };
+        let status = review.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Ok(Authn::Invalid {
+                reason: status
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .map(|e| redact(e, token))
+                    .unwrap_or_else(|| "the API server did not authenticate the token".into()),
+            });
+        }
+        // As client-go's webhook authenticator: the token must be meant for one of our audiences.
+        if !self.audiences.is_empty() {
+            let granted = status.audiences.unwrap_or_default();
+            if !granted.iter().any(|a| self.audiences.contains(a)) {
+                return Ok(Authn::Invalid {
+                    reason: format!(
+                        "the token is for audiences {granted:?}, not {:?}",
+                        self.audiences
+                    ),
+                });
+            }
+        }
+        Ok(user_of(status.user))
+    }
+
+    async fn self_subject_review(&self, token: &SecretString) -> Result<Authn, String> {
+        let Some(bearer) = bearer(token) else {
+            return Ok(Authn::Invalid {
+                reason: "the token has characters not allowed in an HTTP header".into(),
+            });
+        };
+        let review = match self
+            .transport
+            .create(&SelfSubjectReview::default(), Some(&bearer), Some(token))
+            .await?
+        {
+            Answer::Object(review) => review,
+            Answer::Refused {
+                status: StatusCode::UNAUTHORIZED,
+                ..
+            } => {
+                return Ok(Authn::Invalid {
+                    reason: "the API server rejected the token (expired, revoked or not a token of this cluster)".into(),
+                });
+            }
+            Answer::Refused {
+                status: StatusCode::FORBIDDEN,
+                ..
+            } => {
+                return Ok(Authn::Invalid {
+                    reason: "the API server does not let this identity review itself (create selfsubjectreviews.authentication.k8s.io, granted by system:basic-user)".into(),
+                });
+            }
+            Answer::Refused {
+                status: StatusCode::NOT_FOUND,
+                ..
+            } => {
+                return Err(format!(
+                    "kubernetes API {}: selfsubjectreviews is not served (Kubernetes 1.28 or later is needed); use `review: delegated`",
+                    self.api()
+                ));
+            }
+            Answer::Refused { status, message } => {
+                return Err(format!(
+                    "kubernetes API {}: POST selfsubjectreviews answered {status}: {message}",
+                    self.api()
+                ));
+            }
+        };
+        Ok(user_of(review.status.and_then(|s| s.user_info)))
+    }
+
+    async fn subject_access_review(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+    ) -> Result<Decision, String> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.name.clone()),
+                uid: non_empty(&user.uid),
+                groups: Some(user.groups.clone()),
+                resource_attributes: Some(resource_attributes(attrs)),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        match self.transport.create(&review, None, None).await? {
+            Answer::Object(review) => Ok(decision_of(review.status)),
+            Answer::Refused { status, message } => {
+                Err(self.refused_as_regate("subjectaccessreviews", status, &message))
+            }
+        }
+    }
+
+    async fn self_subject_access_review(
+        &self,
+        user: &UserInfo,
+        token: Option<&SecretString>,
+        attrs: &Attributes,
+    ) -> Result<Decision, String> {
+        let bearer = match token {
+            Some(token) => match bearer(token) {
+                Some(bearer) => Some(bearer),
+                None => return Ok(Decision::Deny),
+            },
+            None if user.is_anonymous() => None,
+            None => {
+                // Asking without a token would be asking as anonymous, whose grants are not a
+                // subset of this user's; deny rather than answer for someone else.
+                tracing::warn!(
+                    user = %user.name,
+                    "review: self needs the caller's own token, but none came with the request; denied"
+                );
+                return Ok(Decision::Deny);
+            }
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(resource_attributes(attrs)),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        match self
+            .transport
+            .create(&review, bearer.as_ref(), token)
+            .await?
+        {
+            Answer::Object(review) => Ok(decision_of(review.status)),
+            // The caller may not even ask (anonymous, or a token revoked since it was
+            // authenticated): that is a no, not an outage.
+            Answer::Refused {
+                status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN,
+                ..
+            } => Ok(Decision::Deny),
+            Answer::Refused { status, message } => Err(format!(
+                "kubernetes API {}: POST selfsubjectaccessreviews answered {status}: {message}",
+                self.api()
+            )),
+        }
+    }
+
+    /// The operator-facing message for a 4xx answer to a review regate made as itself.
+    fn refused_as_regate(&self, resource: &str, status: StatusCode, message: &str) -> String {
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => {
+                "regate's own credentials were rejected; check the kubeconfig or the pod's service account token"
+            }
+            StatusCode::FORBIDDEN => {
+                "regate's identity may not create reviews; bind its service account to the ClusterRole system:auth-delegator (deploy/kubernetes/), or use `review: self`"
+            }
+            _ => "unexpected answer",
+        };
+        format!(
+            "kubernetes API {}: POST {resource} answered {status}: {message}; {hint}",
+            self.api()
+        )
+    }
+}
+
+#[async_trait]
+impl Authority for Kubernetes {
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
+        let key = self.token_key(token);
+        // One review per token however many requests wait; errors are returned to every waiter
+        // and not kept, so the next request asks again.
+        self.tokens
+            .try_get_with(key, self.review_token(token))
+            .await
+            .map(|cached| cached.authn)
+            .map_err(|error| match error.as_ref() {
+                AuthorityError::Unavailable(message) => {
+                    AuthorityError::Unavailable(message.clone())
+                }
+            })
+    }
+
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        token: Option<&SecretString>,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthorityError> {
+        let decision = match self.review {
+            ReviewMode::Delegated => self.subject_access_review(user, attrs).await,
+            ReviewMode::SelfReview => self.self_subject_access_review(user, token, attrs).await,
+        };
+        decision.map_err(AuthorityError::Unavailable)
+    }
+
+    fn needs_caller_token(&self) -> bool {
+        self.review == ReviewMode::SelfReview
+    }
+
+    async fn still_exists(&self, _user: &UserInfo) -> Result<bool, AuthorityError> {
+        // The API decides on every TokenReview; there is no cheap "does this user exist".
+        Ok(true)
+    }
+
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        // Answering would mean listing every binding; anonymous callers are challenged on
+        // `GET /v2/` instead, fetch an anonymous token, and each route's review decides.
+        Ok(false)
+    }
+
+    fn generation(&self) -> u64 {
+        // RBAC changes in the cluster are not observed; cached decisions age out by their TTL.
+        0
+    }
+}
+
+/// Reads the kubeconfig named by `path`, else `KUBECONFIG`, else `~/.kube/config`, else the
+/// in-cluster service account (kube's `Config::infer` order, but a kubeconfig that exists and
+/// is broken is an error rather than a silent fall back to in-cluster).
+async fn load_config(path: Option<&PathBuf>) -> Result<kube::Config, KubernetesError> {
+    let options = KubeConfigOptions::default();
+    if let Some(path) = path {
+        let origin = path.display().to_string();
+        let kubeconfig =
+            Kubeconfig::read_from(path).map_err(|source| KubernetesError::Kubeconfig {
+                origin: origin.clone(),
+                source,
+            })?;
+        return kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|source| KubernetesError::Kubeconfig { origin, source });
+    }
+    if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        return kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|source| KubernetesError::Kubeconfig {
+                origin: format!("KUBECONFIG={}", value.to_string_lossy()),
+                source,
+            });
+    }
+    match kube::Config::from_kubeconfig(&options).await {
+        Ok(config) => Ok(config),
+        Err(KubeconfigError::FindPath) => in_cluster(),
+        Err(KubeconfigError::ReadConfig(error, _))
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            in_cluster()
+        }
+        Err(source) => Err(KubernetesError::Kubeconfig {
+            origin: "~/.kube/config".into(),
+            source,
+        }),
+    }
+}
+
+fn in_cluster() -> Result<kube::Config, KubernetesError> {
+    kube::Config::incluster().map_err(|in_cluster| KubernetesError::NotFound { in_cluster })
+}
+
+fn validate(settings: &KubernetesSettings) -> Result<(), KubernetesError> {
+    let bad = |field, reason: &str| {
+        Err(KubernetesError::Setting {
+            field,
+            reason: reason.to_string(),
+        })
+    };
+    if !(settings.qps.is_finite() && settings.qps > 0.0) {
+        return bad("qps", "must be a positive number of requests per second");
+    }
+    if settings.burst == 0 {
+        return bad("burst", "must be at least 1");
+    }
+    if settings.timeout.is_zero() || settings.deadline.is_zero() {
+        return bad("timeout", "and the deadline must be longer than zero");
+    }
+    Ok(())
+}
+
+/// `scheme://host:port` of the API server, without any user info or path.
+fn origin(url: &http::Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("https");
+    match (url.host(), url.port_u16()) {
+        (Some(host), Some(port)) => format!("{scheme}://{host}:{port}"),
+        (Some(host), None) => format!("{scheme}://{host}"),
+        _ => url.to_string(),
+    }
+}
+
+/// The `Authorization` value that sends `token`, marked sensitive so no layer prints it.
+fn bearer(token: &SecretString) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The identity in a review's status, with Kubernetes' implicit groups.
+fn user_of(user: Option<KubeUserInfo>) -> Authn {
+    let user = user.unwrap_or_default();
+    match user.username.filter(|name| !name.is_empty()) {
+        Some(name) => Authn::User(UserInfo::authenticated(
+            name,
+            user.uid.unwrap_or_default(),
+            user.groups.unwrap_or_default(),
+        )),
+        None => Authn::Invalid {
+            reason: "the API server accepted the token but named no user".into(),
+        },
+    }
+}
+
+/// Only an explicit `allowed: true` allows; a missing status, `denied`, or an evaluation error
+/// with `allowed: false` all deny.
+fn decision_of(status: Option<SubjectAccessReviewStatus>) -> Decision {
+    match status {
+        Some(status) if status.allowed => Decision::Allow {
+            by: status
+                .reason
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "kubernetes RBAC".into()),
+        },
+        Some(status) => {
+            if let Some(error) = status.evaluation_error.filter(|e| !e.is_empty()) {
+                tracing::debug!(%error, "the API server reported an evaluation error; denied");
+            }
+            Decision::Deny
+        }
+        None => Decision::Deny,
+    }
+}
+
+fn resource_attributes(attrs: &Attributes) -> ResourceAttributes {
+    ResourceAttributes {
+        namespace: non_empty(&attrs.namespace),
+        verb: non_empty(&attrs.verb),
+        group: non_empty(&attrs.group),
+        resource: non_empty(&attrs.resource),
+        subresource: non_empty(&attrs.subresource),
+        name: non_empty(&attrs.name),
+        ..ResourceAttributes::default()
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// How long until the token's own `exp`, if it is a JWT that has one. The claims are read
+/// without verifying the signature: only to bound the cache, the API has verified the token.
+fn expiry_of(token: &SecretString) -> Option<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<f64>,
+    }
+    let payload = token.expose_secret().split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let exp = serde_json::from_slice::<Claims>(&json).ok()?.exp?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(Duration::try_from_secs_f64(exp - now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests;
