@@ -375,13 +375,13 @@ async fn token_review(
     let caller = server.authenticated(&headers).await?;
     server.require_create(&caller, Review::Token).await?;
     let mut review: TokenReview = parse(body)?;
-    // Taken out of the review so that the answer does not carry it back.
-    let token = SecretString::from(std::mem::take(&mut review.spec.token));
-    if secrecy::ExposeSecret::expose_secret(&token).is_empty() {
+    if review.spec.token.is_empty() {
         return Err(StatusError::BadRequest(
             "token is required for TokenReview in authentication".to_string(),
         ));
     }
+    // Taken out of the review so that the answer does not carry it back.
+    let token = SecretString::from(std::mem::take(&mut review.spec.token));
     let status = match server.authority.authenticate(&token).await {
         Ok(Authn::User(user)) => TokenReviewStatus {
             authenticated: Some(true),
@@ -499,8 +499,11 @@ fn bearer(value: Option<&HeaderValue>) -> Result<Option<SecretString>, StatusErr
     let Some(value) = value else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| StatusError::Unauthorized)?;
-    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let value = value
+        .to_str()
+        .map_err(|_| StatusError::Unauthorized)?
+        .trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(StatusError::Unauthorized);

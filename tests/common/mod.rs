@@ -75,6 +75,7 @@ const KUBERNETES_TEST_CONFIG: &str =
 #[derive(Clone, Debug)]
 pub struct EnvBuilder {
     authority: AuthorityMode,
+    authority_args: Vec<String>,
     gateway_config: Option<String>,
     namespaces: Vec<String>,
     registry: bool,
@@ -88,6 +89,7 @@ impl Default for EnvBuilder {
     fn default() -> Self {
         EnvBuilder {
             authority: AuthorityMode::from_env(),
+            authority_args: Vec::new(),
             gateway_config: None,
             namespaces: Vec::new(),
             registry: true,
@@ -109,6 +111,12 @@ impl EnvBuilder {
     /// Ask this authority instead of the one `REGATE_TEST_AUTHORITY` names.
     pub fn authority(mut self, mode: AuthorityMode) -> Self {
         self.authority = mode;
+        self
+    }
+
+    /// An extra argument to `regate authority serve` (kubernetes modes).
+    pub fn authority_arg(mut self, arg: &str) -> Self {
+        self.authority_args.push(arg.to_string());
         self
     }
 
@@ -152,6 +160,7 @@ impl EnvBuilder {
         let state = dir.path().join("state");
         let mut env = Env {
             mode: self.authority,
+            authority_args: self.authority_args.clone(),
             gateway_config: self.gateway_config.clone(),
             authority: None,
             state,
@@ -186,6 +195,7 @@ impl EnvBuilder {
 /// state and the clients' credentials.
 pub struct Env {
     mode: AuthorityMode,
+    authority_args: Vec<String>,
     gateway_config: Option<String>,
     /// `regate authority serve`, in kubernetes modes.
     authority: Option<Regate>,
@@ -354,7 +364,7 @@ impl Env {
     /// gateway's kubeconfig points) or a free port.
     pub fn start_authority(&mut self, addr: Option<SocketAddr>) {
         let listen = addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "authority".into(),
             "serve".into(),
             "--listen".into(),
@@ -364,6 +374,7 @@ impl Env {
             "--kubeconfig".into(),
             self.kubeconfig().display().to_string(),
         ];
+        args.extend(self.authority_args.iter().cloned());
         self.authority = Some(Regate::start(self.dir(), &args));
     }
 
