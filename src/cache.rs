@@ -52,6 +52,8 @@ struct Key {
     generation: u64,
     user: String,
     groups: Vec<String>,
+    /// Token scopes and the like: a scoped token must not reuse an unscoped one's decision.
+    extra: std::collections::BTreeMap<String, Vec<String>>,
     attrs: Attributes,
 }
 
@@ -127,6 +129,7 @@ impl Decisions {
             generation,
             user: user.name.clone(),
             groups: user.groups.clone(),
+            extra: user.extra.clone(),
             attrs: attrs.clone(),
         };
         let Some(stale) = &self.stale else {

@@ -4,6 +4,8 @@
 //! the user name is ignored as in OpenShift) or Bearer. Which identity a token proves is for the
 //! [`crate::authority`] (API tokens) or [`crate::token`] (registry tokens) to say.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,11 @@ pub struct UserInfo {
     /// Groups, including the implicit `system:*` ones.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Extra attributes from the authenticator, e.g. OpenShift's token scopes
+    /// (`scopes.authorization.openshift.io`); passed on to SubjectAccessReviews so a scoped token
+    /// is never allowed more than its scopes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -42,6 +49,7 @@ impl UserInfo {
             name: ANONYMOUS.to_string(),
             uid: String::new(),
             groups: vec![UNAUTHENTICATED.to_string()],
+            extra: BTreeMap::new(),
         }
     }
 
@@ -63,7 +71,12 @@ impl UserInfo {
                 groups.push(g);
             }
         }
-        UserInfo { name, uid, groups }
+        UserInfo {
+            name,
+            uid,
+            groups,
+            extra: BTreeMap::new(),
+        }
     }
 }
 

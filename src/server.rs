@@ -552,7 +552,8 @@ async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, 
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -79,6 +79,9 @@ pub struct RegistryClaims {
     pub uid: String,
     /// Groups of the identity, implicit ones included.
     pub groups: Vec<String>,
+    /// Extra attributes of the identity (token scopes).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
     /// Issued at.
     pub iat: u64,
     /// Expires at.
@@ -94,6 +97,7 @@ impl RegistryClaims {
             name: self.sub.clone(),
             uid: self.uid.clone(),
             groups: self.groups.clone(),
+            extra: self.extra.clone(),
         }
     }
 }
@@ -252,6 +256,7 @@ impl Signer {
             sub: user.name.clone(),
             uid: user.uid.clone(),
             groups: user.groups.clone(),
+            extra: user.extra.clone(),
             iat,
             exp: expires_at.max(iat + 1),
             jti: random_id(),

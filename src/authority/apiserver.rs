@@ -428,6 +428,7 @@ async fn subject_access_review(
         uid: spec.uid.clone().unwrap_or_default(),
         // As given: a SubjectAccessReview names every group; none is implied.
         groups: spec.groups.clone().unwrap_or_default(),
+        extra: spec.extra.clone().unwrap_or_default(),
     };
     if user.name.is_empty() && user.groups.is_empty() {
         return Err(invalid(
@@ -574,7 +575,7 @@ fn k8s_user_info(user: &UserInfo) -> K8sUserInfo {
         username: Some(user.name.clone()),
         uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
         groups: Some(user.groups.clone()),
-        extra: None,
+        extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
     }
 }
 

@@ -370,6 +370,7 @@ impl Kubernetes {
                 user: Some(user.name.clone()),
                 uid: non_empty(&user.uid),
                 groups: Some(user.groups.clone()),
+                extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
                 resource_attributes: Some(resource_attributes(attrs)),
                 ..SubjectAccessReviewSpec::default()
             },
@@ -583,11 +584,14 @@ fn bearer(token: &SecretString) -> Option<HeaderValue> {
 fn user_of(user: Option<KubeUserInfo>) -> Authn {
     let user = user.unwrap_or_default();
     match user.username.filter(|name| !name.is_empty()) {
-        Some(name) => Authn::User(UserInfo::authenticated(
-            name,
-            user.uid.unwrap_or_default(),
-            user.groups.unwrap_or_default(),
-        )),
+        Some(name) => Authn::User(UserInfo {
+            extra: user.extra.unwrap_or_default(),
+            ..UserInfo::authenticated(
+                name,
+                user.uid.unwrap_or_default(),
+                user.groups.unwrap_or_default(),
+            )
+        }),
         None => Authn::Invalid {
             reason: "the API server accepted the token but named no user".into(),
         },

@@ -172,3 +172,17 @@ async fn without_stale_if_error_an_expired_allow_fails_closed() {
     authority.failing.store(true, Ordering::SeqCst);
     assert!(decisions.decide(&user(), None, &get).await.is_err());
 }
+
+#[tokio::test]
+async fn a_scoped_token_does_not_reuse_an_unscoped_decision() {
+    let (authority, decisions) = setup(CacheSettings::default());
+    let get = Attributes::layers("get", "p", "app");
+    decisions.decide(&user(), None, &get).await.unwrap();
+    let mut scoped = user();
+    scoped.extra.insert(
+        "scopes.authorization.openshift.io".into(),
+        vec!["user:info".into()],
+    );
+    decisions.decide(&scoped, None, &get).await.unwrap();
+    assert_eq!(authority.calls.load(Ordering::SeqCst), 2);
+}

@@ -90,29 +90,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{bound}")?;
         out.flush()?;
     }
-    apiserver::serve(listener, Arc::new(server), shutdown_signal(), DRAIN_TIMEOUT).await?;
+    apiserver::serve(
+        listener,
+        Arc::new(server),
+        crate::server::shutdown_signal(),
+        DRAIN_TIMEOUT,
+    )
+    .await?;
     Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-}
-
 #[cfg(test)]
 mod tests;

@@ -53,13 +53,12 @@ pub const USER_KIND: &str = "User";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file or directory could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The failure.
-        #[source]
-        source: io::Error,
+        /// The failure; in the message, not the error chain, so `{:#}` says it once.
+        error: io::Error,
     },
     /// A state file does not parse, or holds another object than its place in the layout says.
     #[error("{}: {reason}", location(path, *line, *column))]
@@ -179,9 +178,9 @@ fn builtin_roles() -> String {
 
 /// An `io::Error` on `path` as a [`StoreError`].
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -468,7 +467,7 @@ fn collect_files(
         if file_type.is_dir() {
             match collect_files(&path, out) {
                 // Removed while we walked: the next fingerprint sees the result.
-                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(StoreError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {}
                 other => other?,
             }
             continue;

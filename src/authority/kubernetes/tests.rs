@@ -1121,3 +1121,53 @@ fn the_api_origin_drops_user_info_and_path() {
     let url: http::Uri = "https://user:pw@10.0.0.1:6443/prefix".parse().expect("url");
     assert_eq!(origin(&url), "https://10.0.0.1:6443");
 }
+
+// --- Extra (token scopes) -----------------------------------------------------------------
+
+#[tokio::test]
+async fn token_scopes_in_extra_reach_the_subject_access_review() {
+    let scopes = std::collections::BTreeMap::from([(
+        "scopes.authorization.openshift.io".to_string(),
+        vec!["user:info".to_string()],
+    )]);
+    let extra = scopes.clone();
+    let (authority, api) = Fixture::answering(move |received, _| {
+        if received.path == ACCESS_REVIEWS {
+            return allowed(None);
+        }
+        let asked: TokenReview = received.review();
+        Reply::Object(to_json(&TokenReview {
+            status: Some(TokenReviewStatus {
+                authenticated: Some(true),
+                user: Some(KubeUserInfo {
+                    username: Some("alice".into()),
+                    uid: Some("uid-alice".into()),
+                    groups: None,
+                    extra: Some(extra.clone()),
+                }),
+                ..TokenReviewStatus::default()
+            }),
+            ..asked
+        }))
+    })
+    .run()
+    .await;
+    let Authn::User(user) = authority
+        .authenticate(&token("scoped-token"))
+        .await
+        .expect("answer")
+    else {
+        panic!("the scoped token authenticates");
+    };
+    assert_eq!(user.extra, scopes);
+    authority
+        .authorize(&user, None, &Attributes::layers("get", "p", "app"))
+        .await
+        .expect("answer");
+    let received = api.received();
+    let sar = received
+        .iter()
+        .find(|r| r.path == ACCESS_REVIEWS)
+        .expect("a SubjectAccessReview was sent");
+    assert_eq!(sar.review::<SubjectAccessReview>().spec.extra, Some(scopes));
+}
