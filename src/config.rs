@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::authority::kubernetes::{KubernetesSettings, ReviewMode};
+
 /// `regate serve` flags; each overrides the config file's field of the same name.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -31,7 +33,7 @@ pub struct ServeArgs {
     /// How `--authority kubernetes` reviews: `delegated` (TokenReview + SubjectAccessReview,
     /// needs system:auth-delegator) or `self` (as the caller, needs no privilege).
     #[arg(long, value_enum)]
-    pub review: Option<ReviewKind>,
+    pub review: Option<ReviewMode>,
 }
 
 /// Which authority decides.
@@ -43,19 +45,6 @@ pub enum AuthorityKind {
     Embedded,
     /// A Kubernetes or OpenShift API server.
     Kubernetes,
-}
-
-/// How the kubernetes authority asks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReviewKind {
-    /// TokenReview and SubjectAccessReview made with regate's own credentials.
-    #[default]
-    Delegated,
-    /// SelfSubjectReview and SelfSubjectAccessReview made with the caller's token.
-    #[value(name = "self")]
-    #[serde(rename = "self")]
-    SelfReview,
 }
 
 /// The state directory used when none is given: `$XDG_STATE_HOME/regate`, else
@@ -137,7 +126,7 @@ struct FileConfig {
 struct AuthoritySection {
     kind: Option<AuthorityKind>,
     kubeconfig: Option<PathBuf>,
-    review: Option<ReviewKind>,
+    review: Option<ReviewMode>,
     #[serde(default)]
     audiences: Vec<String>,
     qps: Option<f64>,
@@ -170,28 +159,7 @@ pub enum Authority {
     /// The embedded store in `Config::state`.
     Embedded,
     /// A Kubernetes API server.
-    Kubernetes(KubernetesConfig),
-}
-
-/// How to reach and ask a Kubernetes API server.
-#[derive(Clone, Debug)]
-pub struct KubernetesConfig {
-    /// Kubeconfig file; else KUBECONFIG, else in-cluster.
-    pub kubeconfig: Option<PathBuf>,
-    /// Delegated or self review.
-    pub review: ReviewKind,
-    /// TokenReview audiences.
-    pub audiences: Vec<String>,
-    /// Client-side requests per second toward the API.
-    pub qps: f64,
-    /// Client-side burst.
-    pub burst: u32,
-    /// Per-review timeout.
-    pub timeout: std::time::Duration,
-    /// Retries on 429/5xx/connect errors.
-    pub retries: u32,
-    /// Longest a TokenReview result is reused.
-    pub token_cache_ttl: std::time::Duration,
+    Kubernetes(KubernetesSettings),
 }
 
 /// Everything `regate serve` needs, validated.
@@ -320,26 +288,30 @@ impl Config {
         let section = file.authority;
         let authority = match args.authority.or(section.kind).unwrap_or_default() {
             AuthorityKind::Embedded => Authority::Embedded,
-            AuthorityKind::Kubernetes => Authority::Kubernetes(KubernetesConfig {
-                kubeconfig: args.kubeconfig.clone().or(section.kubeconfig),
-                review: args.review.or(section.review).unwrap_or_default(),
-                audiences: section.audiences,
-                qps: section.qps.unwrap_or(50.0),
-                burst: section.burst.unwrap_or(100),
-                timeout: duration(
-                    &origin,
-                    "authority.timeout",
-                    section.timeout.as_deref(),
-                    std::time::Duration::from_secs(5),
-                )?,
-                retries: section.retries.unwrap_or(2),
-                token_cache_ttl: duration(
-                    &origin,
-                    "authority.token_cache_ttl",
-                    section.token_cache_ttl.as_deref(),
-                    std::time::Duration::from_secs(120),
-                )?,
-            }),
+            AuthorityKind::Kubernetes => {
+                let defaults = KubernetesSettings::default();
+                Authority::Kubernetes(KubernetesSettings {
+                    kubeconfig: args.kubeconfig.clone().or(section.kubeconfig),
+                    review: args.review.or(section.review).unwrap_or_default(),
+                    audiences: section.audiences,
+                    qps: section.qps.unwrap_or(defaults.qps),
+                    burst: section.burst.unwrap_or(defaults.burst),
+                    timeout: duration(
+                        &origin,
+                        "authority.timeout",
+                        section.timeout.as_deref(),
+                        defaults.timeout,
+                    )?,
+                    retries: section.retries.unwrap_or(defaults.retries),
+                    token_cache_ttl: duration(
+                        &origin,
+                        "authority.token_cache_ttl",
+                        section.token_cache_ttl.as_deref(),
+                        defaults.token_cache_ttl,
+                    )?,
+                    ..defaults
+                })
+            }
         };
         Ok(Config {
             listen,
@@ -398,23 +370,3 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
-
-impl From<&KubernetesConfig> for crate::authority::kubernetes::KubernetesSettings {
-    fn from(c: &KubernetesConfig) -> Self {
-        use crate::authority::kubernetes::{KubernetesSettings, ReviewMode};
-        KubernetesSettings {
-            kubeconfig: c.kubeconfig.clone(),
-            review: match c.review {
-                ReviewKind::Delegated => ReviewMode::Delegated,
-                ReviewKind::SelfReview => ReviewMode::SelfReview,
-            },
-            audiences: c.audiences.clone(),
-            qps: c.qps,
-            burst: c.burst,
-            timeout: c.timeout,
-            retries: c.retries,
-            token_cache_ttl: c.token_cache_ttl,
-            ..KubernetesSettings::default()
-        }
-    }
-}

@@ -534,7 +534,7 @@ async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, 
             Ok((embedded, signer))
         }
         crate::config::Authority::Kubernetes(k8s) => {
-            let authority = Kubernetes::new(k8s.into())
+            let authority = Kubernetes::new(k8s.clone())
                 .await
                 .context("connecting to the Kubernetes API (authority: kubernetes)")?;
             let signer = match &config.token_key_file {

@@ -41,8 +41,9 @@ use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
 use transport::{Answer, Pacing, Transport, redact};
 
-/// How regate asks the API server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How regate asks the API server (`--review delegated|self`, config `authority.review`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReviewMode {
     /// `TokenReview` and `SubjectAccessReview` with regate's own credentials (needs the
     /// `system:auth-delegator` ClusterRole).
@@ -50,6 +51,8 @@ pub enum ReviewMode {
     Delegated,
     /// `SelfSubjectReview` and `SelfSubjectAccessReview` with the caller's own token, as
     /// OpenShift's registry does; regate needs no privilege.
+    #[value(name = "self")]
+    #[serde(rename = "self")]
     SelfReview,
 }
 
