@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use k8s_openapi::api::authentication::v1::UserInfo as KubeUserInfo;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,19 @@ impl UserInfo {
             uid,
             groups,
             extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The identity as a review carries it (the user of a SubjectAccessReview regate asks, the
+/// `status` of a review regate answers): an empty uid and no extra attributes are absent.
+impl From<&UserInfo> for KubeUserInfo {
+    fn from(user: &UserInfo) -> Self {
+        KubeUserInfo {
+            username: Some(user.name.clone()),
+            uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
+            groups: Some(user.groups.clone()),
+            extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -66,6 +67,38 @@ impl Attributes {
             self.resource.clone()
         } else {
             format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+/// The `resourceAttributes` of a SubjectAccessReview regate answers, as the policy reads them:
+/// absent fields are empty; the version and selectors, which RBAC does not read, are dropped.
+impl From<&ResourceAttributes> for Attributes {
+    fn from(attributes: &ResourceAttributes) -> Self {
+        let field = |value: &Option<String>| value.clone().unwrap_or_default();
+        Attributes {
+            verb: field(&attributes.verb),
+            group: field(&attributes.group),
+            resource: field(&attributes.resource),
+            subresource: field(&attributes.subresource),
+            namespace: field(&attributes.namespace),
+            name: field(&attributes.name),
+        }
+    }
+}
+
+/// The `resourceAttributes` of a SubjectAccessReview regate asks: empty fields are absent.
+impl From<&Attributes> for ResourceAttributes {
+    fn from(attrs: &Attributes) -> Self {
+        let field = |value: &str| (!value.is_empty()).then(|| value.to_string());
+        ResourceAttributes {
+            namespace: field(&attrs.namespace),
+            verb: field(&attrs.verb),
+            group: field(&attrs.group),
+            resource: field(&attrs.resource),
+            subresource: field(&attrs.subresource),
+            name: field(&attrs.name),
+            ..ResourceAttributes::default()
         }
     }
 }
@@ -164,44 +197,33 @@ impl Policy {
     /// Whether any binding grants `user` what `attrs` asks, as the Kubernetes RBAC authorizer
     /// decides: ClusterRoleBindings first, then the RoleBindings of `attrs.namespace`.
     pub fn evaluate(&self, user: &UserInfo, attrs: &Attributes) -> Decision {
-        for binding in &self.cluster_role_bindings {
-            if !binds(binding.subjects.as_deref(), user, "") {
-                continue;
-            }
-            let rules = self.rules_of(&binding.role_ref, None);
-            if rules.iter().any(|rule| rule_allows(rule, attrs)) {
-                return Decision::Allow {
-                    by: format!(
-                        "ClusterRoleBinding {} ({} {})",
-                        binding.metadata.name.as_deref().unwrap_or_default(),
-                        binding.role_ref.kind,
-                        binding.role_ref.name
-                    ),
-                };
-            }
+        // Whether a binding names `user` and binds a role with a rule allowing `attrs`;
+        // `namespace` is a RoleBinding's, `None` for a ClusterRoleBinding.
+        let grants = |subjects: Option<&[Subject]>, role_ref: &RoleRef, namespace: Option<&str>| {
+            binds(subjects, user, namespace.unwrap_or_default())
+                && self
+                    .rules_of(role_ref, namespace)
+                    .iter()
+                    .any(|rule| rule_allows(rule, attrs))
+        };
+        let mut bindings = self.cluster_role_bindings.iter();
+        if let Some(binding) = bindings.find(|b| grants(b.subjects.as_deref(), &b.role_ref, None)) {
+            let name = binding.metadata.name.as_deref().unwrap_or_default();
+            return allowed_by(format!("ClusterRoleBinding {name}"), &binding.role_ref);
         }
         // A cluster-scoped request is granted by ClusterRoleBindings only.
         if attrs.namespace.is_empty() {
             return Decision::Deny;
         }
         let namespace = attrs.namespace.as_str();
-        for binding in self.role_bindings.get(namespace).into_iter().flatten() {
-            if !binds(binding.subjects.as_deref(), user, namespace) {
-                continue;
+        let mut bindings = self.role_bindings.get(namespace).into_iter().flatten();
+        match bindings.find(|b| grants(b.subjects.as_deref(), &b.role_ref, Some(namespace))) {
+            Some(binding) => {
+                let name = binding.metadata.name.as_deref().unwrap_or_default();
+                allowed_by(format!("RoleBinding {namespace}/{name}"), &binding.role_ref)
             }
-            let rules = self.rules_of(&binding.role_ref, Some(namespace));
-            if rules.iter().any(|rule| rule_allows(rule, attrs)) {
-                return Decision::Allow {
-                    by: format!(
-                        "RoleBinding {namespace}/{} ({} {})",
-                        binding.metadata.name.as_deref().unwrap_or_default(),
-                        binding.role_ref.kind,
-                        binding.role_ref.name
-                    ),
-                };
-            }
+            None => Decision::Deny,
         }
-        Decision::Deny
     }
 
     /// Whether some binding, anywhere, binds `user` to a role with at least one rule (used to
@@ -236,6 +258,13 @@ impl Policy {
             _ => None,
         };
         rules.unwrap_or_default()
+    }
+}
+
+/// An allow by `binding` (e.g. `RoleBinding project-a/pullers`), naming the role it binds.
+fn allowed_by(binding: String, role_ref: &RoleRef) -> Decision {
+    Decision::Allow {
+        by: format!("{binding} ({} {})", role_ref.kind, role_ref.name),
     }
 }
 

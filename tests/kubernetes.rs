@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 
 /// Long allows and a short deny lifetime, so each cache rule shows in a few seconds.
 const CACHE_CONFIG: &str = "cache:\n  allow_ttl: 5m\n  deny_ttl: 1s\n";
@@ -143,17 +144,26 @@ fn an_authority_stopped_mid_run_fails_closed_then_service_resumes_by_itself() {
 #[test]
 fn an_api_that_answers_500_or_hangs_gets_503_and_nothing_is_forwarded() {
     for (what, hang) in [("answers 500", false), ("hangs", true)] {
-        let api =
-            Recorder::start(move |_, _| {
-                if hang {
-                    thread::sleep(Duration::from_secs(5));
-                }
-                http_response(
+        let api = Recorder::start(move |_, _| {
+            if hang {
+                thread::sleep(Duration::from_secs(5));
+            }
+            let status = Status {
+                status: Some("Failure".into()),
+                code: Some(500),
+                reason: Some("InternalError".into()),
+                ..Status::default()
+            };
+            let body = serde_json::to_vec(&status).expect("encode Status");
+            http_response(
                 500,
-                &[("Content-Type", "application/json"), ("Connection", "close")],
-                b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"code\":500}",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Connection", "close"),
+                ],
+                &body,
             )
-            });
+        });
         let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig file");
         std::fs::write(
             kubeconfig.path(),

@@ -206,6 +206,39 @@ impl ApiServer {
         }
     }
 
+    /// The first steps of every review endpoint: waits the injected latency, finds out who is
+    /// asking ([`ApiServer::asker`]), and decodes the review in `body`. The endpoint then fills
+    /// in the review's status and answers with [`ApiServer::created`].
+    async fn accept<T: DeserializeOwned>(
+        &self,
+        review: Review,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<(UserInfo, T), StatusError> {
+        self.delay().await;
+        let caller = self.asker(review, headers).await?;
+        Ok((caller, parse(body)?))
+    }
+
+    /// Who is asking for `review`, if they may: TokenReview and SubjectAccessReview need a valid
+    /// token whose user may `create` them, SelfSubjectReview a valid token, and
+    /// SelfSubjectAccessReview nothing (without a token the caller is anonymous).
+    async fn asker(&self, review: Review, headers: &HeaderMap) -> Result<UserInfo, StatusError> {
+        match review {
+            Review::Token | Review::SubjectAccess => {
+                let caller = self.authenticated(headers).await?;
+                self.require_create(&caller, review).await?;
+                Ok(caller)
+            }
+            Review::SelfSubject => self.authenticated(headers).await,
+            // The gateway in `review: self` mode asks this way for anonymous pulls.
+            Review::SelfSubjectAccess => Ok(self
+                .caller(headers)
+                .await?
+                .unwrap_or_else(UserInfo::anonymous)),
+        }
+    }
+
     /// Waits the injected latency, if any.
     async fn delay(&self) {
         if let Some(latency) = self.latency {
@@ -291,7 +324,7 @@ impl ApiServer {
                 evaluation_error: None,
             });
         };
-        let decision = self.decide(user, &attributes_of(attributes)).await?;
+        let decision = self.decide(user, &Attributes::from(attributes)).await?;
         Ok(SubjectAccessReviewStatus {
             allowed: decision.allowed(),
             // RBAC has no deny rules: a "no" is "no opinion", never an explicit denial.
@@ -371,10 +404,9 @@ async fn token_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, StatusError> {
-    server.delay().await;
-    let caller = server.authenticated(&headers).await?;
-    server.require_create(&caller, Review::Token).await?;
-    let mut review: TokenReview = parse(body)?;
+    let (caller, mut review) = server
+        .accept::<TokenReview>(Review::Token, &headers, body)
+        .await?;
     if review.spec.token.is_empty() {
         return Err(StatusError::BadRequest(
             "token is required for TokenReview in authentication".to_string(),
@@ -385,7 +417,7 @@ async fn token_review(
     let status = match server.authority.authenticate(&token).await {
         Ok(Authn::User(user)) => TokenReviewStatus {
             authenticated: Some(true),
-            user: Some(k8s_user_info(&user)),
+            user: Some(K8sUserInfo::from(&user)),
             audiences: review.spec.audiences.clone(),
             error: None,
         },
@@ -411,12 +443,9 @@ async fn subject_access_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, StatusError> {
-    server.delay().await;
-    let caller = server.authenticated(&headers).await?;
-    server
-        .require_create(&caller, Review::SubjectAccess)
+    let (caller, mut review) = server
+        .accept::<SubjectAccessReview>(Review::SubjectAccess, &headers, body)
         .await?;
-    let mut review: SubjectAccessReview = parse(body)?;
     let spec = &review.spec;
     one_kind_of_attributes(
         Review::SubjectAccess,
@@ -449,11 +478,11 @@ async fn self_subject_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, StatusError> {
-    server.delay().await;
-    let caller = server.authenticated(&headers).await?;
-    let mut review: SelfSubjectReview = parse(body)?;
+    let (caller, mut review) = server
+        .accept::<SelfSubjectReview>(Review::SelfSubject, &headers, body)
+        .await?;
     review.status = Some(SelfSubjectReviewStatus {
-        user_info: Some(k8s_user_info(&caller)),
+        user_info: Some(K8sUserInfo::from(&caller)),
     });
     tracing::debug!(user = %caller.name, "selfsubjectreview");
     Ok(server.created(Review::SelfSubject, &review))
@@ -464,14 +493,9 @@ async fn self_subject_access_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, StatusError> {
-    server.delay().await;
-    // Anonymous callers may ask: the gateway in `review: self` mode asks this way for
-    // anonymous pulls.
-    let caller = server
-        .caller(&headers)
-        .await?
-        .unwrap_or_else(UserInfo::anonymous);
-    let mut review: SelfSubjectAccessReview = parse(body)?;
+    let (caller, mut review) = server
+        .accept::<SelfSubjectAccessReview>(Review::SelfSubjectAccess, &headers, body)
+        .await?;
     let spec = &review.spec;
     one_kind_of_attributes(
         Review::SelfSubjectAccess,
@@ -554,29 +578,6 @@ fn invalid(review: Review, cause: &str) -> StatusError {
 fn unavailable(error: AuthorityError) -> StatusError {
     tracing::warn!(%error, "the authority cannot answer");
     StatusError::Unavailable
-}
-
-/// Kubernetes' `ResourceAttributes` as the policy's [`Attributes`]; absent fields are empty.
-fn attributes_of(attributes: &ResourceAttributes) -> Attributes {
-    let field = |value: &Option<String>| value.clone().unwrap_or_default();
-    Attributes {
-        verb: field(&attributes.verb),
-        group: field(&attributes.group),
-        resource: field(&attributes.resource),
-        subresource: field(&attributes.subresource),
-        namespace: field(&attributes.namespace),
-        name: field(&attributes.name),
-    }
-}
-
-/// regate's identity as Kubernetes' `UserInfo`.
-fn k8s_user_info(user: &UserInfo) -> K8sUserInfo {
-    K8sUserInfo {
-        username: Some(user.name.clone()),
-        uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
-        groups: Some(user.groups.clone()),
-        extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
-    }
 }
 
 /// A request the server answers with a Kubernetes `Status` instead of a review.

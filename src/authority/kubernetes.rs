@@ -368,13 +368,20 @@ impl Kubernetes {
         user: &UserInfo,
         attrs: &Attributes,
     ) -> Result<Decision, String> {
+        // The user as reviews carry it, spread over the spec's own fields.
+        let KubeUserInfo {
+            username,
+            uid,
+            groups,
+            extra,
+        } = KubeUserInfo::from(user);
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                user: Some(user.name.clone()),
-                uid: non_empty(&user.uid),
-                groups: Some(user.groups.clone()),
-                extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
-                resource_attributes: Some(resource_attributes(attrs)),
+                user: username,
+                uid,
+                groups,
+                extra,
+                resource_attributes: Some(ResourceAttributes::from(attrs)),
                 ..SubjectAccessReviewSpec::default()
             },
             ..SubjectAccessReview::default()
@@ -411,7 +418,7 @@ impl Kubernetes {
         };
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(resource_attributes(attrs)),
+                resource_attributes: Some(ResourceAttributes::from(attrs)),
                 ..SelfSubjectAccessReviewSpec::default()
             },
             ..SelfSubjectAccessReview::default()
@@ -619,22 +626,6 @@ fn decision_of(status: Option<SubjectAccessReviewStatus>) -> Decision {
         }
         None => Decision::Deny,
     }
-}
-
-fn resource_attributes(attrs: &Attributes) -> ResourceAttributes {
-    ResourceAttributes {
-        namespace: non_empty(&attrs.namespace),
-        verb: non_empty(&attrs.verb),
-        group: non_empty(&attrs.group),
-        resource: non_empty(&attrs.resource),
-        subresource: non_empty(&attrs.subresource),
-        name: non_empty(&attrs.name),
-        ..ResourceAttributes::default()
-    }
-}
-
-fn non_empty(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| value.to_string())
 }
 
 /// How long until the token's own `exp`, if it is a JWT that has one. The claims are read

@@ -42,6 +42,18 @@ impl Authority for Counting {
     }
 }
 
+impl Counting {
+    /// How many decisions it was asked for.
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Takes it down (every decision fails) or brings it back.
+    fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
 fn setup(settings: CacheSettings) -> (Arc<Counting>, Arc<Decisions>) {
     let authority = Arc::new(Counting::default());
     let decisions = Arc::new(Decisions::new(authority.clone(), &settings));
@@ -52,6 +64,20 @@ fn user() -> UserInfo {
     UserInfo::authenticated("system:serviceaccount:p:default".into(), "u".into(), vec![])
 }
 
+/// Whether the cache allows [`user`] `attrs`; the test fails if there is no answer.
+async fn allows(decisions: &Decisions, attrs: &Attributes) -> bool {
+    decisions
+        .decide(&user(), None, attrs)
+        .await
+        .unwrap()
+        .allowed()
+}
+
+/// Whether the cache fails to decide for [`user`] on `attrs`.
+async fn fails(decisions: &Decisions, attrs: &Attributes) -> bool {
+    decisions.decide(&user(), None, attrs).await.is_err()
+}
+
 #[tokio::test]
 async fn concurrent_first_requests_make_one_call() {
     let (authority, decisions) = setup(CacheSettings::default());
@@ -59,14 +85,12 @@ async fn concurrent_first_requests_make_one_call() {
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let (d, a) = (decisions.clone(), attrs.clone());
-        tasks.push(tokio::spawn(async move {
-            d.decide(&user(), None, &a).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { allows(&d, &a).await }));
     }
     for t in tasks {
-        assert!(t.await.unwrap().allowed());
+        assert!(t.await.unwrap());
     }
-    assert_eq!(authority.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(authority.calls(), 1);
 }
 
 #[tokio::test]
@@ -84,27 +108,21 @@ async fn deny_expires_sooner_than_allow() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     decisions.decide(&user(), None, &get).await.unwrap();
     decisions.decide(&user(), None, &update).await.unwrap();
-    assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(authority.calls(), 3);
 }
 
 #[tokio::test]
 async fn errors_are_not_cached_and_a_new_generation_misses() {
     let (authority, decisions) = setup(CacheSettings::default());
     let get = Attributes::layers("get", "p", "app");
-    authority.failing.store(true, Ordering::SeqCst);
-    assert!(decisions.decide(&user(), None, &get).await.is_err());
-    authority.failing.store(false, Ordering::SeqCst);
-    assert!(
-        decisions
-            .decide(&user(), None, &get)
-            .await
-            .unwrap()
-            .allowed()
-    );
-    assert_eq!(authority.calls.load(Ordering::SeqCst), 2);
+    authority.set_failing(true);
+    assert!(fails(&decisions, &get).await);
+    authority.set_failing(false);
+    assert!(allows(&decisions, &get).await);
+    assert_eq!(authority.calls(), 2);
     authority.generation.store(1, Ordering::SeqCst);
     decisions.decide(&user(), None, &get).await.unwrap();
-    assert_eq!(authority.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(authority.calls(), 3);
 }
 
 #[tokio::test]
@@ -119,39 +137,14 @@ async fn stale_if_error_serves_an_expired_allow_only_while_the_authority_is_down
         Attributes::layers("get", "p", "app"),
         Attributes::layers("update", "p", "app"),
     );
-    assert!(
-        decisions
-            .decide(&user(), None, &get)
-            .await
-            .unwrap()
-            .allowed()
-    );
-    assert!(
-        !decisions
-            .decide(&user(), None, &update)
-            .await
-            .unwrap()
-            .allowed()
-    );
+    assert!(allows(&decisions, &get).await);
+    assert!(!allows(&decisions, &update).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    authority.failing.store(true, Ordering::SeqCst);
-    assert!(
-        decisions
-            .decide(&user(), None, &get)
-            .await
-            .unwrap()
-            .allowed(),
-        "stale allow"
-    );
-    assert!(
-        decisions.decide(&user(), None, &update).await.is_err(),
-        "denies are never stale"
-    );
+    authority.set_failing(true);
+    assert!(allows(&decisions, &get).await, "stale allow");
+    assert!(fails(&decisions, &update).await, "denies are never stale");
     let other = Attributes::layers("get", "p", "other");
-    assert!(
-        decisions.decide(&user(), None, &other).await.is_err(),
-        "never allowed before"
-    );
+    assert!(fails(&decisions, &other).await, "never allowed before");
 }
 
 #[tokio::test]
@@ -161,16 +154,10 @@ async fn without_stale_if_error_an_expired_allow_fails_closed() {
         ..CacheSettings::default()
     });
     let get = Attributes::layers("get", "p", "app");
-    assert!(
-        decisions
-            .decide(&user(), None, &get)
-            .await
-            .unwrap()
-            .allowed()
-    );
+    assert!(allows(&decisions, &get).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    authority.failing.store(true, Ordering::SeqCst);
-    assert!(decisions.decide(&user(), None, &get).await.is_err());
+    authority.set_failing(true);
+    assert!(fails(&decisions, &get).await);
 }
 
 #[tokio::test]
@@ -184,5 +171,5 @@ async fn a_scoped_token_does_not_reuse_an_unscoped_decision() {
         vec!["user:info".into()],
     );
     decisions.decide(&scoped, None, &get).await.unwrap();
-    assert_eq!(authority.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(authority.calls(), 2);
 }

@@ -48,8 +48,8 @@ enum Reply {
         uid: &'static str,
         groups: Vec<&'static str>,
     },
-    /// 200: a TokenReview that did not authenticate, with this `status.error`.
-    Unauthenticated(&'static str),
+    /// 200: the TokenReview asked, with this status.
+    TokenReview(TokenReviewStatus),
     /// 200: a (Self)SubjectAccessReview with this status.
     Access(SubjectAccessReviewStatus),
     /// 200: any object, already encoded.
@@ -169,12 +169,8 @@ async fn respond(received: &Received, mut reply: Reply) -> Response {
                 })
             }
         }
-        Reply::Unauthenticated(error) => to_json(&TokenReview {
-            status: Some(TokenReviewStatus {
-                authenticated: Some(false),
-                error: Some(error.into()),
-                ..TokenReviewStatus::default()
-            }),
+        Reply::TokenReview(status) => to_json(&TokenReview {
+            status: Some(status),
             ..received.review()
         }),
         Reply::Access(status) => {
@@ -220,6 +216,15 @@ fn builder() -> Reply {
         uid: "uid-builder",
         groups: vec!["system:serviceaccounts", "system:serviceaccounts:project-a"],
     }
+}
+
+/// A TokenReview that did not authenticate, with this `status.error`.
+fn unauthenticated(error: impl Into<String>) -> Reply {
+    Reply::TokenReview(TokenReviewStatus {
+        authenticated: Some(false),
+        error: Some(error.into()),
+        ..TokenReviewStatus::default()
+    })
 }
 
 fn allowed(reason: Option<&str>) -> Reply {
@@ -277,6 +282,25 @@ fn token(value: &str) -> SecretString {
     SecretString::from(value.to_string())
 }
 
+/// Who `authority` says `value` is; the test fails if it cannot answer.
+async fn authenticate(authority: &Kubernetes, value: &str) -> Authn {
+    authority.authenticate(&token(value)).await.expect("answer")
+}
+
+/// What `authority` decides for `user` (with the caller's `token`, if any) on `attrs`; the test
+/// fails if it cannot answer.
+async fn authorize(
+    authority: &Kubernetes,
+    user: &UserInfo,
+    token: Option<&SecretString>,
+    attrs: &Attributes,
+) -> Decision {
+    authority
+        .authorize(user, token, attrs)
+        .await
+        .expect("answer")
+}
+
 fn unavailable(result: Result<impl std::fmt::Debug, AuthorityError>) -> String {
     match result {
         Err(AuthorityError::Unavailable(message)) => message,
@@ -310,10 +334,7 @@ async fn token_review_maps_an_authenticated_user() {
         .with(|s| s.audiences = vec!["regate".into()])
         .run()
         .await;
-    let authn = authority
-        .authenticate(&token("sa-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "sa-token").await;
     assert_eq!(
         authn,
         Authn::User(UserInfo::authenticated(
@@ -339,19 +360,16 @@ async fn token_review_maps_an_authenticated_user() {
 #[tokio::test]
 async fn token_review_without_audiences_leaves_them_to_the_server() {
     let (authority, api) = Fixture::answering(|_, _| builder()).run().await;
-    authority
-        .authenticate(&token("a-caller-token"))
-        .await
-        .expect("answer");
+    authenticate(&authority, "a-caller-token").await;
     assert_eq!(api.only().review::<TokenReview>().spec.audiences, None);
 }
 
 #[tokio::test]
 async fn unauthenticated_token_is_invalid_with_the_servers_reason() {
-    let (authority, _api) = Fixture::answering(|_, _| Reply::Unauthenticated("token has expired"))
+    let (authority, _api) = Fixture::answering(|_, _| unauthenticated("token has expired"))
         .run()
         .await;
-    let authn = authority.authenticate(&token("old")).await.expect("answer");
+    let authn = authenticate(&authority, "old").await;
     assert_eq!(
         authn,
         Authn::Invalid {
@@ -362,47 +380,35 @@ async fn unauthenticated_token_is_invalid_with_the_servers_reason() {
 
 #[tokio::test]
 async fn authenticated_without_a_user_name_is_invalid() {
-    let (authority, _api) = Fixture::answering(|received, _| {
-        Reply::Object(to_json(&TokenReview {
-            status: Some(TokenReviewStatus {
-                authenticated: Some(true),
-                ..TokenReviewStatus::default()
-            }),
-            ..received.review()
-        }))
+    let (authority, _api) = Fixture::answering(|_, _| {
+        Reply::TokenReview(TokenReviewStatus {
+            authenticated: Some(true),
+            ..TokenReviewStatus::default()
+        })
     })
     .run()
     .await;
-    let authn = authority
-        .authenticate(&token("a-caller-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "a-caller-token").await;
     assert!(matches!(authn, Authn::Invalid { .. }), "{authn:?}");
 }
 
 #[tokio::test]
 async fn token_for_other_audiences_is_invalid() {
-    let (authority, _api) = Fixture::answering(|received, _| {
-        Reply::Object(to_json(&TokenReview {
-            status: Some(TokenReviewStatus {
-                authenticated: Some(true),
-                audiences: Some(vec!["someone-else".into()]),
-                user: Some(KubeUserInfo {
-                    username: Some("alice".into()),
-                    ..KubeUserInfo::default()
-                }),
-                error: None,
+    let (authority, _api) = Fixture::answering(|_, _| {
+        Reply::TokenReview(TokenReviewStatus {
+            authenticated: Some(true),
+            audiences: Some(vec!["someone-else".into()]),
+            user: Some(KubeUserInfo {
+                username: Some("alice".into()),
+                ..KubeUserInfo::default()
             }),
-            ..received.review()
-        }))
+            error: None,
+        })
     })
     .with(|s| s.audiences = vec!["regate".into()])
     .run()
     .await;
-    let authn = authority
-        .authenticate(&token("a-caller-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "a-caller-token").await;
     let Authn::Invalid { reason } = authn else {
         panic!("expected Invalid, got {authn:?}");
     };
@@ -440,15 +446,9 @@ async fn concurrent_requests_for_one_token_make_one_review() {
     assert_eq!(api.received().len(), 1);
     assert_eq!(authority.reviews_made(), 1);
 
-    authority
-        .authenticate(&token("another"))
-        .await
-        .expect("answer");
+    authenticate(&authority, "another").await;
     assert_eq!(api.received().len(), 2, "a different token is reviewed");
-    authority
-        .authenticate(&token("shared"))
-        .await
-        .expect("answer");
+    authenticate(&authority, "shared").await;
     assert_eq!(api.received().len(), 2, "a known token is not");
 }
 
@@ -463,7 +463,7 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
 
 #[tokio::test]
 async fn an_invalid_token_is_remembered_only_briefly() {
-    let (authority, api) = Fixture::answering(|_, _| Reply::Unauthenticated("bad token"))
+    let (authority, api) = Fixture::answering(|_, _| unauthenticated("bad token"))
         .with(|s| s.invalid_token_ttl = Duration::from_millis(300))
         .run()
         .await;
@@ -526,17 +526,16 @@ fn alice() -> UserInfo {
     UserInfo::authenticated("alice".into(), "uid-alice".into(), vec!["devs".into()])
 }
 
+/// A pull of image stream `b` of namespace `a`, for tests where the request does not matter.
+fn pull() -> Attributes {
+    Attributes::layers("get", "a", "b")
+}
+
 #[tokio::test]
 async fn sar_carries_the_user_and_exact_resource_attributes() {
     let (authority, api) = Fixture::answering(|_, _| allowed(None)).run().await;
-    authority
-        .authorize(
-            &alice(),
-            None,
-            &Attributes::layers("get", "project-a", "app/web"),
-        )
-        .await
-        .expect("answer");
+    let attrs = Attributes::layers("get", "project-a", "app/web");
+    authorize(&authority, &alice(), None, &attrs).await;
     let received = api.only();
     assert_eq!(received.path, ACCESS_REVIEWS);
     assert_eq!(
@@ -565,10 +564,8 @@ async fn sar_carries_the_user_and_exact_resource_attributes() {
 #[tokio::test]
 async fn cluster_scoped_checks_have_no_namespace() {
     let (authority, api) = Fixture::answering(|_, _| allowed(None)).run().await;
-    authority
-        .authorize(&alice(), None, &Attributes::cluster("delete", "images"))
-        .await
-        .expect("answer");
+    let attrs = Attributes::cluster("delete", "images");
+    authorize(&authority, &alice(), None, &attrs).await;
     let attributes = api
         .only()
         .review::<SubjectAccessReview>()
@@ -618,10 +615,7 @@ async fn only_allowed_true_allows() {
     for (reply, allows) in cases {
         let shown = format!("{reply:?}");
         let (authority, _api) = Fixture::answering(move |_, _| reply.clone()).run().await;
-        let decision = authority
-            .authorize(&alice(), None, &Attributes::layers("get", "a", "b"))
-            .await
-            .expect("answer");
+        let decision = authorize(&authority, &alice(), None, &pull()).await;
         assert_eq!(decision.allowed(), allows, "{shown}: {decision:?}");
     }
 }
@@ -632,21 +626,14 @@ async fn allow_names_the_servers_reason_or_rbac() {
         Fixture::answering(|_, call| allowed((call == 0).then_some("RBAC: allowed by X")))
             .run()
             .await;
-    let attrs = Attributes::layers("get", "a", "b");
     assert_eq!(
-        authority
-            .authorize(&alice(), None, &attrs)
-            .await
-            .expect("answer"),
+        authorize(&authority, &alice(), None, &pull()).await,
         Decision::Allow {
             by: "RBAC: allowed by X".into()
         }
     );
     assert_eq!(
-        authority
-            .authorize(&alice(), None, &attrs)
-            .await
-            .expect("answer"),
+        authorize(&authority, &alice(), None, &pull()).await,
         Decision::Allow {
             by: "kubernetes RBAC".into()
         }
@@ -666,10 +653,7 @@ async fn a_500_is_retried_and_the_retry_answers() {
     })
     .run()
     .await;
-    let decision = authority
-        .authorize(&alice(), None, &Attributes::layers("get", "a", "b"))
-        .await
-        .expect("answer");
+    let decision = authorize(&authority, &alice(), None, &pull()).await;
     assert!(decision.allowed());
     assert_eq!(api.received().len(), 2);
     assert_eq!(authority.reviews_made(), 2);
@@ -704,11 +688,7 @@ async fn a_hanging_api_is_unavailable_within_the_deadline() {
         .run()
         .await;
     let started = std::time::Instant::now();
-    let message = unavailable(
-        authority
-            .authorize(&alice(), None, &Attributes::layers("get", "a", "b"))
-            .await,
-    );
+    let message = unavailable(authority.authorize(&alice(), None, &pull()).await);
     let took = started.elapsed();
     assert!(took < Duration::from_millis(900), "{took:?}");
     assert!(message.contains("no answer"), "{message}");
@@ -744,10 +724,7 @@ async fn retry_after_is_honoured() {
     .run()
     .await;
     let started = std::time::Instant::now();
-    let authn = authority
-        .authenticate(&token("a-caller-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "a-caller-token").await;
     assert!(matches!(authn, Authn::User(_)));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -776,7 +753,7 @@ async fn the_rate_limit_holds_requests_back_within_the_deadline() {
         })
         .run()
         .await;
-    authority.authenticate(&token("one")).await.expect("answer");
+    authenticate(&authority, "one").await;
     let message = unavailable(authority.authenticate(&token("two")).await);
     assert!(message.contains("rate limit"), "{message}");
     assert_eq!(api.received().len(), 1);
@@ -795,10 +772,7 @@ async fn self_review_authenticates_with_the_callers_token() {
         .run()
         .await;
     assert!(authority.needs_caller_token());
-    let authn = authority
-        .authenticate(&token("caller-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "caller-token").await;
     assert!(
         matches!(authn, Authn::User(ref u) if u.name == "system:serviceaccount:project-a:builder")
     );
@@ -818,10 +792,7 @@ async fn self_review_401_is_an_invalid_token() {
             .with(self_review())
             .run()
             .await;
-    let authn = authority
-        .authenticate(&token("revoked"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "revoked").await;
     assert!(matches!(authn, Authn::Invalid { .. }), "{authn:?}");
 }
 
@@ -831,14 +802,8 @@ async fn self_access_review_asks_as_the_caller() {
         .with(self_review())
         .run()
         .await;
-    let decision = authority
-        .authorize(
-            &alice(),
-            Some(&token("caller-token")),
-            &Attributes::layers("update", "project-a", "web"),
-        )
-        .await
-        .expect("answer");
+    let push = Attributes::layers("update", "project-a", "web");
+    let decision = authorize(&authority, &alice(), Some(&token("caller-token")), &push).await;
     assert!(decision.allowed());
     let received = api.only();
     assert_eq!(received.path, SELF_ACCESS_REVIEWS);
@@ -849,7 +814,7 @@ async fn self_access_review_asks_as_the_caller() {
     let spec = received.review::<SelfSubjectAccessReview>().spec;
     assert_eq!(
         spec.resource_attributes,
-        Some(resource_attributes(&Attributes::layers(
+        Some(ResourceAttributes::from(&Attributes::layers(
             "update",
             "project-a",
             "web"
@@ -866,11 +831,7 @@ async fn anonymous_self_access_review_sends_no_credentials_and_a_refusal_is_a_de
                 .run()
                 .await;
         let decision = authority
-            .authorize(
-                &UserInfo::anonymous(),
-                None,
-                &Attributes::layers("get", "a", "b"),
-            )
+            .authorize(&UserInfo::anonymous(), None, &pull())
             .await
             .expect("a refusal is an answer");
         assert_eq!(decision, Decision::Deny);
@@ -885,14 +846,8 @@ async fn anonymous_self_access_review_may_be_allowed() {
         .with(self_review())
         .run()
         .await;
-    let decision = authority
-        .authorize(
-            &UserInfo::anonymous(),
-            None,
-            &Attributes::layers("get", "public", "base"),
-        )
-        .await
-        .expect("answer");
+    let attrs = Attributes::layers("get", "public", "base");
+    let decision = authorize(&authority, &UserInfo::anonymous(), None, &attrs).await;
     assert!(decision.allowed());
     assert_eq!(api.only().authorization, None);
 }
@@ -903,10 +858,7 @@ async fn self_review_without_a_token_never_asks_as_anonymous_for_a_user() {
         .with(self_review())
         .run()
         .await;
-    let decision = authority
-        .authorize(&alice(), None, &Attributes::layers("get", "a", "b"))
-        .await
-        .expect("answer");
+    let decision = authorize(&authority, &alice(), None, &pull()).await;
     assert_eq!(decision, Decision::Deny);
     assert!(api.received().is_empty());
 }
@@ -946,21 +898,11 @@ async fn the_token_never_appears_in_an_error() {
 async fn an_echoed_token_is_redacted_from_an_invalid_reason() {
     let (authority, _api) = Fixture::answering(|received, _| {
         let asked: TokenReview = received.review();
-        Reply::Object(to_json(&TokenReview {
-            status: Some(TokenReviewStatus {
-                authenticated: Some(false),
-                error: Some(format!("invalid bearer token {}", asked.spec.token)),
-                ..TokenReviewStatus::default()
-            }),
-            ..asked
-        }))
+        unauthenticated(format!("invalid bearer token {}", asked.spec.token))
     })
     .run()
     .await;
-    let authn = authority
-        .authenticate(&token("hunter2-token"))
-        .await
-        .expect("answer");
+    let authn = authenticate(&authority, "hunter2-token").await;
     assert_eq!(
         authn,
         Authn::Invalid {
@@ -972,10 +914,7 @@ async fn an_echoed_token_is_redacted_from_an_invalid_reason() {
 #[tokio::test]
 async fn debug_output_shows_no_key_or_token() {
     let (authority, api) = Fixture::answering(|_, _| builder()).run().await;
-    authority
-        .authenticate(&token("t0ken-value"))
-        .await
-        .expect("answer");
+    authenticate(&authority, "t0ken-value").await;
     let shown = format!("{authority:?}");
     assert!(shown.contains(&api.url), "{shown}");
     assert!(!shown.contains("t0ken-value"), "{shown}");
@@ -1033,10 +972,7 @@ async fn a_kubeconfig_file_is_used_with_its_credentials() {
     .await
     .expect("authority");
     assert_eq!(authority.api(), api.url);
-    authority
-        .authenticate(&token("a-caller-token"))
-        .await
-        .expect("answer");
+    authenticate(&authority, "a-caller-token").await;
     assert_eq!(
         api.only().authorization.as_deref(),
         Some("Bearer from-the-file")
@@ -1050,14 +986,7 @@ async fn a_kubeconfig_file_is_used_with_its_credentials() {
     })
     .await
     .expect("authority");
-    authority
-        .authorize(
-            &UserInfo::anonymous(),
-            None,
-            &Attributes::layers("get", "a", "b"),
-        )
-        .await
-        .expect("answer");
+    authorize(&authority, &UserInfo::anonymous(), None, &pull()).await;
     assert_eq!(api.received()[1].authorization, None);
 }
 
@@ -1135,35 +1064,25 @@ async fn token_scopes_in_extra_reach_the_subject_access_review() {
         if received.path == ACCESS_REVIEWS {
             return allowed(None);
         }
-        let asked: TokenReview = received.review();
-        Reply::Object(to_json(&TokenReview {
-            status: Some(TokenReviewStatus {
-                authenticated: Some(true),
-                user: Some(KubeUserInfo {
-                    username: Some("alice".into()),
-                    uid: Some("uid-alice".into()),
-                    groups: None,
-                    extra: Some(extra.clone()),
-                }),
-                ..TokenReviewStatus::default()
+        Reply::TokenReview(TokenReviewStatus {
+            authenticated: Some(true),
+            user: Some(KubeUserInfo {
+                username: Some("alice".into()),
+                uid: Some("uid-alice".into()),
+                groups: None,
+                extra: Some(extra.clone()),
             }),
-            ..asked
-        }))
+            ..TokenReviewStatus::default()
+        })
     })
     .run()
     .await;
-    let Authn::User(user) = authority
-        .authenticate(&token("scoped-token"))
-        .await
-        .expect("answer")
-    else {
+    let Authn::User(user) = authenticate(&authority, "scoped-token").await else {
         panic!("the scoped token authenticates");
     };
     assert_eq!(user.extra, scopes);
-    authority
-        .authorize(&user, None, &Attributes::layers("get", "p", "app"))
-        .await
-        .expect("answer");
+    let attrs = Attributes::layers("get", "p", "app");
+    authorize(&authority, &user, None, &attrs).await;
     let received = api.received();
     let sar = received
         .iter()
