@@ -16,4 +16,5 @@ pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod suggest;
 pub mod token;
