@@ -351,3 +351,110 @@ fn name_matches(names: &[String], name: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A subject some binding grants a request to, and the binding through which: one line of
+/// `regate policy who-can`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Grantee {
+    /// [`USER_KIND`], [`GROUP_KIND`] or [`SERVICE_ACCOUNT_KIND`].
+    pub kind: String,
+    /// The user or group name; a service account as its user name
+    /// `system:serviceaccount:NS:NAME`.
+    pub name: String,
+    /// The binding and role, e.g. `RoleBinding project-a/system:image-pullers (ClusterRole
+    /// system:image-puller)`.
+    pub by: String,
+}
+
+impl Policy {
+    /// Every subject that some binding grants `attrs` to, as Kubernetes' `ResourceAccessReview`
+    /// lists them: the subjects of ClusterRoleBindings, then of RoleBindings of
+    /// `attrs.namespace`, each once per binding that grants it, in binding order.
+    pub fn who_can(&self, attrs: &Attributes) -> Vec<Grantee> {
+        let mut grantees = Vec::new();
+        let mut collect = |subjects: Option<&[Subject]>, binding: String, namespace: &str| {
+            for subject in subjects.unwrap_or_default() {
+                let name = match subject.kind.as_str() {
+                    USER_KIND | GROUP_KIND => subject.name.clone(),
+                    SERVICE_ACCOUNT_KIND => {
+                        let sa_namespace = subject
+                            .namespace
+                            .as_deref()
+                            .filter(|ns| !ns.is_empty())
+                            .unwrap_or(namespace);
+                        if sa_namespace.is_empty() {
+                            continue;
+                        }
+                        crate::identity::service_account_user(sa_namespace, &subject.name)
+                    }
+                    // An unknown kind names nobody, as in `subject_is`.
+                    _ => continue,
+                };
+                grantees.push(Grantee {
+                    kind: subject.kind.clone(),
+                    name,
+                    by: binding.clone(),
+                });
+            }
+        };
+        for binding in &self.cluster_role_bindings {
+            if self.role_allows(&binding.role_ref, None, attrs) {
+                let name = binding.metadata.name.as_deref().unwrap_or_default();
+                let by = binding_label(&format!("ClusterRoleBinding {name}"), &binding.role_ref);
+                collect(binding.subjects.as_deref(), by, "");
+            }
+        }
+        if !attrs.namespace.is_empty() {
+            let namespace = attrs.namespace.as_str();
+            for binding in self.role_bindings.get(namespace).into_iter().flatten() {
+                if self.role_allows(&binding.role_ref, Some(namespace), attrs) {
+                    let name = binding.metadata.name.as_deref().unwrap_or_default();
+                    let by = binding_label(
+                        &format!("RoleBinding {namespace}/{name}"),
+                        &binding.role_ref,
+                    );
+                    collect(binding.subjects.as_deref(), by, namespace);
+                }
+            }
+        }
+        grantees
+    }
+
+    /// Whether ClusterRole `role` has a rule allowing `attrs` (bound or not): whether binding it
+    /// would grant the request.
+    pub fn cluster_role_allows(&self, role: &str, attrs: &Attributes) -> bool {
+        self.cluster_roles
+            .get(role)
+            .and_then(|r| r.rules.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|rule| rule_allows(rule, attrs))
+    }
+
+    /// Whether the role `role_ref` names (from a binding in `namespace`, `None` for a cluster
+    /// binding) has a rule allowing `attrs`.
+    fn role_allows(&self, role_ref: &RoleRef, namespace: Option<&str>, attrs: &Attributes) -> bool {
+        self.rules_of(role_ref, namespace)
+            .iter()
+            .any(|rule| rule_allows(rule, attrs))
+    }
+}
+
+/// `BINDING (KIND ROLE)`, as [`Decision::Allow`] names a binding.
+fn binding_label(binding: &str, role_ref: &RoleRef) -> String {
+    format!("{binding} ({} {})", role_ref.kind, role_ref.name)
+}
+
+/// The command that grants `user` the request `attrs` through `role`, as the gateway's 403
+/// names it: `regate policy add-role-to-user ROLE USER -n NS`, or for a cluster-scoped request
+/// `regate policy add-cluster-role-to-user ROLE USER`.
+pub fn grant_command(role: &str, user: &str, attrs: &Attributes) -> String {
+    if attrs.namespace.is_empty() {
+        format!("regate policy add-cluster-role-to-user {role} {user}")
+    } else {
+        format!(
+            "regate policy add-role-to-user {role} {user} -n {}",
+            attrs.namespace
+        )
+    }
+}

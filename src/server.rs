@@ -370,29 +370,18 @@ fn denied(user: &UserInfo, attrs: &Attributes, plan: &Plan) -> ApiError {
     } else {
         policy::role_granting(attrs)
     };
-    let (what, command) = if attrs.namespace.is_empty() {
-        (
-            format!("{} {} at cluster scope", attrs.verb, attrs.full_resource()),
-            format!(
-                "regate policy add-cluster-role-to-user {role} {}",
-                user.name
-            ),
-        )
+    let what = if attrs.namespace.is_empty() {
+        format!("{} {} at cluster scope", attrs.verb, attrs.full_resource())
     } else {
-        (
-            format!(
-                "{} {} \"{}\" in namespace \"{}\"",
-                attrs.verb,
-                attrs.full_resource(),
-                attrs.name,
-                attrs.namespace
-            ),
-            format!(
-                "regate policy add-role-to-user {role} {} -n {}",
-                user.name, attrs.namespace
-            ),
+        format!(
+            "{} {} \"{}\" in namespace \"{}\"",
+            attrs.verb,
+            attrs.full_resource(),
+            attrs.name,
+            attrs.namespace
         )
     };
+    let command = policy::grant_command(role, &user.name, attrs);
     ApiError::Denied {
         message: format!(
             "\"{}\" may not {what}; role {role} grants it: {command}",

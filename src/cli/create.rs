@@ -1,10 +1,15 @@
-//! `regate create namespace|serviceaccount|user|token`.
+//! `regate create namespace|serviceaccount|user|token`; every create takes `--dry-run`, and
+//! every create but `token` (which prints only the token) `-o yaml`: the objects as stored, or as
+//! they would be.
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use super::StateArg;
+use super::apply::objects_yaml;
+use crate::authority::embedded::Store;
+use crate::authority::embedded::apply::Object;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum Create {
@@ -15,6 +20,8 @@ pub(super) enum Create {
     Namespace {
         /// Namespace name (lower-case letters, digits and '-').
         name: String,
+        #[command(flatten)]
+        write: WriteArgs,
         #[command(flatten)]
         state: StateArg,
     },
@@ -30,6 +37,8 @@ pub(super) enum Create {
         #[arg(short = 'n', long)]
         namespace: String,
         #[command(flatten)]
+        write: WriteArgs,
+        #[command(flatten)]
         state: StateArg,
     },
     /// Create a user, optionally in groups.
@@ -41,6 +50,8 @@ pub(super) enum Create {
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
         #[command(flatten)]
+        write: WriteArgs,
+        #[command(flatten)]
         state: StateArg,
     },
     /// Create an API token for a service account or a user; prints only the token.
@@ -49,6 +60,36 @@ pub(super) enum Create {
         docker login 127.0.0.1:8080 -u anything -p \"$TOKEN\"\n  \
         regate create token --user alice --duration 24h")]
     Token(TokenArgs),
+}
+
+/// `--dry-run` and `-o yaml`, taken by every create that writes an object.
+#[derive(Debug, Args)]
+pub(super) struct WriteArgs {
+    /// Print what would be created, and create nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the objects as stored (yaml) instead of one line.
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = ["yaml"])]
+    output: Option<String>,
+}
+
+impl WriteArgs {
+    /// Opens the state directory, in a dry run if asked.
+    fn open(&self, state: &StateArg) -> anyhow::Result<Store> {
+        Ok(state.open()?.with_dry_run(self.dry_run))
+    }
+
+    /// Prints the objects as YAML with `-o yaml`, else `line` (marked as a dry run if so).
+    fn report(&self, objects: &[Object], line: &str) -> anyhow::Result<()> {
+        if self.output.is_some() {
+            print!("{}", objects_yaml(&objects.iter().collect::<Vec<_>>())?);
+        } else if self.dry_run {
+            println!("{line} (dry run)");
+        } else {
+            println!("{line}");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +111,9 @@ pub(super) struct TokenArgs {
     /// How long the token is valid, e.g. 10m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Check that the subject exists and print what would be created, without the token.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -77,25 +121,35 @@ pub(super) struct TokenArgs {
 impl Create {
     pub(super) fn run(self) -> anyhow::Result<()> {
         match self {
-            Create::Namespace { name, state } => {
-                state.open()?.create_namespace(&name)?;
-                println!("namespace/{name} created");
+            Create::Namespace { name, write, state } => {
+                let objects = write.open(&state)?.create_namespace_objects(&name)?;
+                write.report(&objects, &format!("namespace/{name} created"))?;
             }
             Create::Serviceaccount {
                 name,
                 namespace,
+                write,
                 state,
             } => {
-                state.open()?.create_service_account(&namespace, &name)?;
-                println!("serviceaccount/{name} created");
+                let sa = write
+                    .open(&state)?
+                    .create_service_account_object(&namespace, &name)?;
+                write.report(
+                    &[Object::ServiceAccount(sa)],
+                    &format!("serviceaccount/{name} created"),
+                )?;
             }
             Create::User {
                 name,
                 groups,
+                write,
                 state,
             } => {
-                state.open()?.create_user(&name, &groups)?;
-                println!("user.user.openshift.io/{name} created");
+                let user = write.open(&state)?.create_user_object(&name, &groups)?;
+                write.report(
+                    &[Object::User(user)],
+                    &format!("user.user.openshift.io/{name} created"),
+                )?;
             }
             Create::Token(args) => {
                 let store = args.state.open()?;
@@ -107,7 +161,16 @@ impl Create {
                     // clap enforces SERVICEACCOUNT -n NS or --user.
                     _ => anyhow::bail!("name a service account (SA -n NS) or --user NAME"),
                 };
-                println!("{}", issued.token);
+                if args.dry_run {
+                    let subject = match (&args.user, &args.service_account, &args.namespace) {
+                        (Some(user), _, _) => user.clone(),
+                        (None, Some(sa), Some(ns)) => format!("system:serviceaccount:{ns}:{sa}"),
+                        _ => String::new(),
+                    };
+                    println!("token for {subject} created (dry run)");
+                } else {
+                    println!("{}", issued.token);
+                }
             }
         }
         Ok(())

@@ -5,9 +5,13 @@
 //! The commands may run while `regate serve` runs: the server notices the change within a
 //! second. Errors are printed as `error: ...` with exit code 1.
 
+mod apply;
 mod authority;
+mod authz;
+mod completion;
 mod create;
 mod delete;
+mod get;
 mod policy;
 
 use std::io::IsTerminal;
@@ -22,7 +26,17 @@ use crate::config::{ServeArgs, default_state_dir};
 
 /// regate: a registry auth gateway with OpenShift-style RBAC.
 #[derive(Debug, Parser)]
-#[command(name = "regate", version, about, propagate_version = true)]
+#[command(
+    name = "regate",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:\n  \
+        regate create namespace project-a\n  \
+        regate serve --upstream http://127.0.0.1:5000\n  \
+        regate policy explain project-a/app --as alice\n\n\
+        Every command has examples in its --help, e.g. regate policy who-can --help"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,17 +49,47 @@ enum Command {
         regate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:5000")]
     Serve(ServeArgs),
     /// Create a namespace, service account, user or token.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  regate create namespace project-a\n  \
+            regate create token builder -n project-a"
+    )]
     Create(create::Create),
     /// Grant or revoke roles, as `oc policy`.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            regate policy add-role-to-user system:image-puller alice -n project-a\n  \
+            regate policy who-can get imagestreams/layers -n project-a"
+    )]
     Policy(policy::Policy),
-    /// Delete a namespace, service account or user (their tokens stop working at once).
-    #[command(subcommand)]
+    /// Create or update objects from Kubernetes manifests (YAML or JSON), as kubectl apply.
+    Apply(apply::Apply),
+    /// Delete objects by kind and name, or those of manifests; a namespace's tokens stop at once.
     Delete(delete::Delete),
+    /// Show objects as kubectl does: tables, -o wide|name|yaml|json.
+    #[command(after_help = "Examples:\n  \
+        regate get rolebindings -n project-a -o wide\n  \
+        regate get sa -A\n  \
+        regate get clusterrole system:image-puller -o yaml")]
+    Get(get::Get),
     /// Serve the embedded authority over the Kubernetes API, for gateways in kubernetes mode.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  \
+            regate authority serve --listen 127.0.0.1:6443 --kubeconfig authority.kubeconfig"
+    )]
     Authority(authority::Authority),
+    /// Ask whether a subject may do something, as `kubectl auth`.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  \
+            regate auth can-i get imagestreams/layers -n project-a --as alice"
+    )]
+    Auth(authz::Auth),
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(after_help = completion::EXAMPLES)]
+    Completion(completion::Completion),
 }
 
 /// `--state DIR`, taken by every command that changes the state directory.
@@ -87,8 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Create(command) => command.run(),
         Command::Policy(command) => command.run(),
+        Command::Apply(command) => command.run(),
         Command::Delete(command) => command.run(),
+        Command::Get(command) => command.run(),
         Command::Authority(command) => command.run(),
+        Command::Auth(command) => command.run(),
+        Command::Completion(command) => command.run(),
     }
 }
 

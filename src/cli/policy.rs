@@ -47,6 +47,8 @@ pub(super) enum Policy {
     #[command(after_help = "Example:\n  \
         regate policy remove-cluster-role-from-group registry-viewer developers")]
     RemoveClusterRoleFromGroup(GroupsInCluster),
+    #[command(flatten)]
+    Query(super::authz::PolicyQuery),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +64,9 @@ pub(super) struct UsersInNamespace {
     /// The namespace of the binding.
     #[arg(short = 'n', long)]
     namespace: String,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -76,6 +81,9 @@ pub(super) struct GroupsInNamespace {
     /// The namespace of the binding.
     #[arg(short = 'n', long)]
     namespace: String,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -98,6 +106,9 @@ pub(super) struct UsersInCluster {
     /// The namespace of the service accounts given with -z.
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -109,6 +120,9 @@ pub(super) struct GroupsInCluster {
     /// Group names.
     #[arg(value_name = "GROUP", required = true)]
     groups: Vec<String>,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -132,6 +146,7 @@ impl Policy {
             Policy::RemoveClusterRoleFromUser(args) => args.run(Remove),
             Policy::AddClusterRoleToGroup(args) => args.run(Add),
             Policy::RemoveClusterRoleFromGroup(args) => args.run(Remove),
+            Policy::Query(query) => query.run(),
         }
     }
 }
@@ -140,9 +155,9 @@ impl UsersInNamespace {
     fn run(self, change: Change) -> anyhow::Result<()> {
         let (subjects, targets) =
             user_subjects(&self.users, &self.serviceaccounts, Some(&self.namespace))?;
-        let store = self.state.open()?;
+        let store = self.state.open()?.with_dry_run(self.dry_run);
         apply(&store, change, Some(&self.namespace), &self.role, &subjects)?;
-        report(change, &self.role, &targets);
+        report(change, &self.role, &targets, self.dry_run);
         Ok(())
     }
 }
@@ -150,9 +165,9 @@ impl UsersInNamespace {
 impl GroupsInNamespace {
     fn run(self, change: Change) -> anyhow::Result<()> {
         let subjects = group_subjects(&self.groups);
-        let store = self.state.open()?;
+        let store = self.state.open()?.with_dry_run(self.dry_run);
         apply(&store, change, Some(&self.namespace), &self.role, &subjects)?;
-        report(change, &self.role, &self.groups);
+        report(change, &self.role, &self.groups, self.dry_run);
         Ok(())
     }
 }
@@ -164,9 +179,9 @@ impl UsersInCluster {
             &self.serviceaccounts,
             self.namespace.as_deref(),
         )?;
-        let store = self.state.open()?;
+        let store = self.state.open()?.with_dry_run(self.dry_run);
         apply(&store, change, None, &self.role, &subjects)?;
-        report(change, &self.role, &targets);
+        report(change, &self.role, &targets, self.dry_run);
         Ok(())
     }
 }
@@ -174,9 +189,9 @@ impl UsersInCluster {
 impl GroupsInCluster {
     fn run(self, change: Change) -> anyhow::Result<()> {
         let subjects = group_subjects(&self.groups);
-        let store = self.state.open()?;
+        let store = self.state.open()?.with_dry_run(self.dry_run);
         apply(&store, change, None, &self.role, &subjects)?;
-        report(change, &self.role, &self.groups);
+        report(change, &self.role, &self.groups, self.dry_run);
         Ok(())
     }
 }
@@ -230,8 +245,9 @@ fn apply(
 
 /// Prints what `oc` prints, e.g.
 /// `clusterrole.rbac.authorization.k8s.io/system:image-puller added: "alice"`.
-fn report(change: Change, role: &str, targets: &[String]) {
-    println!("{}", message(change, role, targets));
+fn report(change: Change, role: &str, targets: &[String], dry_run: bool) {
+    let suffix = if dry_run { " (dry run)" } else { "" };
+    println!("{}{suffix}", message(change, role, targets));
 }
 
 pub(super) fn message(change: Change, role: &str, targets: &[String]) -> String {

@@ -6,7 +6,9 @@
 //! directory's [`Fingerprint`] and swaps in a new snapshot when something changed; a directory
 //! that does not load (a hand edit gone wrong) keeps the last good snapshot in force.
 
+pub mod apply;
 pub mod bootstrap;
+pub mod list;
 pub mod ops;
 pub mod store;
 
@@ -20,7 +22,9 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use ops::{Store, SubjectRef};
-pub use store::{Fingerprint, Layout, Snapshot, StoreError, StoredUser, User, fingerprint, load};
+pub use store::{
+    Fingerprint, Layout, PullSecret, Snapshot, StoreError, StoredUser, User, fingerprint, load,
+};
 
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;

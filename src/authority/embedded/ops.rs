@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::apply::Object;
 use super::bootstrap::{self, RBAC_GROUP, cluster_role_ref};
 use super::store::{
     Layout, StateObject, StoreError, User, create_private_dir, exists, io_error, lock_exclusive,
@@ -21,6 +22,7 @@ use super::store::{
 };
 use crate::identity::{service_account_of, service_account_user};
 use crate::policy::{CLUSTER_ROLE_KIND, GROUP_KIND, SERVICE_ACCOUNT_KIND, USER_KIND};
+use crate::suggest::did_you_mean;
 use crate::token::{Issued, Signer};
 
 /// Someone a role can be bound to, as `oc policy` names them.
@@ -154,6 +156,8 @@ fn is_binding_of(binding: &impl Binding, role: &str) -> bool {
 pub struct Store {
     layout: Layout,
     signer: Signer,
+    /// When set, changes are checked and reported but nothing is written.
+    dry_run: bool,
 }
 
 impl Store {
@@ -161,20 +165,37 @@ impl Store {
     /// when missing, and creates any missing bootstrap ClusterRole (as OpenShift reconciles its
     /// bootstrap policy at start; existing roles, edited or not, are left alone).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_without_bootstrap(dir)?;
+        let _lock = store.lock()?;
+        store.write_missing_bootstrap_roles()?;
+        Ok(store)
+    }
+
+    /// Opens the state directory like [`Store::open`] but leaves creating missing bootstrap
+    /// ClusterRoles to the caller ([`Store::apply`] does it after applying, so that applying a
+    /// saved copy of them restores their uids).
+    pub fn open_without_bootstrap(dir: &Path) -> Result<Store, StoreError> {
         create_private_dir(dir)?;
         let layout = Layout::new(dir);
         let signer = Signer::load_or_create(&layout.signing_key())?;
-        let store = Store { layout, signer };
-        let _lock = store.lock()?;
+        Ok(Store {
+            layout,
+            signer,
+            dry_run: false,
+        })
+    }
+
+    /// Creates the bootstrap ClusterRoles that are missing; the caller holds the lock.
+    pub(super) fn write_missing_bootstrap_roles(&self) -> Result<(), StoreError> {
         for mut role in bootstrap::cluster_roles() {
             let name = role.metadata.name.clone().unwrap_or_default();
-            let path = object_file(&store.layout.cluster_roles(), &name);
+            let path = object_file(&self.layout.cluster_roles(), &name);
             if !exists(&path)? {
                 stamp(&mut role.metadata);
-                write_object(&path, &role)?;
+                self.write(&path, &role)?;
             }
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The state directory's layout.
@@ -182,13 +203,55 @@ impl Store {
         &self.layout
     }
 
-    fn lock(&self) -> Result<File, StoreError> {
+    /// The same store, checking changes without writing them when `dry_run` is set.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Store {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether changes are only checked, not written.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Takes the writers' lock, held until the file is dropped.
+    pub(super) fn lock(&self) -> Result<File, StoreError> {
         lock_exclusive(&self.layout)
+    }
+
+    /// Writes `object` to `path`, unless this is a dry run.
+    pub(super) fn write<T: StateObject>(&self, path: &Path, object: &T) -> Result<(), StoreError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        write_object(path, object)
+    }
+
+    /// Removes the file `path`, unless this is a dry run.
+    pub(super) fn remove(&self, path: &Path) -> Result<(), StoreError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        remove_file(path)
+    }
+
+    /// Removes the directory `dir` and everything in it, unless this is a dry run.
+    pub(super) fn remove_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(dir).map_err(io_error(dir))
     }
 
     /// Creates namespace `ns` with its service accounts and bindings (BEHAVIOUR.md §7); fails if
     /// it exists.
     pub fn create_namespace(&self, ns: &str) -> Result<(), StoreError> {
+        self.create_namespace_objects(ns).map(drop)
+    }
+
+    /// [`Store::create_namespace`], returning the objects written (or, in a dry run, that
+    /// would be): the namespace, then its service accounts and bindings.
+    pub fn create_namespace_objects(&self, ns: &str) -> Result<Vec<Object>, StoreError> {
         validate_dns_label("namespace", ns)?;
         let _lock = self.lock()?;
         let file = self.layout.namespace_file(ns);
@@ -198,26 +261,31 @@ impl Store {
         let dir = self.layout.namespace_dir(ns);
         // Leftovers of an interrupted delete belong to no namespace; they must not come back.
         if exists(&dir)? {
-            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+            self.remove_dir(&dir)?;
         }
         let objects = bootstrap::namespace_objects(ns);
+        let mut written = Vec::new();
         for mut sa in objects.service_accounts {
             let name = sa.metadata.name.clone().unwrap_or_default();
             stamp(&mut sa.metadata);
-            write_object(&object_file(&self.layout.service_accounts(ns), &name), &sa)?;
+            self.write(&object_file(&self.layout.service_accounts(ns), &name), &sa)?;
+            written.push(Object::ServiceAccount(sa));
         }
         for mut binding in objects.role_bindings {
             let name = binding.metadata.name.clone().unwrap_or_default();
             stamp(&mut binding.metadata);
-            write_object(
+            self.write(
                 &object_file(&self.layout.role_bindings(ns), &name),
                 &binding,
             )?;
+            written.push(Object::RoleBinding(binding));
         }
         // Last: the namespace exists for readers only once everything above does.
         let mut namespace = objects.namespace;
         stamp(&mut namespace.metadata);
-        write_object(&file, &namespace)
+        self.write(&file, &namespace)?;
+        written.insert(0, Object::Namespace(namespace));
+        Ok(written)
     }
 
     /// Deletes namespace `ns` and everything in it; its service accounts' tokens stop working.
@@ -226,13 +294,22 @@ impl Store {
         let _lock = self.lock()?;
         self.require_namespace(ns)?;
         // First: from here on the namespace, and with it every object in it, is gone for readers.
-        remove_file(&self.layout.namespace_file(ns))?;
+        self.remove(&self.layout.namespace_file(ns))?;
         let dir = self.layout.namespace_dir(ns);
-        std::fs::remove_dir_all(&dir).map_err(io_error(&dir))
+        self.remove_dir(&dir)
     }
 
     /// Creates service account `name` in `ns`.
     pub fn create_service_account(&self, ns: &str, name: &str) -> Result<(), StoreError> {
+        self.create_service_account_object(ns, name).map(drop)
+    }
+
+    /// [`Store::create_service_account`], returning the service account written.
+    pub fn create_service_account_object(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<ServiceAccount, StoreError> {
         validate_path_segment("namespace", ns)?;
         validate_dns_subdomain("serviceaccount", name)?;
         let _lock = self.lock()?;
@@ -250,7 +327,8 @@ impl Store {
             ..ServiceAccount::default()
         };
         stamp(&mut sa.metadata);
-        write_object(&path, &sa)
+        self.write(&path, &sa)?;
+        Ok(sa)
     }
 
     /// Deletes service account `name` of `ns`; its tokens stop working.
@@ -259,11 +337,16 @@ impl Store {
         validate_path_segment("serviceaccount", name)?;
         let _lock = self.lock()?;
         self.require_service_account(ns, name)?;
-        remove_file(&self.service_account_file(ns, name))
+        self.remove(&self.service_account_file(ns, name))
     }
 
     /// Creates user `name` in `groups`.
     pub fn create_user(&self, name: &str, groups: &[String]) -> Result<(), StoreError> {
+        self.create_user_object(name, groups).map(drop)
+    }
+
+    /// [`Store::create_user`], returning the user written.
+    pub fn create_user_object(&self, name: &str, groups: &[String]) -> Result<User, StoreError> {
         validate_user_name(name)?;
         let mut unique: Vec<String> = Vec::new();
         for group in groups {
@@ -285,7 +368,8 @@ impl Store {
         }
         let mut user = User::new(name, unique);
         stamp(&mut user.metadata);
-        write_object(&path, &user)
+        self.write(&path, &user)?;
+        Ok(user)
     }
 
     /// Deletes user `name`; its tokens stop working.
@@ -296,9 +380,10 @@ impl Store {
         if !exists(&path)? {
             return Err(StoreError::UserNotFound {
                 name: name.to_string(),
+                suggestion: close_names(&self.layout.users(), name),
             });
         }
-        remove_file(&path)
+        self.remove(&path)
     }
 
     /// Binds ClusterRole `role` to `subjects` in namespace `ns`, as `oc policy add-role-to-user`
@@ -315,7 +400,13 @@ impl Store {
         self.require_namespace(ns)?;
         self.require_role(role)?;
         self.require_subjects(subjects)?;
-        add_subjects::<RoleBinding>(&self.layout.role_bindings(ns), Some(ns), role, subjects)
+        add_subjects::<RoleBinding>(
+            self,
+            &self.layout.role_bindings(ns),
+            Some(ns),
+            role,
+            subjects,
+        )
     }
 
     /// Removes `subjects` from every RoleBinding of ClusterRole `role` in `ns`, deleting bindings
@@ -330,7 +421,13 @@ impl Store {
         validate_path_segment("namespace", ns)?;
         let _lock = self.lock()?;
         self.require_namespace(ns)?;
-        remove_subjects::<RoleBinding>(&self.layout.role_bindings(ns), Some(ns), role, subjects)
+        remove_subjects::<RoleBinding>(
+            self,
+            &self.layout.role_bindings(ns),
+            Some(ns),
+            role,
+            subjects,
+        )
     }
 
     /// Binds ClusterRole `role` to `subjects` cluster-wide, as `oc adm policy
@@ -344,6 +441,7 @@ impl Store {
         self.require_role(role)?;
         self.require_subjects(subjects)?;
         add_subjects::<ClusterRoleBinding>(
+            self,
             &self.layout.cluster_role_bindings(),
             None,
             role,
@@ -360,6 +458,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let _lock = self.lock()?;
         remove_subjects::<ClusterRoleBinding>(
+            self,
             &self.layout.cluster_role_bindings(),
             None,
             role,
@@ -382,6 +481,7 @@ impl Store {
             read_object(&path)?.ok_or_else(|| StoreError::ServiceAccountNotFound {
                 namespace: ns.to_string(),
                 name: name.to_string(),
+                suggestion: close_names(&self.layout.service_accounts(ns), name),
             })?;
         let uid = required_uid(&path, sa.metadata.uid)?;
         Ok(self
@@ -395,6 +495,7 @@ impl Store {
         let path = object_file(&self.layout.users(), name);
         let user: User = read_object(&path)?.ok_or_else(|| StoreError::UserNotFound {
             name: name.to_string(),
+            suggestion: close_names(&self.layout.users(), name),
         })?;
         let uid = required_uid(&path, user.metadata.uid)?;
         Ok(self.signer.issue_api_token(name, &uid, lifetime)?)
@@ -410,6 +511,7 @@ impl Store {
             Some(_) => Ok(()),
             None => Err(StoreError::NamespaceNotFound {
                 namespace: ns.to_string(),
+                suggestion: close_names(&self.layout.namespaces(), ns),
             }),
         }
     }
@@ -422,6 +524,7 @@ impl Store {
             Err(StoreError::ServiceAccountNotFound {
                 namespace: ns.to_string(),
                 name: name.to_string(),
+                suggestion: close_names(&self.layout.service_accounts(ns), name),
             })
         }
     }
@@ -432,6 +535,7 @@ impl Store {
             Some(_) => Ok(()),
             None => Err(StoreError::RoleNotFound {
                 name: role.to_string(),
+                suggestion: close_names(&self.layout.cluster_roles(), role),
                 path,
             }),
         }
@@ -449,6 +553,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// `; did you mean ...?` naming the objects in `dir` (files `NAME.yaml`, or directories) close
+/// to `wanted`; nothing when none is close or `dir` cannot be read.
+fn close_names(dir: &Path, wanted: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| n.strip_suffix(".yaml").map(str::to_string).unwrap_or(n))
+        .collect();
+    did_you_mean(wanted, names.iter().map(String::as_str))
 }
 
 fn already_exists(kind: &'static str, name: &str, namespace: Option<&str>) -> StoreError {
@@ -473,6 +592,7 @@ fn required_uid(path: &Path, uid: Option<String>) -> Result<String, StoreError> 
 
 /// Adds `subjects` to a binding of `role` in `dir` (see [`Store::add_cluster_role`]).
 fn add_subjects<B: Binding>(
+    store: &Store,
     dir: &Path,
     namespace: Option<&str>,
     role: &str,
@@ -520,12 +640,13 @@ fn add_subjects<B: Binding>(
                 present.push(subject.to_subject());
             }
         }
-        return write_object(&object_file(dir, &name), &binding);
+        return store.write(&object_file(dir, &name), &binding);
     }
 }
 
 /// Removes `subjects` from every binding of `role` in `dir`.
 fn remove_subjects<B: Binding>(
+    store: &Store,
     dir: &Path,
     namespace: Option<&str>,
     role: &str,
@@ -550,9 +671,9 @@ fn remove_subjects<B: Binding>(
         let path = object_file(dir, binding.meta().name.as_deref().unwrap_or_default());
         // As oc: a binding left without subjects is deleted.
         if left == 0 {
-            remove_file(&path)?;
+            store.remove(&path)?;
         } else {
-            write_object(&path, &binding)?;
+            store.write(&path, &binding)?;
         }
     }
     if removed == 0 {
@@ -580,7 +701,7 @@ fn invalid(kind: &'static str, name: &str, reason: &str) -> StoreError {
 
 /// A name usable as one file name: not empty, `.` or `..`, no `/`, no leading `.` (such files
 /// are ignored), no control characters.
-fn validate_path_segment(kind: &'static str, name: &str) -> Result<(), StoreError> {
+pub(super) fn validate_path_segment(kind: &'static str, name: &str) -> Result<(), StoreError> {
     if name.is_empty() {
         return Err(invalid(kind, name, "may not be empty"));
     }
@@ -598,7 +719,7 @@ fn validate_path_segment(kind: &'static str, name: &str) -> Result<(), StoreErro
 
 /// An OpenShift user name: a path segment without `:` (names with `:` are reserved for
 /// `system:` identities) or whitespace.
-fn validate_user_name(name: &str) -> Result<(), StoreError> {
+pub(super) fn validate_user_name(name: &str) -> Result<(), StoreError> {
     validate_path_segment("user", name)?;
     if name.contains(':') {
         return Err(invalid("user", name, "may not contain ':'"));
@@ -616,7 +737,7 @@ fn validate_user_name(name: &str) -> Result<(), StoreError> {
 /// A Kubernetes DNS-1123 label (what a namespace name is): 1 to 63 of `a-z`, `0-9`, `-`,
 /// starting and ending with a letter or digit. Such a name is also a valid first component of
 /// an OCI repository name.
-fn validate_dns_label(kind: &'static str, name: &str) -> Result<(), StoreError> {
+pub(super) fn validate_dns_label(kind: &'static str, name: &str) -> Result<(), StoreError> {
     const RULE: &str = "must be 1 to 63 lower-case letters, digits or '-', starting and ending \
                         with a letter or digit (e.g. 'project-a')";
     let valid_chars = name
@@ -631,7 +752,7 @@ fn validate_dns_label(kind: &'static str, name: &str) -> Result<(), StoreError> 
 
 /// A Kubernetes DNS-1123 subdomain (what a service account name is): dot-separated labels, at
 /// most 253 characters.
-fn validate_dns_subdomain(kind: &'static str, name: &str) -> Result<(), StoreError> {
+pub(super) fn validate_dns_subdomain(kind: &'static str, name: &str) -> Result<(), StoreError> {
     if name.len() > 253
         || name
             .split('.')

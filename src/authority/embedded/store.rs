@@ -10,6 +10,7 @@
 //! STATE/namespaces/NS/serviceaccounts/NAME.yaml      v1 ServiceAccount
 //! STATE/namespaces/NS/roles/NAME.yaml                rbac.authorization.k8s.io/v1 Role
 //! STATE/namespaces/NS/rolebindings/NAME.yaml         rbac.authorization.k8s.io/v1 RoleBinding
+//! STATE/namespaces/NS/secrets/NAME.yaml              v1 Secret (docker config types only)
 //! ```
 //!
 //! This module owns the layout, reading ([`load`] into a [`Snapshot`]), change detection
@@ -34,9 +35,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -87,37 +89,45 @@ pub enum StoreError {
     },
     /// The namespace does not exist.
     #[error(
-        "namespace {namespace:?} not found; create it with: regate create namespace {namespace}"
+        "namespace {namespace:?} not found{suggestion}; create it with: regate create namespace {namespace}"
     )]
     NamespaceNotFound {
         /// The namespace.
         namespace: String,
+        /// `; did you mean ...?` naming close matches, or nothing.
+        suggestion: String,
     },
     /// The service account does not exist.
     #[error(
-        "serviceaccount {name:?} not found in namespace {namespace:?}; create it with: regate create serviceaccount {name} -n {namespace}"
+        "serviceaccount {name:?} not found in namespace {namespace:?}{suggestion}; create it with: regate create serviceaccount {name} -n {namespace}"
     )]
     ServiceAccountNotFound {
         /// Its namespace.
         namespace: String,
         /// Its name.
         name: String,
+        /// `; did you mean ...?` naming close matches, or nothing.
+        suggestion: String,
     },
     /// The user does not exist.
-    #[error("user {name:?} not found; create it with: regate create user {name}")]
+    #[error("user {name:?} not found{suggestion}; create it with: regate create user {name}")]
     UserNotFound {
         /// The user name.
         name: String,
+        /// `; did you mean ...?` naming close matches, or nothing.
+        suggestion: String,
     },
     /// No ClusterRole of that name.
     #[error(
-        "clusterrole {name:?} not found (no file {}); built-in roles: {}; to define it, write a ClusterRole to that file",
+        "clusterrole {name:?} not found{suggestion} (no file {}); built-in roles: {}; to define it, write a ClusterRole to that file",
         path.display(),
         builtin_roles()
     )]
     RoleNotFound {
         /// The role name.
         name: String,
+        /// `; did you mean ...?` naming close matches, or nothing.
+        suggestion: String,
         /// Where it would be.
         path: PathBuf,
     },
@@ -257,7 +267,8 @@ state_object!(
     ClusterRole,
     Role,
     ClusterRoleBinding,
-    RoleBinding
+    RoleBinding,
+    Secret
 );
 state_object!(User, USER_API_VERSION, USER_KIND);
 
@@ -334,6 +345,11 @@ impl Layout {
     pub fn role_bindings(&self, ns: &str) -> PathBuf {
         self.namespace_dir(ns).join("rolebindings")
     }
+
+    /// Directory of the Secrets of `ns`.
+    pub fn secrets(&self, ns: &str) -> PathBuf {
+        self.namespace_dir(ns).join("secrets")
+    }
 }
 
 /// The file of object `name` in directory `dir`.
@@ -363,6 +379,73 @@ pub struct Snapshot {
     pub users: HashMap<String, StoredUser>,
     /// Whether the policy grants the anonymous identity anything (computed once per load).
     pub anonymous_has_grants: bool,
+    /// Docker config Secrets by (namespace, name), for pulling from upstream registries.
+    pub pull_secrets: HashMap<(String, String), PullSecret>,
+}
+
+/// The Secret types regate keeps, and the data key each holds its JSON under.
+pub const SECRET_TYPES: [(&str, &str); 2] = [
+    ("kubernetes.io/dockerconfigjson", ".dockerconfigjson"),
+    ("kubernetes.io/dockercfg", ".dockercfg"),
+];
+
+/// A docker config Secret as the authority keeps it; the JSON is never in `Debug` output.
+#[derive(Clone, Debug)]
+pub struct PullSecret {
+    /// `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg`.
+    pub secret_type: String,
+    /// The JSON document (`{"auths": {...}}` or the legacy `{REGISTRY: {...}}`).
+    pub config: SecretString,
+}
+
+/// Checks that `secret` is of a type in [`SECRET_TYPES`] and holds, under that type's key, JSON
+/// of the type's shape; returns the reason it is not, naming the field.
+pub fn check_secret(secret: &Secret) -> Result<PullSecret, String> {
+    let secret_type = secret.type_.as_deref().unwrap_or("Opaque");
+    let Some((_, key)) = SECRET_TYPES.iter().find(|(t, _)| *t == secret_type) else {
+        return Err(format!(
+            "type: {secret_type:?} is not kept by regate; use one of {}",
+            SECRET_TYPES.map(|(t, _)| t).join(", ")
+        ));
+    };
+    let data = secret.data.as_ref().and_then(|d| d.get(*key));
+    let string_data = secret.string_data.as_ref().and_then(|d| d.get(*key));
+    let bytes: &[u8] = match (string_data, data) {
+        (Some(text), _) => text.as_bytes(),
+        (None, Some(bytes)) => &bytes.0,
+        (None, None) => {
+            return Err(format!(
+                "data.{key} is missing; a {secret_type} Secret holds its JSON there"
+            ));
+        }
+    };
+    let field = format!("data.{key}");
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{field} is not UTF-8 text"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("{field} is not JSON: {e}"))?;
+    let registries = if *key == ".dockerconfigjson" {
+        json.get("auths").ok_or_else(|| {
+            format!(
+                "{field} has no \"auths\" object (expected {{\"auths\": {{REGISTRY: {{...}}}}}})"
+            )
+        })?
+    } else {
+        &json
+    };
+    let Some(registries) = registries.as_object() else {
+        return Err(format!(
+            "{field}: registries must be a JSON object keyed by registry"
+        ));
+    };
+    if let Some((registry, _)) = registries.iter().find(|(_, entry)| !entry.is_object()) {
+        return Err(format!(
+            "{field}: the entry of {registry:?} must be a JSON object"
+        ));
+    }
+    Ok(PullSecret {
+        secret_type: secret_type.to_string(),
+        config: SecretString::from(text.to_string()),
+    })
 }
 
 impl Snapshot {
@@ -419,6 +502,17 @@ pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
             &layout.role_bindings(&ns),
             Some(&ns),
         )?);
+        let dir = layout.secrets(&ns);
+        for secret in read_objects::<Secret>(&dir, Some(&ns))? {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let pull = check_secret(&secret).map_err(|reason| StoreError::Parse {
+                path: object_file(&dir, &name),
+                line: None,
+                column: None,
+                reason,
+            })?;
+            snapshot.pull_secrets.insert((ns.clone(), name), pull);
+        }
         snapshot.namespaces.insert(ns);
     }
     for user in users {

@@ -1,0 +1,966 @@
+//! `kubectl apply -f` and `kubectl delete` for the state directory: manifests (YAML or JSON,
+//! several `---` documents per file, `kind: List`) parsed into [`Object`]s, then created, updated
+//! or deleted as one change under the writers' lock.
+//!
+//! Every document is checked before anything is written, so a bad document writes nothing. An
+//! update keeps the stored object's `metadata.uid` and `creationTimestamp` (tokens are bound to
+//! the uid), and applying what is already stored changes nothing.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::bootstrap;
+use super::ops::{
+    Store, validate_dns_label, validate_dns_subdomain, validate_path_segment, validate_user_name,
+};
+use super::store::{
+    Layout, SECRET_TYPES, StateObject, StoreError, USER_API_VERSION, USER_KIND, User, check_secret,
+    exists, io_error, object_file, read_object, stamp,
+};
+use crate::suggest::did_you_mean;
+
+/// Why a manifest could not be applied or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A document does not parse, or is not an object regate keeps.
+    #[error("{source_name}: document {document}{}: {reason}", at_line(*line))]
+    Manifest {
+        /// The file (or `-` for stdin).
+        source_name: String,
+        /// 1-based number of the document in the file.
+        document: usize,
+        /// 1-based line in the whole file, when known.
+        line: Option<usize>,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A kind regate does not know.
+    #[error("unknown kind {kind:?}{suggestion}; kinds: {}", KINDS_HELP)]
+    UnknownKind {
+        /// The kind given.
+        kind: String,
+        /// Close matches.
+        suggestion: String,
+    },
+    /// An object to delete does not exist.
+    #[error("{kind} {name:?} not found{}{suggestion}", in_namespace(namespace.as_deref()))]
+    NotFound {
+        /// e.g. `rolebinding`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Its namespace, for namespaced kinds.
+        namespace: Option<String>,
+        /// Close matches.
+        suggestion: String,
+    },
+    /// Reading or writing the state directory failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(", line {l}")).unwrap_or_default()
+}
+
+fn in_namespace(namespace: Option<&str>) -> String {
+    namespace
+        .map(|ns| format!(" in namespace {ns:?}"))
+        .unwrap_or_default()
+}
+
+const KINDS_HELP: &str = "namespace (ns), serviceaccount (sa), role, rolebinding, clusterrole, \
+                          clusterrolebinding, secret, user";
+
+/// The kinds of object the state directory keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// v1 Namespace.
+    Namespace,
+    /// rbac.authorization.k8s.io/v1 ClusterRole.
+    ClusterRole,
+    /// rbac.authorization.k8s.io/v1 ClusterRoleBinding.
+    ClusterRoleBinding,
+    /// user.openshift.io/v1 User.
+    User,
+    /// v1 ServiceAccount.
+    ServiceAccount,
+    /// rbac.authorization.k8s.io/v1 Role.
+    Role,
+    /// rbac.authorization.k8s.io/v1 RoleBinding.
+    RoleBinding,
+    /// v1 Secret.
+    Secret,
+}
+
+const ALL_KINDS: [Kind; 8] = [
+    Kind::Namespace,
+    Kind::ClusterRole,
+    Kind::ClusterRoleBinding,
+    Kind::User,
+    Kind::ServiceAccount,
+    Kind::Role,
+    Kind::RoleBinding,
+    Kind::Secret,
+];
+
+impl Kind {
+    /// kubectl's names for the kind: singular, plural, short, and `KIND.GROUP`.
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace => &["namespace", "namespaces", "ns"],
+            Kind::ServiceAccount => &["serviceaccount", "serviceaccounts", "sa"],
+            Kind::Role => &["role", "roles", "role.rbac.authorization.k8s.io"],
+            Kind::RoleBinding => &[
+                "rolebinding",
+                "rolebindings",
+                "rolebinding.rbac.authorization.k8s.io",
+            ],
+            Kind::ClusterRole => &[
+                "clusterrole",
+                "clusterroles",
+                "clusterrole.rbac.authorization.k8s.io",
+            ],
+            Kind::ClusterRoleBinding => &[
+                "clusterrolebinding",
+                "clusterrolebindings",
+                "clusterrolebinding.rbac.authorization.k8s.io",
+            ],
+            Kind::Secret => &["secret", "secrets"],
+            Kind::User => &["user", "users", "user.user.openshift.io"],
+        }
+    }
+
+    /// The kind named `name` as kubectl takes it (`rolebindings`, `sa`, `Role`, ...); an
+    /// unknown name is an error naming the close matches.
+    pub fn parse(name: &str) -> Result<Kind, ApplyError> {
+        let lower = name.to_lowercase();
+        ALL_KINDS
+            .into_iter()
+            .find(|k| k.names().contains(&lower.as_str()))
+            .ok_or_else(|| ApplyError::UnknownKind {
+                kind: name.to_string(),
+                suggestion: did_you_mean(
+                    &lower,
+                    ALL_KINDS.iter().flat_map(|k| k.names().iter().copied()),
+                ),
+            })
+    }
+
+    /// `kind.group` as kubectl prints it before `/NAME` (`namespace`, `role.rbac...`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespace",
+            Kind::ServiceAccount => "serviceaccount",
+            Kind::Secret => "secret",
+            other => other.names()[2],
+        }
+    }
+
+    /// Whether objects of the kind live in a namespace.
+    pub fn is_namespaced(self) -> bool {
+        matches!(
+            self,
+            Kind::ServiceAccount | Kind::Role | Kind::RoleBinding | Kind::Secret
+        )
+    }
+
+    /// The singular name, for messages.
+    fn singular(self) -> &'static str {
+        self.names()[0]
+    }
+
+    /// The directory holding objects of this kind (of namespace `ns` for namespaced kinds).
+    fn dir(self, layout: &Layout, ns: &str) -> PathBuf {
+        match self {
+            Kind::Namespace => layout.namespaces(),
+            Kind::ClusterRole => layout.cluster_roles(),
+            Kind::ClusterRoleBinding => layout.cluster_role_bindings(),
+            Kind::User => layout.users(),
+            Kind::ServiceAccount => layout.service_accounts(ns),
+            Kind::Role => layout.roles(ns),
+            Kind::RoleBinding => layout.role_bindings(ns),
+            Kind::Secret => layout.secrets(ns),
+        }
+    }
+
+    /// The file of object `name` (in `ns` for namespaced kinds).
+    fn file(self, layout: &Layout, ns: &str, name: &str) -> PathBuf {
+        match self {
+            Kind::Namespace => layout.namespace_file(name),
+            other => object_file(&other.dir(layout, ns), name),
+        }
+    }
+
+    /// The names of the existing objects of this kind (in `ns`), for close matches.
+    fn existing_names(self, layout: &Layout, ns: &str) -> Vec<String> {
+        let dir = self.dir(layout, ns);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| match self {
+                Kind::Namespace => n,
+                _ => n.strip_suffix(".yaml").unwrap_or(&n).to_string(),
+            })
+            .collect()
+    }
+}
+
+/// One object of a manifest, typed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// A Namespace.
+    Namespace(Namespace),
+    /// A ServiceAccount.
+    ServiceAccount(ServiceAccount),
+    /// A Role.
+    Role(Role),
+    /// A ClusterRole.
+    ClusterRole(ClusterRole),
+    /// A RoleBinding.
+    RoleBinding(RoleBinding),
+    /// A ClusterRoleBinding.
+    ClusterRoleBinding(ClusterRoleBinding),
+    /// A Secret of a docker config type.
+    Secret(Secret),
+    /// An OpenShift User.
+    User(User),
+}
+
+/// Runs `$body` with `$o` bound to the typed object inside `$object`.
+macro_rules! each {
+    ($object:expr, $o:ident => $body:expr) => {
+        match $object {
+            Object::Namespace($o) => $body,
+            Object::ServiceAccount($o) => $body,
+            Object::Role($o) => $body,
+            Object::ClusterRole($o) => $body,
+            Object::RoleBinding($o) => $body,
+            Object::ClusterRoleBinding($o) => $body,
+            Object::Secret($o) => $body,
+            Object::User($o) => $body,
+        }
+    };
+}
+
+impl Object {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::ServiceAccount(_) => Kind::ServiceAccount,
+            Object::Role(_) => Kind::Role,
+            Object::ClusterRole(_) => Kind::ClusterRole,
+            Object::RoleBinding(_) => Kind::RoleBinding,
+            Object::ClusterRoleBinding(_) => Kind::ClusterRoleBinding,
+            Object::Secret(_) => Kind::Secret,
+            Object::User(_) => Kind::User,
+        }
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        each!(self, o => o.meta())
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        each!(self, o => o.meta_mut())
+    }
+
+    /// Its name ("" when missing).
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
+    /// Its namespace ("" for cluster objects).
+    pub fn namespace(&self) -> &str {
+        if self.kind().is_namespaced() {
+            self.meta().namespace.as_deref().unwrap_or_default()
+        } else {
+            ""
+        }
+    }
+
+    /// `KIND.GROUP/NAME`, as kubectl prints it.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.kind().resource(), self.name())
+    }
+
+    /// The object as YAML (Secret data included: only for `-o yaml`).
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        each!(self, o => serde_yaml::to_string(o))
+    }
+
+    /// An object of `kind` with only its name and namespace, to delete by name.
+    pub fn named(kind: Kind, name: &str, namespace: Option<&str>) -> Object {
+        let metadata = ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: namespace
+                .filter(|_| kind.is_namespaced())
+                .map(str::to_string),
+            ..ObjectMeta::default()
+        };
+        match kind {
+            Kind::Namespace => Object::Namespace(Namespace {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::ServiceAccount => Object::ServiceAccount(ServiceAccount {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::Role => Object::Role(Role {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::ClusterRole => Object::ClusterRole(ClusterRole {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::RoleBinding => Object::RoleBinding(RoleBinding {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::ClusterRoleBinding => Object::ClusterRoleBinding(ClusterRoleBinding {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::Secret => Object::Secret(Secret {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::User => {
+                let mut user = User::new(name, Vec::new());
+                user.metadata = metadata;
+                Object::User(user)
+            }
+        }
+    }
+}
+
+/// An object and where it came from, for errors.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// The file (or `-`).
+    pub source: String,
+    /// 1-based number of the document in the file.
+    pub number: usize,
+    /// 1-based line where the document starts in the file.
+    pub line: usize,
+    /// The object.
+    pub object: Object,
+}
+
+impl Document {
+    fn error(&self, reason: impl Into<String>) -> ApplyError {
+        ApplyError::Manifest {
+            source_name: self.source.clone(),
+            document: self.number,
+            line: Some(self.line),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What applying or deleting did (or would do) to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// It did not exist.
+    Created,
+    /// It existed and differed.
+    Configured,
+    /// It existed as given.
+    Unchanged,
+    /// It was removed.
+    Deleted,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+        })
+    }
+}
+
+/// One object's outcome: the object as stored (or as it would be) and what happened.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The object.
+    pub object: Object,
+    /// What happened to it.
+    pub action: Action,
+}
+
+/// Splits `text` into YAML documents at `---` lines: (first line, text) of each.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut documents = Vec::new();
+    let mut start = 1;
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            documents.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    documents.push((start, current));
+    documents
+}
+
+/// Parses the manifests in `text` (read from `source`, named in errors): YAML or JSON, several
+/// documents, `kind: List` expanded. Empty documents are skipped and not counted.
+pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Document>, ApplyError> {
+    let mut documents = Vec::new();
+    let mut number = 0;
+    for (start, doc) in split_documents(text) {
+        let error = |number, line: Option<usize>, reason: String| ApplyError::Manifest {
+            source_name: source.to_string(),
+            document: number,
+            line,
+            reason,
+        };
+        // A line of the document as a line of the file.
+        let in_file = |line: Option<usize>| Some(start + line.unwrap_or(1) - 1);
+        let value: serde_yaml::Value = serde_yaml::from_str(&doc).map_err(|e| {
+            error(
+                number + 1,
+                in_file(e.location().map(|l| l.line())),
+                strip_location(&e),
+            )
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        number += 1;
+        let line_of = |key: &str| {
+            let line = doc
+                .lines()
+                .position(|l| l.trim_start().trim_start_matches('"').starts_with(key))
+                .map(|i| i + 1);
+            in_file(line)
+        };
+        let mut push = |object| {
+            documents.push(Document {
+                source: source.to_string(),
+                number,
+                line: start,
+                object,
+            })
+        };
+        if type_of(&value).1 == "List" {
+            let items = value.get("items").and_then(|i| i.as_sequence());
+            for (i, item) in items.into_iter().flatten().enumerate() {
+                let kind = check_type(item).map_err(|(key, reason)| {
+                    error(
+                        number,
+                        line_of("items"),
+                        format!("items[{i}].{key}: {reason}"),
+                    )
+                })?;
+                let object = typed_value(kind, item).map_err(|e| {
+                    let mut reason = strip_location(&e);
+                    if kind == Kind::Secret {
+                        reason = redact_strings(&reason);
+                    }
+                    error(number, line_of("items"), format!("items[{i}]: {reason}"))
+                })?;
+                push(object);
+            }
+            continue;
+        }
+        let kind = check_type(&value)
+            .map_err(|(key, reason)| error(number, line_of(key), format!("{key}: {reason}")))?;
+        let object = typed_str(kind, &doc).map_err(|e| {
+            let mut reason = strip_location(&e);
+            if kind == Kind::Secret {
+                reason = redact_strings(&reason);
+            }
+            error(number, in_file(e.location().map(|l| l.line())), reason)
+        })?;
+        // Checked here too (apply checks again) to point at the line of the field.
+        if let Object::Secret(secret) = &object
+            && let Err(reason) = check_secret(secret)
+        {
+            let key = SECRET_TYPES
+                .iter()
+                .find(|(t, _)| secret.type_.as_deref() == Some(*t))
+                .map_or("type", |(_, key)| *key);
+            let line = if reason.starts_with("type") || reason.ends_with("is missing") {
+                line_of(if reason.starts_with("type") {
+                    "type"
+                } else {
+                    "metadata"
+                })
+            } else {
+                line_of(key)
+            };
+            return Err(error(number, line, reason));
+        }
+        push(object);
+    }
+    Ok(documents)
+}
+
+/// `reason` with the text of every quoted string value replaced, so that an error about a Secret
+/// never shows its data.
+fn redact_strings(reason: &str) -> String {
+    let mut out = String::new();
+    let mut rest = reason;
+    while let Some(at) = rest.find("string \"") {
+        let (head, tail) = rest.split_at(at + "string \"".len());
+        out.push_str(head);
+        out.push_str("<redacted>\"");
+        rest = tail.find('"').map_or("", |end| &tail[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// serde_yaml's message without the ` at line L column C` it appends.
+fn strip_location(e: &serde_yaml::Error) -> String {
+    let message = e.to_string();
+    match e.location() {
+        Some(at) => message.replace(
+            &format!(" at line {} column {}", at.line(), at.column()),
+            "",
+        ),
+        None => message,
+    }
+}
+
+/// The `apiVersion` and `kind` of a document ("" when missing).
+fn type_of(value: &serde_yaml::Value) -> (String, String) {
+    let get = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (get("apiVersion"), get("kind"))
+}
+
+/// The apiVersion and kind of each kind, as manifests write them.
+const TYPES: [(Kind, &str, &str); 8] = [
+    (Kind::Namespace, "v1", "Namespace"),
+    (Kind::ServiceAccount, "v1", "ServiceAccount"),
+    (Kind::Secret, "v1", "Secret"),
+    (Kind::Role, "rbac.authorization.k8s.io/v1", "Role"),
+    (
+        Kind::ClusterRole,
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+    ),
+    (
+        Kind::RoleBinding,
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+    ),
+    (
+        Kind::ClusterRoleBinding,
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+    ),
+    (Kind::User, USER_API_VERSION, USER_KIND),
+];
+
+/// The kind of a document; the error is (field, reason).
+fn check_type(value: &serde_yaml::Value) -> Result<Kind, (&'static str, String)> {
+    let (api_version, kind) = type_of(value);
+    let kinds = || TYPES.iter().map(|(_, _, k)| *k);
+    if kind.is_empty() {
+        return Err((
+            "kind",
+            "missing; every object needs apiVersion and kind".into(),
+        ));
+    }
+    let Some((found, want_version, _)) = TYPES.iter().find(|(_, _, k)| *k == kind) else {
+        return Err((
+            "kind",
+            format!(
+                "{kind:?} is not kept by regate{}; kinds: {}",
+                did_you_mean(&kind, kinds()),
+                kinds().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    if api_version != *want_version {
+        return Err((
+            "apiVersion",
+            format!("{api_version:?} is not the apiVersion of {kind} ({want_version})"),
+        ));
+    }
+    Ok(*found)
+}
+
+/// Deserializes the object of `kind` with `$parse` (a generic function call).
+macro_rules! typed {
+    ($kind:expr, $parse:ident($($arg:expr),*)) => {
+        match $kind {
+            Kind::Namespace => $parse($($arg),*).map(Object::Namespace),
+            Kind::ServiceAccount => $parse($($arg),*).map(Object::ServiceAccount),
+            Kind::Secret => $parse($($arg),*).map(Object::Secret),
+            Kind::Role => $parse($($arg),*).map(Object::Role),
+            Kind::ClusterRole => $parse($($arg),*).map(Object::ClusterRole),
+            Kind::RoleBinding => $parse($($arg),*).map(Object::RoleBinding),
+            Kind::ClusterRoleBinding => $parse($($arg),*).map(Object::ClusterRoleBinding),
+            Kind::User => $parse($($arg),*).map(Object::User),
+        }
+    };
+}
+
+/// The object of `kind` in document text `doc` (errors carry its line).
+fn typed_str(kind: Kind, doc: &str) -> Result<Object, serde_yaml::Error> {
+    use serde_yaml::from_str;
+    typed!(kind, from_str(doc))
+}
+
+/// The object of `kind` in a List item.
+fn typed_value(kind: Kind, item: &serde_yaml::Value) -> Result<Object, serde_yaml::Error> {
+    fn from_value<T: serde::de::DeserializeOwned>(
+        v: &serde_yaml::Value,
+    ) -> Result<T, serde_yaml::Error> {
+        serde_yaml::from_value(v.clone())
+    }
+    typed!(kind, from_value(item))
+}
+
+/// Moves `stringData` into `data`, as the API server does on write.
+fn fold_string_data(secret: &mut Secret) {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (key, value) in strings {
+            data.insert(key, ByteString(value.into_bytes()));
+        }
+    }
+}
+
+/// Server-set fields a manifest may carry (from `get -o yaml` of a cluster) that are not kept.
+fn clear_server_fields(meta: &mut ObjectMeta) {
+    meta.resource_version = None;
+    meta.managed_fields = None;
+    meta.generation = None;
+    meta.self_link = None;
+}
+
+/// Fills `object`'s uid and creation time from the stored version at `path`, or stamps new ones;
+/// the action is what writing it would be.
+fn plan<T: StateObject + PartialEq>(object: &mut T, path: &Path) -> Result<Action, StoreError> {
+    let Some(mut stored) = read_object::<T>(path)? else {
+        stamp(object.meta_mut());
+        return Ok(Action::Created);
+    };
+    let (meta, old) = (object.meta_mut(), stored.meta_mut());
+    // The name and namespace are implied by the file's place when a hand edit leaves them out.
+    old.name.clone_from(&meta.name);
+    old.namespace.clone_from(&meta.namespace);
+    meta.uid.clone_from(&old.uid);
+    meta.creation_timestamp.clone_from(&old.creation_timestamp);
+    stamp(meta);
+    Ok(if *object == stored {
+        Action::Unchanged
+    } else {
+        Action::Configured
+    })
+}
+
+impl Store {
+    /// Creates or updates every object of `documents` as one change: all are checked first (a
+    /// bad one writes nothing), under the writers' lock. Namespaced objects without a namespace
+    /// go to `default_namespace`. A new Namespace gets the service accounts and bindings
+    /// `create namespace` makes, where the documents do not give them.
+    pub fn apply(
+        &self,
+        documents: Vec<Document>,
+        default_namespace: Option<&str>,
+    ) -> Result<Vec<Outcome>, ApplyError> {
+        let _lock = self.lock()?;
+        let layout = self.layout().clone();
+        let mut documents = documents;
+        // Check everything first.
+        let mut seen = BTreeSet::new();
+        let applied_namespaces: BTreeSet<String> = documents
+            .iter()
+            .filter(|d| d.object.kind() == Kind::Namespace)
+            .map(|d| d.object.name().to_string())
+            .collect();
+        for doc in &mut documents {
+            let kind = doc.object.kind();
+            clear_server_fields(doc.object.meta_mut());
+            if let Err(reason) = place(kind, doc.object.meta_mut(), default_namespace) {
+                return Err(doc.error(reason));
+            }
+            check_document(doc)?;
+            let ns = doc.object.namespace().to_string();
+            if kind.is_namespaced()
+                && !applied_namespaces.contains(&ns)
+                && !exists(&layout.namespace_file(&ns))?
+            {
+                return Err(doc.error(format!(
+                    "metadata.namespace: namespace {ns:?} not found{}; add a Namespace document or run: regate create namespace {ns}",
+                    did_you_mean(&ns, Kind::Namespace.existing_names(&layout, "").iter().map(String::as_str))
+                )));
+            }
+            if !seen.insert((kind, ns, doc.object.name().to_string())) {
+                return Err(doc.error(format!(
+                    "{} appears twice in the input",
+                    doc.object.reference()
+                )));
+            }
+        }
+
+        // Plan: what each write would be.
+        let mut outcomes = Vec::with_capacity(documents.len());
+        let mut new_namespaces = BTreeSet::new();
+        for doc in documents {
+            let mut object = doc.object;
+            let path = object
+                .kind()
+                .file(&layout, object.namespace(), object.name());
+            let action = each!(&mut object, o => plan(o, &path))?;
+            if let (Object::Namespace(_), Action::Created) = (&object, action) {
+                new_namespaces.insert(object.name().to_string());
+            }
+            outcomes.push(Outcome { object, action });
+        }
+
+        // Write: leftovers of new namespaces go first, namespaces last (a namespace exists for
+        // readers only once everything in it does).
+        for ns in &new_namespaces {
+            let dir = layout.namespace_dir(ns);
+            if exists(&dir)? {
+                self.remove_dir(&dir)?;
+            }
+        }
+        let mut order: Vec<&Outcome> = outcomes.iter().collect();
+        order.sort_by_key(|o| o.object.kind() == Kind::Namespace);
+        for outcome in order {
+            let object = &outcome.object;
+            if object.kind() == Kind::Namespace && new_namespaces.contains(object.name()) {
+                self.write_namespace_defaults(object.name(), &outcomes)?;
+            }
+            if outcome.action != Action::Unchanged {
+                let path = object
+                    .kind()
+                    .file(&layout, object.namespace(), object.name());
+                each!(object, o => self.write(&path, o))?;
+            }
+        }
+        // Last, so that applying a saved bootstrap role restores it with its uid.
+        self.write_missing_bootstrap_roles()?;
+        Ok(outcomes)
+    }
+
+    /// Writes the service accounts and bindings of new namespace `ns` that `applied` lacks.
+    fn write_namespace_defaults(&self, ns: &str, applied: &[Outcome]) -> Result<(), StoreError> {
+        let given = |kind: Kind, name: &str| {
+            applied.iter().any(|o| {
+                o.object.kind() == kind && o.object.namespace() == ns && o.object.name() == name
+            })
+        };
+        let objects = bootstrap::namespace_objects(ns);
+        for mut sa in objects.service_accounts {
+            let name = sa.metadata.name.clone().unwrap_or_default();
+            if !given(Kind::ServiceAccount, &name) {
+                stamp(&mut sa.metadata);
+                self.write(
+                    &object_file(&self.layout().service_accounts(ns), &name),
+                    &sa,
+                )?;
+            }
+        }
+        for mut binding in objects.role_bindings {
+            let name = binding.metadata.name.clone().unwrap_or_default();
+            if !given(Kind::RoleBinding, &name) {
+                stamp(&mut binding.metadata);
+                self.write(
+                    &object_file(&self.layout().role_bindings(ns), &name),
+                    &binding,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every object named by `objects` as one change: all must exist (the first that
+    /// does not is an error naming close matches, and nothing is deleted). Deleting a namespace
+    /// deletes everything in it, and its service accounts' tokens stop working.
+    pub fn delete_objects(&self, objects: &[Object]) -> Result<Vec<Outcome>, ApplyError> {
+        let _lock = self.lock()?;
+        let layout = self.layout().clone();
+        for object in objects {
+            let kind = object.kind();
+            let (ns, name) = (object.namespace(), object.name());
+            check_name(kind, name).map_err(ApplyError::Store)?;
+            if kind.is_namespaced() {
+                validate_path_segment("namespace", ns)?;
+                // An earlier namespace of the same input takes the object with it.
+                let going = objects
+                    .iter()
+                    .any(|o| o.kind() == Kind::Namespace && o.name() == ns);
+                if going {
+                    continue;
+                }
+                if !exists(&layout.namespace_file(ns))? {
+                    return Err(ApplyError::NotFound {
+                        kind: "namespace",
+                        name: ns.to_string(),
+                        namespace: None,
+                        suggestion: did_you_mean(
+                            ns,
+                            Kind::Namespace
+                                .existing_names(&layout, "")
+                                .iter()
+                                .map(String::as_str),
+                        ),
+                    });
+                }
+            }
+            if !exists(&kind.file(&layout, ns, name))? {
+                let names = kind.existing_names(&layout, ns);
+                return Err(ApplyError::NotFound {
+                    kind: kind.singular(),
+                    name: name.to_string(),
+                    namespace: kind.is_namespaced().then(|| ns.to_string()),
+                    suggestion: did_you_mean(name, names.iter().map(String::as_str)),
+                });
+            }
+        }
+        let mut outcomes = Vec::new();
+        for object in objects {
+            let kind = object.kind();
+            let path = kind.file(&layout, object.namespace(), object.name());
+            if kind == Kind::Namespace {
+                // First: from here on the namespace, and everything in it, is gone for readers.
+                self.remove(&path)?;
+                self.remove_dir(&layout.namespace_dir(object.name()))?;
+            } else if self.is_dry_run() || exists(&path)? {
+                self.remove(&path)?;
+            }
+            outcomes.push(Outcome {
+                object: object.clone(),
+                action: Action::Deleted,
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Sets or checks the namespace of an object of `kind`: namespaced objects without one go to
+/// `default_namespace`; the error names the field.
+fn place(kind: Kind, meta: &mut ObjectMeta, default_namespace: Option<&str>) -> Result<(), String> {
+    let found = meta.namespace.clone().filter(|ns| !ns.is_empty());
+    if !kind.is_namespaced() {
+        if let Some(found) = found {
+            return Err(format!(
+                "metadata.namespace: a {} is not in a namespace (found {found:?}); remove the field",
+                kind.singular()
+            ));
+        }
+        meta.namespace = None;
+        return Ok(());
+    }
+    match (found, default_namespace) {
+        (None, Some(ns)) => meta.namespace = Some(ns.to_string()),
+        (None, None) => {
+            return Err(
+                "metadata.namespace: missing; set it in the document or pass -n NAMESPACE".into(),
+            );
+        }
+        (Some(found), Some(ns)) if found != ns => {
+            return Err(format!(
+                "metadata.namespace: {found:?} does not match -n {ns}"
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks one object's name and, for Secrets, type and data.
+fn check_document(doc: &mut Document) -> Result<(), ApplyError> {
+    let kind = doc.object.kind();
+    let name = doc.object.name().to_string();
+    if name.is_empty() {
+        return Err(doc.error("metadata.name: missing"));
+    }
+    if let Err(e) = check_name(kind, &name) {
+        return Err(doc.error(format!("metadata.name: {e}")));
+    }
+    if kind.is_namespaced()
+        && let Err(e) = validate_path_segment("namespace", doc.object.namespace())
+    {
+        return Err(doc.error(format!("metadata.namespace: {e}")));
+    }
+    if let Object::Secret(secret) = &mut doc.object {
+        fold_string_data(secret);
+        if let Err(reason) = check_secret(secret) {
+            return Err(doc.error(reason));
+        }
+    }
+    Ok(())
+}
+
+/// The naming rule of `kind`.
+fn check_name(kind: Kind, name: &str) -> Result<(), StoreError> {
+    match kind {
+        Kind::Namespace => validate_dns_label("namespace", name),
+        Kind::ServiceAccount => validate_dns_subdomain("serviceaccount", name),
+        Kind::User => validate_user_name(name),
+        other => validate_path_segment(other.singular(), name),
+    }
+}
+
+/// Reads a manifest file, or stdin for `-`: its text, or an error naming it.
+pub fn read_source(source: &Path) -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut text = String::new();
+    if source == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(io_error(source))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(source).map_err(io_error(source))
+}
+
+/// The manifest files `-f` names: a file, `-`, or a directory's `*.yaml`, `*.yml` and `*.json`
+/// files, sorted.
+pub fn expand_sources(source: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    if source == Path::new("-") || !source.is_dir() {
+        return Ok(vec![source.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(source).map_err(io_error(source))? {
+        let path = entry.map_err(io_error(source))?.path();
+        let manifest = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        if manifest && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests;
