@@ -5,15 +5,15 @@
 //! out as YAML that `regate apply -f` takes. Objects come sorted by namespace, then name, so the
 //! output is stable.
 
-use std::fs::{self, File};
-use std::io;
+use std::fs;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 use super::store::{
-    Layout, StoreError, USER_API_VERSION, USER_KIND, User, io_error, read_object, read_objects,
+    Layout, StoreError, USER_API_VERSION, USER_KIND, User, io_error, lock_shared, namespace_dirs,
+    read_object, read_objects,
 };
 
 /// Every object of the state directory, each list sorted by namespace, then name.
@@ -86,43 +86,6 @@ pub fn list(dir: &Path) -> Result<Objects, StoreError> {
             .extend(read_objects::<Secret>(&layout.secrets(&ns), Some(&ns))?);
     }
     Ok(objects)
-}
-
-/// Names of the visible directories under `namespaces/`, sorted.
-fn namespace_dirs(layout: &Layout) -> Result<Vec<String>, StoreError> {
-    let dir = layout.namespaces();
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(&dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error(&dir))?;
-        if !entry.file_type().map_err(io_error(&dir))?.is_dir() {
-            continue;
-        }
-        if let Some(name) = entry.file_name().to_str()
-            && !name.starts_with('.')
-        {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// The readers' shared lock, if the lock file exists (no writer has run otherwise); released
-/// when the returned file is dropped.
-fn lock_shared(layout: &Layout) -> Result<Option<File>, StoreError> {
-    let path = layout.lock_file();
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(&path)(e)),
-    };
-    file.lock_shared().map_err(io_error(&path))?;
-    Ok(Some(file))
 }
 
 #[cfg(test)]

@@ -586,7 +586,7 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Names of the directories under `namespaces/`, sorted.
-fn namespace_dirs(layout: &Layout) -> Result<Vec<String>, StoreError> {
+pub(crate) fn namespace_dirs(layout: &Layout) -> Result<Vec<String>, StoreError> {
     let dir = layout.namespaces();
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -826,8 +826,9 @@ pub(crate) fn lock_exclusive(layout: &Layout) -> Result<File, StoreError> {
     Ok(file)
 }
 
-/// Takes the readers' shared lock, if the lock file exists (no writer has run otherwise).
-fn lock_shared(layout: &Layout) -> Result<Option<File>, StoreError> {
+/// Takes the readers' shared lock, if the lock file exists (no writer has run otherwise);
+/// released when the returned file is dropped.
+pub(crate) fn lock_shared(layout: &Layout) -> Result<Option<File>, StoreError> {
     let path = layout.lock_file();
     let file = match File::open(&path) {
         Ok(file) => file,
