@@ -69,15 +69,7 @@ fn stderr(out: &Output) -> String {
 /// Runs `regate get ARGS`, checks the exit code and returns the output.
 fn get(env: &Env, args: &[&str], code: i32) -> Output {
     let args: Vec<&str> = std::iter::once("get").chain(args.iter().copied()).collect();
-    let out = env.regate(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "`regate {}`: {}",
-        args.join(" "),
-        show_output(&out)
-    );
-    out
+    env.regate_exit(&args, code)
 }
 
 /// The table `regate get ARGS` prints (exit code 0, nothing on stderr), with the cells of the

@@ -430,6 +430,19 @@ impl Env {
         run_bounded(self.cli(args), Duration::from_secs(60))
     }
 
+    /// Run the regate CLI and panic unless it exits with `code`.
+    pub fn regate_exit(&self, args: &[&str], code: i32) -> Output {
+        let out = self.regate(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "`regate {}`: {}",
+            args.join(" "),
+            show_output(&out)
+        );
+        out
+    }
+
     /// Run the regate CLI, panic unless it succeeds, and return its stdout, trimmed.
     pub fn regate_ok(&self, args: &[&str]) -> String {
         let out = self.regate(args);
