@@ -233,3 +233,73 @@ pub fn without_mount(query: &str) -> String {
 fn key_is(raw: &str, name: &str) -> bool {
     percent_decode_str(raw).eq(name.bytes())
 }
+
+/// One resource scope of a token request, `TYPE:NAME:ACTIONS` (Docker token spec), e.g.
+/// `repository:project-a/app:pull,push` or `registry:catalog:*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// `repository` or `registry` (a `(class)` suffix is dropped: the registry ignores it).
+    pub kind: String,
+    /// The repository, or `catalog`.
+    pub name: String,
+    /// The actions asked for, in order, without duplicates.
+    pub actions: Vec<String>,
+}
+
+impl Scope {
+    /// Parses one scope. A `repository` scope must name a valid repository (the 400 of §4);
+    /// `None` for a scope too malformed to name a resource, which grants nothing.
+    pub fn parse(scope: &str) -> Result<Option<Scope>, RouteError> {
+        // The name may hold a `:` (a registry host with a port), so type and actions are split
+        // off the ends.
+        let Some((kind, rest)) = scope.split_once(':') else {
+            return Ok(None);
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            return Ok(None);
+        };
+        let kind = kind.split_once('(').map_or(kind, |(kind, _class)| kind);
+        if kind == "repository" {
+            Name::parse(name)?;
+        }
+        let mut list: Vec<String> = Vec::new();
+        for action in actions.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if !list.iter().any(|a| a == action) {
+                list.push(action.to_owned());
+            }
+        }
+        Ok(Some(Scope {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            actions: list,
+        }))
+    }
+}
+
+/// The RBAC checks that grant `action` on a scope's resource in a registry token (what the
+/// registry then lets the token do; §2 and issue 5): `pull` -> `get` and `push` -> `update` on
+/// the repository's layers, `delete` -> cluster `delete images`, `*` -> all three,
+/// `registry:catalog:*` -> cluster `list imagestreams`. `None`: regate never grants it.
+pub fn scope_checks(kind: &str, name: &str, action: &str) -> Option<Vec<Attributes>> {
+    match (kind, action) {
+        ("repository", _) => {
+            let name = Name::parse(name).ok()?;
+            let layers = |verb| Attributes::layers(verb, name.namespace(), name.imagestream());
+            match action {
+                "pull" => Some(vec![layers("get")]),
+                "push" => Some(vec![layers("update")]),
+                "delete" => Some(vec![Attributes::cluster("delete", "images")]),
+                "*" => Some(vec![
+                    layers("get"),
+                    layers("update"),
+                    Attributes::cluster("delete", "images"),
+                ]),
+                _ => None,
+            }
+        }
+        ("registry", "*") if name == "catalog" => {
+            Some(vec![Attributes::cluster("list", "imagestreams")])
+        }
+        _ => None,
+    }
+}

@@ -119,6 +119,20 @@ struct FileConfig {
     cache: CacheSection,
     #[serde(default)]
     authority: AuthoritySection,
+    token_server: Option<TokenServerSection>,
+}
+
+/// `token_server:` present turns token-server mode on (issue 5): regate is the realm of a
+/// distribution registry configured with `auth: token`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenServerSection {
+    realm_path: Option<String>,
+    service: Option<String>,
+    issuer: Option<String>,
+    keys: Option<PathBuf>,
+    trust: Option<crate::keys::Trust>,
+    lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -162,6 +176,39 @@ pub enum Authority {
     Kubernetes(KubernetesSettings),
 }
 
+/// Token-server mode, validated: the registry's `auth.token` block must carry the same realm,
+/// `service` and `issuer`, and trust the key directory's bundle (`regate keys init` prints it).
+#[derive(Clone, Debug)]
+pub struct TokenServerSettings {
+    /// Path of the realm the registry's clients fetch tokens from.
+    pub realm_path: String,
+    /// The registry's `auth.token.service`: every token's `aud`.
+    pub service: String,
+    /// The registry's `auth.token.issuer`: every token's `iss`.
+    pub issuer: String,
+    /// The key directory (`regate keys init`).
+    pub keys: PathBuf,
+    /// What the token header carries for the registry to find the key.
+    pub trust: crate::keys::Trust,
+    /// How long a token lets its holder start requests at the registry.
+    pub lifetime: std::time::Duration,
+}
+
+/// Defaults of token-server mode, shared with `regate keys init` so its block matches.
+pub mod token_server_defaults {
+    /// Realm path.
+    pub const REALM_PATH: &str = "/token";
+    /// `service` (the registry's `auth.token.service`).
+    pub const SERVICE: &str = "registry";
+    /// `issuer` (the registry's `auth.token.issuer`).
+    pub const ISSUER: &str = "regate";
+    /// Token lifetime: a token is checked when each request starts, so this covers a long
+    /// push's requests; it is also how long a revoked grant still works at the registry.
+    pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// The key directory inside the state directory.
+    pub const KEYS_DIR: &str = "keys";
+}
+
 /// Everything `regate serve` needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -190,6 +237,8 @@ pub struct Config {
     /// Key file of registry tokens; `None`: the state directory's key (embedded) or a key
     /// made per process (kubernetes).
     pub token_key_file: Option<PathBuf>,
+    /// Token-server mode, when configured.
+    pub token_server: Option<TokenServerSettings>,
 }
 
 fn duration(
@@ -284,6 +333,15 @@ impl Config {
                 format!("{realm_path:?} must start with / and lie outside /v2/"),
             ));
         }
+        let state = args
+            .state
+            .clone()
+            .or(file.state)
+            .unwrap_or_else(default_state_dir);
+        let token_server = match file.token_server {
+            None => None,
+            Some(section) => Some(token_server(section, &origin, &state, &realm_path)?),
+        };
         let defaults = crate::cache::CacheSettings::default();
         let section = file.authority;
         let authority = match args.authority.or(section.kind).unwrap_or_default() {
@@ -320,11 +378,7 @@ impl Config {
                 .clone()
                 .or(file.upstream)
                 .unwrap_or_else(|| "http://127.0.0.1:5000".to_string()),
-            state: args
-                .state
-                .clone()
-                .or(file.state)
-                .unwrap_or_else(default_state_dir),
+            state,
             public_url,
             service: file.service.unwrap_or_else(|| "regate".to_string()),
             realm_path,
@@ -364,8 +418,63 @@ impl Config {
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
             authority,
             token_key_file: file.token.key_file,
+            token_server,
         })
     }
+}
+
+/// Validates the `token_server:` section.
+fn token_server(
+    section: TokenServerSection,
+    origin: &str,
+    state: &std::path::Path,
+    gateway_realm: &str,
+) -> Result<TokenServerSettings, ConfigError> {
+    use token_server_defaults as d;
+    let field = |field, reason: String| ConfigError::Field {
+        origin: origin.to_string(),
+        field,
+        reason,
+    };
+    let realm_path = section.realm_path.unwrap_or_else(|| d::REALM_PATH.into());
+    if !realm_path.starts_with('/') || realm_path.starts_with("/v2") {
+        return Err(field(
+            "token_server.realm_path",
+            format!("{realm_path:?} must start with / and lie outside /v2/"),
+        ));
+    }
+    if realm_path == gateway_realm {
+        return Err(field(
+            "token_server.realm_path",
+            format!(
+                "{realm_path:?} is also token.realm_path (the gateway's own realm); give one of \
+                 them another path, e.g. /token"
+            ),
+        ));
+    }
+    let non_empty = |name: &'static str, value: Option<String>, default: &str| {
+        let value = value.unwrap_or_else(|| default.to_string());
+        if value.trim().is_empty() {
+            return Err(field(
+                name,
+                "is empty; it must equal the registry's auth.token setting of that name".into(),
+            ));
+        }
+        Ok(value)
+    };
+    Ok(TokenServerSettings {
+        realm_path,
+        service: non_empty("token_server.service", section.service, d::SERVICE)?,
+        issuer: non_empty("token_server.issuer", section.issuer, d::ISSUER)?,
+        keys: section.keys.unwrap_or_else(|| state.join(d::KEYS_DIR)),
+        trust: section.trust.unwrap_or_default(),
+        lifetime: duration(
+            origin,
+            "token_server.lifetime",
+            section.lifetime.as_deref(),
+            d::LIFETIME,
+        )?,
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 
 mod token_endpoint;
 
+pub use token_endpoint::TokenServer;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub struct Gateway {
     pub signer: Arc<Signer>,
     /// The registry behind regate.
     pub upstream: Upstream,
+    /// Token-server mode, when configured: regate is the realm of a distribution registry.
+    pub token_server: Option<TokenServer>,
 }
 
 /// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
@@ -78,8 +82,14 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
 /// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest.
 async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let path = req.uri().path();
-    let result = if path == gw.config.realm_path {
-        token_endpoint::handle(&gw, req).await
+    let token_server = gw
+        .token_server
+        .as_ref()
+        .filter(|ts| path == ts.settings.realm_path);
+    let result = if let Some(ts) = token_server {
+        token_endpoint::handle(&gw, token_endpoint::Realm::TokenServer(ts), req).await
+    } else if path == gw.config.realm_path {
+        token_endpoint::handle(&gw, token_endpoint::Realm::Gateway, req).await
     } else if path == "/v2" || path.starts_with("/v2/") {
         gw.handle(req).await
     } else if path == "/healthz" {
@@ -462,6 +472,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (authority, signer) = open_authority(&config).await?;
     let upstream = Upstream::new(&config.upstream, config.upstream_timeout)?;
     let decisions = Decisions::new(authority, &config.cache);
+    let token_server = match &config.token_server {
+        None => None,
+        Some(settings) => {
+            let key = crate::keys::LiveKey::open(&settings.keys).with_context(|| {
+                format!(
+                    "token_server.keys {}: create the keys with `regate keys init --dir {}`",
+                    settings.keys.display(),
+                    settings.keys.display()
+                )
+            })?;
+            key.spawn_reloader();
+            tracing::info!(
+                realm = %settings.realm_path,
+                service = %settings.service,
+                issuer = %settings.issuer,
+                key = %key.current().info().libtrust_id,
+                "token-server mode"
+            );
+            Some(TokenServer {
+                settings: settings.clone(),
+                key,
+            })
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
@@ -472,6 +506,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         decisions,
         signer,
         upstream,
+        token_server,
     });
     // Printed only once the socket accepts, so a script can wait for this line.
     {

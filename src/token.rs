@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::UserInfo;
 
+pub mod distribution;
+
 /// The `iss` of every token regate signs.
 pub const ISSUER: &str = "regate";
 /// Audience of API tokens.

@@ -300,3 +300,62 @@ fn without_mount_keeps_everything_else_verbatim() {
     assert_eq!(without_mount("a=mount&b=from"), "a=mount&b=from");
     assert_eq!(without_mount(""), "");
 }
+
+#[test]
+fn token_scopes_parse_with_ports_classes_and_repeated_actions() {
+    let scope = Scope::parse("repository:project-a/app:pull,push,pull")
+        .unwrap()
+        .unwrap();
+    assert_eq!(scope.kind, "repository");
+    assert_eq!(scope.name, "project-a/app");
+    assert_eq!(scope.actions, ["pull", "push"]);
+    let plugin = Scope::parse("repository(plugin):project-a/app:pull")
+        .unwrap()
+        .unwrap();
+    assert_eq!(plugin.kind, "repository");
+    let catalog = Scope::parse("registry:catalog:*").unwrap().unwrap();
+    assert_eq!(
+        (catalog.kind.as_str(), catalog.actions),
+        ("registry", vec!["*".to_string()])
+    );
+    assert_eq!(Scope::parse("nonsense").unwrap(), None);
+    assert!(Scope::parse("repository:UPPER/app:pull").is_err());
+    assert!(Scope::parse("repository:single:pull").is_err());
+}
+
+#[test]
+fn each_scope_action_maps_to_the_rbac_checks_of_the_same_request() {
+    let layers = |verb| Attributes::layers(verb, "project-a", "app");
+    assert_eq!(
+        scope_checks("repository", "project-a/app", "pull"),
+        Some(vec![layers("get")])
+    );
+    assert_eq!(
+        scope_checks("repository", "project-a/app", "push"),
+        Some(vec![layers("update")])
+    );
+    assert_eq!(
+        scope_checks("repository", "project-a/app", "delete"),
+        Some(vec![Attributes::cluster("delete", "images")])
+    );
+    assert_eq!(
+        scope_checks("repository", "project-a/app", "*").map(|c| c.len()),
+        Some(3)
+    );
+    assert_eq!(
+        scope_checks("registry", "catalog", "*"),
+        Some(vec![Attributes::cluster("list", "imagestreams")])
+    );
+    for (kind, name, action) in [
+        ("repository", "project-a/app", "mount"),
+        ("registry", "catalog", "pull"),
+        ("registry", "other", "*"),
+        ("plugin", "x/y", "pull"),
+    ] {
+        assert_eq!(
+            scope_checks(kind, name, action),
+            None,
+            "{kind}:{name}:{action}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ mod completion;
 mod create;
 mod delete;
 mod get;
+mod keys;
 mod policy;
 
 use std::io::IsTerminal;
@@ -87,6 +88,15 @@ enum Command {
             regate auth can-i get imagestreams/layers -n project-a --as alice"
     )]
     Auth(authz::Auth),
+    /// Create, rotate and show the keys a registry verifies regate's tokens with (token-server
+    /// mode).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            regate keys init --realm https://regate.example.com/token\n  \
+            regate keys rotate"
+    )]
+    Keys(keys::Keys),
     /// Print the shell completion script for bash, zsh or fish.
     #[command(after_help = completion::EXAMPLES)]
     Completion(completion::Completion),
@@ -136,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(command) => command.run(),
         Command::Authority(command) => command.run(),
         Command::Auth(command) => command.run(),
+        Command::Keys(command) => command.run(),
         Command::Completion(command) => command.run(),
     }
 }

@@ -137,3 +137,157 @@ fn messages_read_like_oc() {
         r#"clusterrole.rbac.authorization.k8s.io/r removed: ["a" "b"]"#
     );
 }
+
+#[test]
+fn the_keys_commands_parse() {
+    for args in [
+        &["keys", "init"][..],
+        &["keys", "init", "--dir", "/tmp/k", "--algorithm", "rs256"],
+        &[
+            "keys",
+            "init",
+            "--state",
+            "/tmp/s",
+            "--realm",
+            "https://regate.example.com/token",
+            "--service",
+            "registry.example.com",
+            "--issuer",
+            "regate",
+        ],
+        &["keys", "rotate", "--dir", "/tmp/k"],
+        &["keys", "rotate", "--algorithm", "es256"],
+        &["keys", "show", "--state", "/tmp/s"],
+    ] {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    assert!(parse(&["keys", "init", "--algorithm", "hs256"]).is_err());
+}
+
+/// The stdout of `regate keys init|rotate|show` as a registry's config.yml reads it.
+fn registry_auth(
+    published: &crate::keys::Published,
+    registry: &keys::Registry,
+) -> serde_yaml::Value {
+    let text = keys::registry_config(published, registry);
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(yaml.as_mapping().map(|m| m.len()), Some(1), "{text}");
+    yaml["auth"]["token"].clone()
+}
+
+#[test]
+fn the_keys_output_is_the_registry_auth_section() {
+    let tmp = tempfile::tempdir().unwrap();
+    let published = crate::keys::init(tmp.path(), crate::keys::KeyAlgorithm::Es256).unwrap();
+    let registry = keys::Registry {
+        realm: "http://127.0.0.1:8080/token".into(),
+        service: "registry".into(),
+        issuer: "regate".into(),
+        keys: None,
+    };
+    let text = keys::registry_config(&published, &registry);
+    assert!(
+        text.starts_with(&format!(
+            "# docker-registry config.yml: regate at http://127.0.0.1:8080/token issues the tokens (key {})\nauth:\n  token:\n    realm: http://127.0.0.1:8080/token\n",
+            published.signing.libtrust_id
+        )),
+        "{text}"
+    );
+    let token = registry_auth(&published, &registry);
+    assert_eq!(token["realm"], "http://127.0.0.1:8080/token");
+    assert_eq!(token["service"], "registry");
+    assert_eq!(token["issuer"], "regate");
+    assert_eq!(token["rootcertbundle"].as_str(), published.bundle.to_str());
+    assert!(published.bundle.is_absolute());
+    assert!(text.contains(&format!("jwks: {}", published.jwks.display())));
+
+    // Values YAML would misread are quoted.
+    let odd = keys::Registry {
+        realm: "https://regate.example.com/token?a=b#c".into(),
+        service: "true".into(),
+        issuer: "regate: the issuer".into(),
+        keys: None,
+    };
+    let token = registry_auth(&published, &odd);
+    assert_eq!(token["realm"], "https://regate.example.com/token?a=b#c");
+    assert_eq!(token["service"], "true");
+    assert_eq!(token["issuer"], "regate: the issuer");
+}
+
+#[test]
+fn keys_init_rotate_and_show_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let dir = dir.to_str().unwrap();
+    run(parse(&["keys", "show", "--dir", dir]).unwrap()).expect_err("show before init must fail");
+    run(parse(&["keys", "init", "--dir", dir]).unwrap()).unwrap();
+    let error = run(parse(&["keys", "init", "--dir", dir]).unwrap()).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("regate keys rotate"),
+        "{error:#}"
+    );
+    run(parse(&["keys", "rotate", "--dir", dir, "--algorithm", "rs256"]).unwrap()).unwrap();
+    run(parse(&["keys", "show", "--dir", dir]).unwrap()).unwrap();
+    let published = crate::keys::published(std::path::Path::new(dir)).unwrap();
+    assert_eq!(
+        published.signing.algorithm,
+        crate::keys::KeyAlgorithm::Rs256
+    );
+    assert!(published.previous.is_some());
+    let error = run(parse(&[
+        "keys",
+        "init",
+        "--dir",
+        "/nonexistent-x",
+        "--realm",
+        "ftp://x",
+    ])
+    .unwrap())
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("--realm"), "{error:#}");
+}
+
+#[test]
+fn keys_take_realm_service_issuer_and_dir_from_regates_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("regate.yaml");
+    let keys_dir = tmp.path().join("k");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url: https://regate.example.com\ntoken_server:\n  realm_path: /auth/token\n  \
+             service: reg.example.com\n  issuer: us\n  keys: {}\n",
+            keys_dir.display()
+        ),
+    )
+    .unwrap();
+    let args = keys::RegistryArgs {
+        config: Some(config.clone()),
+        issuer: Some("flag-wins".into()),
+        ..Default::default()
+    };
+    let registry = args.resolve(&StateArg { state: None }).unwrap();
+    assert_eq!(
+        registry,
+        keys::Registry {
+            realm: "https://regate.example.com/auth/token".into(),
+            service: "reg.example.com".into(),
+            issuer: "flag-wins".into(),
+            keys: Some(keys_dir.clone()),
+        }
+    );
+
+    let no_section = tmp.path().join("plain.yaml");
+    std::fs::write(&no_section, "listen: 127.0.0.1:0\n").unwrap();
+    let cli = Cli::try_parse_from([
+        "regate",
+        "keys",
+        "show",
+        "--config",
+        no_section.to_str().unwrap(),
+    ])
+    .unwrap();
+    let err = format!("{:#}", run(cli).unwrap_err());
+    assert!(err.contains("no token_server section"), "{err}");
+}

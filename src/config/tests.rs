@@ -61,3 +61,63 @@ fn a_bad_flag_is_named_as_typed() {
     .to_string();
     assert!(e.starts_with("--public-url: "), "{e}");
 }
+
+#[test]
+fn token_server_mode_is_on_with_the_section_and_takes_defaults() {
+    let args = || ServeArgs {
+        state: Some("/srv/regate".into()),
+        ..ServeArgs::default()
+    };
+    assert!(
+        load_yaml("listen: 127.0.0.1:0\n", args())
+            .unwrap()
+            .token_server
+            .is_none()
+    );
+    let ts = load_yaml("token_server: {}\n", args())
+        .unwrap()
+        .token_server
+        .unwrap();
+    assert_eq!(ts.realm_path, "/token");
+    assert_eq!(ts.service, "registry");
+    assert_eq!(ts.issuer, "regate");
+    assert_eq!(ts.keys, std::path::PathBuf::from("/srv/regate/keys"));
+    assert_eq!(ts.trust, crate::keys::Trust::RootCertBundle);
+    assert_eq!(ts.lifetime, std::time::Duration::from_secs(3600));
+    let ts = load_yaml(
+        "token_server:\n  service: reg.example.com\n  trust: jwks\n  lifetime: 20m\n",
+        args(),
+    )
+    .unwrap()
+    .token_server
+    .unwrap();
+    assert_eq!(ts.service, "reg.example.com");
+    assert_eq!(ts.trust, crate::keys::Trust::Jwks);
+    assert_eq!(ts.lifetime, std::time::Duration::from_secs(1200));
+}
+
+#[test]
+fn token_server_errors_name_the_field() {
+    for (yaml, field) in [
+        (
+            "token_server:\n  realm_path: /openshift/token\n",
+            "token_server.realm_path",
+        ),
+        (
+            "token_server:\n  realm_path: /v2/token\n",
+            "token_server.realm_path",
+        ),
+        ("token_server:\n  service: ''\n", "token_server.service"),
+        (
+            "token_server:\n  lifetime: forever\n",
+            "token_server.lifetime",
+        ),
+        ("token_server:\n  trust: x5c\n", "trust"),
+        ("token_server:\n  servce: x\n", "servce"),
+    ] {
+        let e = load_yaml(yaml, ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{yaml:?}: {e}");
+    }
+}

@@ -64,6 +64,7 @@ fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway
         upstream: Upstream::new(upstream, Duration::from_secs(5)).unwrap(),
         config,
         signer,
+        token_server: None,
     })
 }
 
@@ -209,4 +210,147 @@ async fn the_realm_follows_host_and_only_a_trusted_proxys_forwarded_headers() {
             .await
             .starts_with("Bearer realm=\"https://public.example/openshift/token\"")
     );
+}
+
+/// An authority knowing one token (`t0k`, user `alice`) that may pull, and push, in
+/// namespace `p` only.
+struct PullPushInP;
+
+#[async_trait]
+impl Authority for PullPushInP {
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
+        Ok(match token.expose_secret() {
+            "t0k" => Authn::User(UserInfo::authenticated("alice".into(), "u1".into(), vec![])),
+            _ => Authn::Invalid {
+                reason: "unknown token".into(),
+            },
+        })
+    }
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        _: Option<&SecretString>,
+        attrs: &Attributes,
+    ) -> Result<policy::Decision, AuthorityError> {
+        let allowed = user.name == "alice"
+            && attrs.namespace == "p"
+            && attrs.subresource == "layers"
+            && matches!(attrs.verb.as_str(), "get" | "update");
+        Ok(if allowed {
+            policy::Decision::Allow { by: "test".into() }
+        } else {
+            policy::Decision::Deny
+        })
+    }
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        Ok(false)
+    }
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// A gateway in token-server mode (keys in `dir`) in front of `authority`.
+fn token_server_gateway(authority: Arc<dyn Authority>, dir: &std::path::Path) -> Arc<Gateway> {
+    crate::keys::init(dir, crate::keys::KeyAlgorithm::Es256).unwrap();
+    let settings = crate::config::TokenServerSettings {
+        realm_path: "/token".into(),
+        service: "reg".into(),
+        issuer: "regate-unit".into(),
+        keys: dir.to_path_buf(),
+        trust: crate::keys::Trust::RootCertBundle,
+        lifetime: Duration::from_secs(300),
+    };
+    let key = crate::keys::LiveKey::open(dir).unwrap();
+    let gw = gateway("http://127.0.0.1:9");
+    let gw = Arc::into_inner(gw).unwrap();
+    Arc::new(Gateway {
+        decisions: Decisions::new(authority, &CacheSettings::default()),
+        token_server: Some(TokenServer { settings, key }),
+        ..gw
+    })
+}
+
+/// `GET /token?scope=..` with Basic `any:t0k`; the status and the verified claims.
+async fn token_server_token(
+    gw: &Arc<Gateway>,
+    scopes: &[&str],
+) -> (
+    StatusCode,
+    Option<crate::token::distribution::DistributionClaims>,
+) {
+    let query: String = scopes.iter().map(|s| format!("scope={s}&")).collect();
+    let response = send(
+        gw.clone(),
+        "GET",
+        &format!("/token?{query}service=reg"),
+        Some("Basic YW55OnQwaw==".into()),
+    )
+    .await;
+    let status = response.status();
+    if status != StatusCode::OK {
+        return (status, None);
+    }
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let ts = gw.token_server.as_ref().unwrap();
+    let key = ts.key.current();
+    let mut validation = jsonwebtoken::Validation::new(key.jwt_algorithm());
+    validation.set_audience(&["reg"]);
+    validation.set_issuer(&["regate-unit"]);
+    let claims = jsonwebtoken::decode(
+        json["token"].as_str().unwrap(),
+        &key.decoding_key(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    (status, Some(claims))
+}
+
+#[tokio::test]
+async fn the_token_server_grants_the_allowed_part_of_each_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = token_server_gateway(Arc::new(PullPushInP), dir.path());
+    let (status, claims) = token_server_token(
+        &gw,
+        &[
+            "repository:p/app:pull",
+            "repository:p/app:push,delete",
+            "repository:q/app:pull",
+            "repository:p/other:*",
+            "registry:catalog:*",
+            "repository:p/app:pull",
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let claims = claims.unwrap();
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.aud, "reg");
+    let access: Vec<(String, Vec<String>)> = claims
+        .access
+        .into_iter()
+        .map(|a| (format!("{}:{}", a.kind, a.name), a.actions))
+        .collect();
+    // repeated scopes merged; delete, `*`, q/ and the catalog are not allowed
+    assert_eq!(
+        access,
+        vec![(
+            "repository:p/app".to_string(),
+            vec!["pull".to_string(), "push".to_string()]
+        )]
+    );
+    let (status, _) = token_server_token(&gw, &["repository:Bad/app:pull"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_token_server_issues_nothing_when_the_authority_cannot_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = token_server_gateway(Arc::new(Down), dir.path());
+    let (status, _) = token_server_token(&gw, &["repository:p/app:pull"]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }

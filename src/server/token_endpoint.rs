@@ -1,9 +1,14 @@
-//! The token endpoint (`/openshift/token` by default): the realm of regate's Bearer challenge.
+//! The token endpoints: the gateway's realm (`/openshift/token` by default) and, in
+//! token-server mode, a distribution registry's realm (`/token` by default).
 //!
-//! `GET` with Basic `any:API-TOKEN` (docker, skopeo) or no credentials (anonymous), and the
-//! OAuth2 `POST` form (`grant_type=password` or `refresh_token`, which containerd tries first),
-//! answer a short-lived registry token carrying the caller's identity. The gateway still
-//! authorizes every request made with it; scopes are checked for validity only.
+//! Both authenticate the same way: `GET` with Basic `any:API-TOKEN` (docker, skopeo) or no
+//! credentials (anonymous), and the OAuth2 `POST` form (`grant_type=password` or
+//! `refresh_token`, which containerd tries first). They differ in what they answer:
+//! - the gateway's realm: a short-lived token carrying the caller's identity; the gateway
+//!   authorizes every request made with it, so scopes are checked for validity only;
+//! - the token server's realm: a token the registry checks itself, so the decision is made here:
+//!   its `access` claim is the requested scopes cut down to what RBAC allows (a denied scope is
+//!   left out, not an error, as the token spec says).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,15 +19,36 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::Gateway;
+use crate::access::{self, Scope};
 use crate::authority::Authn;
+use crate::config::TokenServerSettings;
 use crate::error::ApiError;
 use crate::identity::{self, Credential, UserInfo};
-use crate::route::Name;
+use crate::keys::LiveKey;
+use crate::token::Issued;
+use crate::token::distribution::{DistributionClaims, ResourceActions};
 
 /// Largest OAuth2 form body read.
 const FORM_LIMIT: usize = 64 * 1024;
 /// Longest a refresh token lives when the API token's own expiry is unknown or later.
 const REFRESH_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Token-server mode: its settings and the key its tokens are signed with.
+pub struct TokenServer {
+    /// The validated `token_server:` section.
+    pub settings: TokenServerSettings,
+    /// The key directory's signing key, reloaded on rotation.
+    pub key: std::sync::Arc<LiveKey>,
+}
+
+/// Which realm a token request came to.
+#[derive(Clone, Copy)]
+pub(super) enum Realm<'a> {
+    /// The gateway's own: identity tokens for requests through regate.
+    Gateway,
+    /// A distribution registry's, in token-server mode: signed access tokens.
+    TokenServer(&'a TokenServer),
+}
 
 #[derive(Serialize)]
 struct TokenResponse {
@@ -67,8 +93,12 @@ impl Params {
     }
 }
 
-/// Answers a token request.
-pub(super) async fn handle(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
+/// Answers a token request made to `realm`.
+pub(super) async fn handle(
+    gw: &Gateway,
+    realm: Realm<'_>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let params = match *req.method() {
         Method::GET | Method::HEAD => Params::parse(req.uri().query().unwrap_or("").as_bytes()),
         Method::POST => {
@@ -77,7 +107,7 @@ pub(super) async fn handle(gw: &Gateway, req: Request) -> Result<Response, ApiEr
                 .map_err(|_| bad("the form is larger than 64 KiB"))?;
             let mut params = Params::parse(&body);
             let grant = params.grant_type.take();
-            return post(gw, params, grant.as_deref()).await;
+            return post(gw, realm, params, grant.as_deref()).await;
         }
         _ => {
             return Err(ApiError::Unsupported {
@@ -95,16 +125,23 @@ pub(super) async fn handle(gw: &Gateway, req: Request) -> Result<Response, ApiEr
         message: e.to_string(),
     })?;
     match credential {
-        Credential::Anonymous => respond(gw, &UserInfo::anonymous(), &params, None, None),
+        Credential::Anonymous => {
+            respond(gw, realm, &UserInfo::anonymous(), &params, None, None).await
+        }
         Credential::Token(token) => {
             let (user, api_expiry) = authenticate_api_token(gw, &token).await?;
-            respond(gw, &user, &params, api_expiry, Some(&token))
+            respond(gw, realm, &user, &params, api_expiry, Some(&token)).await
         }
     }
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
-async fn post(gw: &Gateway, params: Params, grant: Option<&str>) -> Result<Response, ApiError> {
+async fn post(
+    gw: &Gateway,
+    realm: Realm<'_>,
+    params: Params,
+    grant: Option<&str>,
+) -> Result<Response, ApiError> {
     check_scopes(&params.scopes)?;
     match grant {
         Some("password") => {
@@ -114,7 +151,7 @@ async fn post(gw: &Gateway, params: Params, grant: Option<&str>) -> Result<Respo
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
             let (user, api_expiry) = authenticate_api_token(gw, password).await?;
-            respond(gw, &user, &params, api_expiry, Some(password))
+            respond(gw, realm, &user, &params, api_expiry, Some(password)).await
         }
         Some("refresh_token") => {
             let token = params
@@ -144,7 +181,7 @@ async fn post(gw: &Gateway, params: Params, grant: Option<&str>) -> Result<Respo
                 offline: false,
                 ..params
             };
-            respond(gw, &user, &params, None, None)
+            respond(gw, realm, &user, &params, None, None).await
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -179,37 +216,36 @@ async fn authenticate_api_token(
     }
 }
 
-/// The token response: a registry token for `user` (and a refresh token when asked for), or,
-/// when the authority reviews as the caller, the caller's own API token handed back.
-fn respond(
+/// The token response for `user`: the realm's token, and a refresh token when asked for.
+async fn respond(
     gw: &Gateway,
+    realm: Realm<'_>,
     user: &UserInfo,
     params: &Params,
     api_expiry: Option<u64>,
     api_token: Option<&SecretString>,
 ) -> Result<Response, ApiError> {
-    let sign_error = |e: crate::token::TokenError| {
-        tracing::error!(error = %e, "cannot sign a registry token");
-        ApiError::AuthorityUnavailable
-    };
-    let own_token = api_token.filter(|_| gw.decisions.authority().needs_caller_token());
-    let issued = match own_token {
-        // As OpenShift's registry in this mode: every request must carry a token the cluster
-        // knows, so the caller's own is the registry token, and there is no refresh token.
-        Some(token) => {
-            let issued_at = crate::token::now();
-            crate::token::Issued {
-                token: token.expose_secret().to_string(),
-                issued_at,
-                expires_at: api_expiry.unwrap_or(issued_at + gw.config.token_lifetime.as_secs()),
-            }
+    let reviews_as_caller = gw.decisions.authority().needs_caller_token();
+    let (issued, scope) = match realm {
+        Realm::Gateway => {
+            let issued = gateway_token(gw, user, api_expiry, api_token)?;
+            let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
+            (issued, scope)
         }
-        None => gw
-            .signer
-            .issue_registry_token(user, gw.config.token_lifetime)
-            .map_err(sign_error)?,
+        Realm::TokenServer(ts) => {
+            let access = granted(gw, user, api_token, &params.scopes).await?;
+            let scope = access
+                .iter()
+                .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let issued = registry_token(ts, user, access)?;
+            (issued, Some(scope).filter(|s| !s.is_empty()))
+        }
     };
-    let refresh_token = if params.offline && !user.is_anonymous() && own_token.is_none() {
+    // A refresh token carries the identity only; reviewing as the caller needs the caller's own
+    // token at every decision, which a refresh could not supply.
+    let refresh_token = if params.offline && !user.is_anonymous() && !reviews_as_caller {
         let cap = crate::token::now() + REFRESH_MAX.as_secs();
         let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
         Some(
@@ -228,7 +264,7 @@ fn respond(
         token: issued.token,
         expires_in: issued.expires_at.saturating_sub(issued.issued_at),
         issued_at: issued_at.to_string(),
-        scope: (!params.scopes.is_empty()).then(|| params.scopes.join(" ")),
+        scope,
         refresh_token,
     };
     let mut response = axum::Json(body).into_response();
@@ -240,22 +276,140 @@ fn respond(
     Ok(response)
 }
 
+fn sign_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "cannot sign a token");
+    ApiError::AuthorityUnavailable
+}
+
+/// The gateway realm's token: an identity token, or, when the authority reviews as the caller,
+/// the caller's own API token handed back.
+fn gateway_token(
+    gw: &Gateway,
+    user: &UserInfo,
+    api_expiry: Option<u64>,
+    api_token: Option<&SecretString>,
+) -> Result<Issued, ApiError> {
+    match api_token.filter(|_| gw.decisions.authority().needs_caller_token()) {
+        // As OpenShift's registry in this mode: every request must carry a token the cluster
+        // knows, so the caller's own is the registry token.
+        Some(token) => {
+            let issued_at = crate::token::now();
+            Ok(Issued {
+                token: token.expose_secret().to_string(),
+                issued_at,
+                expires_at: api_expiry.unwrap_or(issued_at + gw.config.token_lifetime.as_secs()),
+            })
+        }
+        None => gw
+            .signer
+            .issue_registry_token(user, gw.config.token_lifetime)
+            .map_err(sign_error),
+    }
+}
+
+/// A token-server token granting `access` to `user`, signed with the current key.
+fn registry_token(
+    ts: &TokenServer,
+    user: &UserInfo,
+    access: Vec<ResourceActions>,
+) -> Result<Issued, ApiError> {
+    let s = &ts.settings;
+    let claims = DistributionClaims::new(&s.issuer, &s.service, &user.name, s.lifetime, access);
+    let token = ts
+        .key
+        .current()
+        .sign(s.trust, &claims)
+        .map_err(sign_error)?;
+    Ok(Issued {
+        token,
+        issued_at: claims.iat,
+        expires_at: claims.exp,
+    })
+}
+
+/// The requested scopes cut down to what `user` may do, asked through the decision cache.
+/// Repeated scopes for one resource are merged; a resource with nothing allowed is left out.
+/// An authority that cannot answer is a 503: no token is better than a wrong one.
+async fn granted(
+    gw: &Gateway,
+    user: &UserInfo,
+    token: Option<&SecretString>,
+    scopes: &[String],
+) -> Result<Vec<ResourceActions>, ApiError> {
+    let mut asked: Vec<Scope> = Vec::new();
+    for scope in scopes {
+        let Some(scope) = Scope::parse(scope).map_err(|e| invalid_scope(scope, e))? else {
+            continue;
+        };
+        match asked
+            .iter_mut()
+            .find(|s| s.kind == scope.kind && s.name == scope.name)
+        {
+            Some(same) => {
+                for action in scope.actions {
+                    if !same.actions.contains(&action) {
+                        same.actions.push(action);
+                    }
+                }
+            }
+            None => asked.push(scope),
+        }
+    }
+    let mut access = Vec::with_capacity(asked.len());
+    for scope in asked {
+        let mut actions = Vec::new();
+        for action in scope.actions {
+            let Some(checks) = access::scope_checks(&scope.kind, &scope.name, &action) else {
+                continue;
+            };
+            let mut refused = None;
+            for attrs in &checks {
+                let decision = gw.decisions.decide(user, token, attrs).await;
+                if !decision.map_err(super::unavailable)?.allowed() {
+                    refused = Some(attrs);
+                    break;
+                }
+            }
+            match refused {
+                None => actions.push(action),
+                // Not an error for the client (the token just lacks it), but what an operator
+                // looks for when a pull fails at the registry.
+                Some(attrs) => tracing::info!(
+                    identity = %user.name,
+                    scope = %format!("{}:{}:{action}", scope.kind, scope.name),
+                    grant = %crate::policy::grant_command(
+                        crate::policy::role_granting(attrs),
+                        &user.name,
+                        attrs
+                    ),
+                    "token-server: action not granted"
+                ),
+            }
+        }
+        if !actions.is_empty() {
+            access.push(ResourceActions {
+                kind: scope.kind,
+                name: scope.name,
+                actions,
+            });
+        }
+    }
+    Ok(access)
+}
+
 /// Every `repository:NAME:ACTIONS` scope must name a valid repository (400 otherwise).
 fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     for scope in scopes {
-        let mut parts = scope.splitn(2, ':');
-        let kind = parts.next().unwrap_or("");
-        if !kind.starts_with("repository") {
-            continue;
-        }
-        let rest = parts.next().unwrap_or("");
-        let name = rest.rsplit_once(':').map_or(rest, |(name, _actions)| name);
-        Name::parse(name).map_err(|e| ApiError::BadRequest {
-            code: "NAME_INVALID",
-            message: format!("scope {scope:?}: {e}"),
-        })?;
+        Scope::parse(scope).map_err(|e| invalid_scope(scope, e))?;
     }
     Ok(())
+}
+
+fn invalid_scope(scope: &str, e: crate::route::RouteError) -> ApiError {
+    ApiError::BadRequest {
+        code: "NAME_INVALID",
+        message: format!("scope {scope:?}: {e}"),
+    }
 }
 
 fn bad(message: &str) -> ApiError {

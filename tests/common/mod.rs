@@ -67,7 +67,7 @@ impl AuthorityMode {
 /// The gateway's config in kubernetes modes: short cache lifetimes, so a CLI change on the
 /// authority's state is in force within [`POLICY_DELAY`] as in embedded mode (with the default
 /// lifetimes a revocation takes up to 5 minutes, as with the Kubernetes webhook authorizer).
-const KUBERNETES_TEST_CONFIG: &str =
+pub const KUBERNETES_TEST_CONFIG: &str =
     "cache:\n  allow_ttl: 300ms\n  deny_ttl: 300ms\nauthority:\n  token_cache_ttl: 300ms\n";
 
 /// What an [`Env`] starts. `EnvBuilder::default().run()` is a registry and regate, with no
@@ -165,6 +165,7 @@ impl EnvBuilder {
             authority: None,
             state,
             registry: None,
+            token_registry: None,
             regate: None,
             upstream: String::new(),
             public_url: self.public_url.clone(),
@@ -174,7 +175,7 @@ impl EnvBuilder {
         fs::write(env.authfile(), "{\"auths\":{}}\n").expect("write skopeo authfile");
         fs::create_dir_all(env.dir().join("home")).expect("create HOME for clients");
         if self.registry {
-            env.registry = Some(Registry::start(env.dir()));
+            env.registry = Some(Registry::start(env.dir(), "registry", ""));
         }
         env.upstream = match (&self.upstream, &env.registry) {
             (Some(url), _) => url.clone(),
@@ -200,6 +201,8 @@ pub struct Env {
     /// `regate authority serve`, in kubernetes modes.
     authority: Option<Regate>,
     registry: Option<Registry>,
+    /// A second registry with `auth: token`, for token-server mode.
+    token_registry: Option<Registry>,
     regate: Option<Regate>,
     state: PathBuf,
     upstream: String,
@@ -292,6 +295,37 @@ impl Env {
     /// The last `n` lines of regate's stderr, for assertion messages.
     pub fn regate_log_tail(&self, n: usize) -> String {
         tail(&self.regate_log(), n)
+    }
+
+    /// Start (or restart, on its data) a second registry whose config ends with `extra`, e.g.
+    /// the `auth:` block `regate keys init` prints, making regate its token server.
+    pub fn start_token_registry(&mut self, extra: &str) {
+        if let Some(mut reg) = self.token_registry.take() {
+            kill(&mut reg.child);
+        }
+        self.token_registry = Some(Registry::start(self.dir(), "token-registry", extra));
+    }
+
+    /// `127.0.0.1:PORT` of the token-auth registry.
+    pub fn token_registry_host(&self) -> String {
+        let reg = self
+            .token_registry
+            .as_ref()
+            .expect("no token registry started");
+        reg.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:PORT` of the token-auth registry.
+    pub fn token_registry_url(&self) -> String {
+        format!("http://{}", self.token_registry_host())
+    }
+
+    /// Everything the token-auth registry printed.
+    pub fn token_registry_log(&self) -> String {
+        self.token_registry
+            .as_ref()
+            .map(|r| read_lossy(&r.log))
+            .unwrap_or_default()
     }
 
     /// Kill the registry (regate keeps running).
@@ -756,11 +790,15 @@ impl Drop for Env {
                 );
             }
         }
-        if let Some(mut reg) = self.registry.take() {
+        for (what, reg) in [
+            ("registry", self.registry.take()),
+            ("token registry", self.token_registry.take()),
+        ] {
+            let Some(mut reg) = reg else { continue };
             kill(&mut reg.child);
             if panicking {
                 eprintln!(
-                    "---- registry log (tail) ----\n{}",
+                    "---- {what} log (tail) ----\n{}",
                     tail(&read_lossy(&reg.log), 25)
                 );
             }
@@ -776,24 +814,25 @@ struct Registry {
 
 impl Registry {
     /// Start `docker-registry` on a free loopback port (picked by binding port 0 and letting
-    /// go; retried if another process takes it first) and wait until `GET /v2/` answers.
-    fn start(dir: &Path) -> Registry {
-        let root = dir.join("registry-data");
+    /// go; retried if another process takes it first) and wait until `GET /v2/` answers (200,
+    /// or 401 when `extra` configures auth). Its files are named after `name`.
+    fn start(dir: &Path, name: &str, extra: &str) -> Registry {
+        let root = dir.join(format!("{name}-data"));
         fs::create_dir_all(&root).expect("create registry root");
         let mut last_log = String::new();
         for attempt in 0..5 {
             let port = free_port();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let config = dir.join("registry.yml");
+            let config = dir.join(format!("{name}.yml"));
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\n  secret: regate-test-secret\n",
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\n  secret: regate-test-secret\n{extra}",
                     root.display()
                 ),
             )
             .expect("write registry config");
-            let log = dir.join(format!("registry-{attempt}.log"));
+            let log = dir.join(format!("{name}-{attempt}.log"));
             let out = File::create(&log).expect("create registry log");
             let err = out.try_clone().expect("clone registry log");
             let mut cmd = Command::new("docker-registry");
@@ -812,7 +851,7 @@ impl Registry {
                     break;
                 }
                 let probe = build_raw("GET", "/v2/", &addr.to_string(), &[], b"");
-                if raw_http(addr, &probe).is_ok_and(|reply| reply.status == 200) {
+                if raw_http(addr, &probe).is_ok_and(|reply| matches!(reply.status, 200 | 401)) {
                     return Registry { child, addr, log };
                 }
                 if Instant::now() > deadline {

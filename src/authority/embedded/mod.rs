@@ -79,25 +79,7 @@ impl Embedded {
     /// [`RELOAD_INTERVAL`]). It stops when the last `Arc<Embedded>` is dropped. Needs a tokio
     /// runtime.
     pub fn spawn_reloader(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(this) = weak.upgrade() else { break };
-                // Reading files blocks; keep it off the request workers.
-                if tokio::task::spawn_blocking(move || this.poll())
-                    .await
-                    .is_err()
-                {
-                    tracing::error!(
-                        "policy reloader panicked; policy changes are no longer picked up until restart"
-                    );
-                    break;
-                }
-            }
-        });
+        crate::reload::spawn(self, RELOAD_INTERVAL, "policy", Self::poll);
     }
 
     /// Reloads if the directory changed since the last look; `Ok(true)` when a new snapshot is in
