@@ -12,50 +12,13 @@ use common::*;
 use regate::keys::{SigningKey, Trust};
 use regate::token::distribution::{DistributionClaims, ResourceActions};
 
-/// The registry's `auth.token.service` and `issuer` in these tests (not the defaults, so a
-/// block that ignored the config would fail).
-const SERVICE: &str = "test-registry";
-const ISSUER: &str = "regate-test";
+const SERVICE: &str = TOKEN_SERVICE;
+const ISSUER: &str = TOKEN_ISSUER;
 
 /// A registry with `auth: token` whose realm is the Env's regate, which also keeps proxying
 /// its own plain registry (both modes in one process).
 fn token_env() -> Env {
-    let mut config = format!("token_server:\n  service: {SERVICE}\n  issuer: {ISSUER}\n");
-    if AuthorityMode::from_env().is_kubernetes() {
-        config.push_str(KUBERNETES_TEST_CONFIG);
-    }
-    let mut env = Env::builder()
-        .namespaces(PROJECTS)
-        .gateway_config(&config)
-        .without_regate()
-        .run();
-    env.regate_ok(&["keys", "init", "--service", SERVICE, "--issuer", ISSUER]);
-    env.start_regate();
-    let block = registry_block(&env);
-    env.start_token_registry(&block);
-    env
-}
-
-/// The `auth:` block for the registry, as `regate keys show` prints it for this regate.
-fn registry_block(env: &Env) -> String {
-    let realm = format!("{}/token", env.url());
-    let block = env.regate_ok(&[
-        "keys",
-        "show",
-        "--realm",
-        &realm,
-        "--service",
-        SERVICE,
-        "--issuer",
-        ISSUER,
-    ]);
-    let parsed: serde_yaml::Value = serde_yaml::from_str(&block)
-        .unwrap_or_else(|e| panic!("`regate keys show` prints YAML: {e}\n{block}"));
-    let token = &parsed["auth"]["token"];
-    assert_eq!(token["realm"].as_str(), Some(realm.as_str()), "{block}");
-    assert_eq!(token["service"].as_str(), Some(SERVICE), "{block}");
-    assert_eq!(token["issuer"].as_str(), Some(ISSUER), "{block}");
-    block
+    Env::builder().namespaces(PROJECTS).token_server().run()
 }
 
 /// `docker://REGISTRY/REPO` on the token-auth registry.
@@ -552,8 +515,7 @@ fn rotation_keeps_old_tokens_valid_until_the_next_rotation() {
             (kid(&jwt) != kid(&first)).then_some(jwt)
         },
     );
-    let block = registry_block(&env);
-    env.start_token_registry(&block);
+    env.restart_token_registry();
     for (jwt, what) in [
         (&first, "a token of the previous key"),
         (&second, "a token of the new key"),
@@ -570,8 +532,7 @@ fn rotation_keeps_old_tokens_valid_until_the_next_rotation() {
             (kid(&jwt) != kid(&second)).then_some(jwt)
         },
     );
-    let block = registry_block(&env);
-    env.start_token_registry(&block);
+    env.restart_token_registry();
     env.expect_status(
         &registry_get(&env, "project-a/app", "v1", &first),
         401,
@@ -586,8 +547,7 @@ fn rotation_keeps_old_tokens_valid_until_the_next_rotation() {
 
     // Without a gap: stage, restart the registry, then rotate; no restart after the rotation.
     env.regate_ok(&["keys", "rotate", "--stage"]);
-    let block = registry_block(&env);
-    env.start_token_registry(&block);
+    env.restart_token_registry();
     let still = fetch_token(&env, Some(&default), &scope);
     assert_eq!(
         kid(&still),
@@ -612,4 +572,58 @@ fn rotation_keeps_old_tokens_valid_until_the_next_rotation() {
     ] {
         env.expect_status(&registry_get(&env, "project-a/app", "v1", jwt), 200, what);
     }
+}
+
+#[test]
+fn an_rs256_key_signs_tokens_the_registry_accepts() {
+    let mut env = token_env();
+    seed_remote(&env, "project-a/app:v1", &{
+        let dir = env.dir().join("img");
+        oci_layout(&dir, &unique_bytes(10_000));
+        dir
+    });
+    env.regate_ok(&["keys", "rotate", "--algorithm", "rs256"]);
+    env.restart_token_registry();
+    let default = env.token("default", "project-a");
+    let jwt = wait_for(Duration::from_secs(5), "regate signs with RS256", || {
+        let jwt = fetch_token(&env, Some(&default), &["repository:project-a/app:pull"]);
+        (header(&jwt)["alg"] == "RS256").then_some(jwt)
+    });
+    env.expect_status(
+        &registry_get(&env, "project-a/app", "v1", &jwt),
+        200,
+        "an RS256 token",
+    );
+}
+
+#[test]
+fn keys_show_prints_the_block_keys_init_printed() {
+    let env = Env::builder().without_regate().run();
+    let dir = env.dir().join("keys");
+    let args = [
+        "--dir",
+        dir.to_str().expect("utf-8 path"),
+        "--realm",
+        "https://regate.example.com/token",
+        "--service",
+        "registry.example.com",
+    ];
+    let printed = env.regate_ok(&[&["keys", "init"][..], &args].concat());
+    let shown = env.regate_ok(&[&["keys", "show"][..], &args].concat());
+    assert_eq!(printed, shown);
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&printed).expect("YAML");
+    let bundle = parsed["auth"]["token"]["rootcertbundle"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        bundle.ends_with("keys/bundle.pem") && Path::new(bundle).is_absolute(),
+        "{printed}"
+    );
+    let again = env.regate(&[&["keys", "init"][..], &args].concat());
+    expect_failure(&again, "a second `keys init` on the same directory");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("regate keys rotate"),
+        "{}",
+        show_output(&again)
+    );
 }

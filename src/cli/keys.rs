@@ -157,6 +157,12 @@ fn from_config(path: &std::path::Path, state: &StateArg) -> anyhow::Result<Regis
         None => {
             // The address regate listens on; a wildcard is not one clients can use.
             let mut addr = config.listen;
+            anyhow::ensure!(
+                addr.port() != 0,
+                "{}: listen has port 0 (a free port picked at start-up), so the realm is not \
+                 known yet; set public_url there or pass --realm",
+                path.display()
+            );
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }

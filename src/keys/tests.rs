@@ -1,6 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 
-use jsonwebtoken::Validation;
+use jsonwebtoken::{EncodingKey, Validation};
 
 use super::*;
 

@@ -67,6 +67,12 @@ impl AuthorityMode {
 /// The gateway's config in kubernetes modes: short cache lifetimes, so a CLI change on the
 /// authority's state is in force within [`POLICY_DELAY`] as in embedded mode (with the default
 /// lifetimes a revocation takes up to 5 minutes, as with the Kubernetes webhook authorizer).
+/// The `service` (the registry's `auth.token.service`) of token-server mode in tests.
+pub const TOKEN_SERVICE: &str = "test-registry";
+/// The `issuer` of token-server mode in tests (not the defaults, so a block or a token that
+/// ignored the config would fail).
+pub const TOKEN_ISSUER: &str = "regate-test";
+
 pub const KUBERNETES_TEST_CONFIG: &str =
     "cache:\n  allow_ttl: 300ms\n  deny_ttl: 300ms\nauthority:\n  token_cache_ttl: 300ms\n";
 
@@ -83,6 +89,7 @@ pub struct EnvBuilder {
     upstream: Option<String>,
     public_url: Option<String>,
     serve_args: Vec<String>,
+    token_server: bool,
 }
 
 impl Default for EnvBuilder {
@@ -97,6 +104,7 @@ impl Default for EnvBuilder {
             upstream: None,
             public_url: None,
             serve_args: Vec::new(),
+            token_server: false,
         }
     }
 }
@@ -152,6 +160,14 @@ impl EnvBuilder {
         self
     }
 
+    /// Token-server mode too: keys made with `regate keys init`, a `token_server:` section
+    /// ([`TOKEN_SERVICE`], [`TOKEN_ISSUER`]) added to the gateway config, and a second registry
+    /// configured with the `auth:` block `regate keys show` prints for this regate.
+    pub fn token_server(mut self) -> Self {
+        self.token_server = true;
+        self
+    }
+
     pub fn run(self) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("regate-test-")
@@ -185,8 +201,29 @@ impl EnvBuilder {
         for ns in &self.namespaces {
             env.regate_ok(&["create", "namespace", ns]);
         }
+        if self.token_server {
+            let base = match (&env.gateway_config, env.mode.is_kubernetes()) {
+                (Some(yaml), _) => yaml.clone(),
+                (None, true) => KUBERNETES_TEST_CONFIG.to_string(),
+                (None, false) => String::new(),
+            };
+            env.gateway_config = Some(format!(
+                "{base}token_server:\n  service: {TOKEN_SERVICE}\n  issuer: {TOKEN_ISSUER}\n"
+            ));
+            env.regate_ok(&[
+                "keys",
+                "init",
+                "--service",
+                TOKEN_SERVICE,
+                "--issuer",
+                TOKEN_ISSUER,
+            ]);
+        }
         if self.regate {
             env.start_regate();
+            if self.token_server {
+                env.restart_token_registry();
+            }
         }
         env
     }
@@ -304,6 +341,36 @@ impl Env {
             kill(&mut reg.child);
         }
         self.token_registry = Some(Registry::start(self.dir(), "token-registry", extra));
+    }
+
+    /// The `auth:` block `regate keys show` prints for this regate's token-server realm,
+    /// checked to be YAML naming that realm, [`TOKEN_SERVICE`] and [`TOKEN_ISSUER`].
+    pub fn token_registry_block(&self) -> String {
+        let realm = format!("{}/token", self.url());
+        let block = self.regate_ok(&[
+            "keys",
+            "show",
+            "--realm",
+            &realm,
+            "--service",
+            TOKEN_SERVICE,
+            "--issuer",
+            TOKEN_ISSUER,
+        ]);
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&block)
+            .unwrap_or_else(|e| panic!("`regate keys show` prints YAML: {e}\n{block}"));
+        let token = &parsed["auth"]["token"];
+        assert_eq!(token["realm"].as_str(), Some(realm.as_str()), "{block}");
+        assert_eq!(token["service"].as_str(), Some(TOKEN_SERVICE), "{block}");
+        assert_eq!(token["issuer"].as_str(), Some(TOKEN_ISSUER), "{block}");
+        block
+    }
+
+    /// (Re)start the token-auth registry with the block `regate keys show` prints now, as an
+    /// operator does after a key rotation.
+    pub fn restart_token_registry(&mut self) {
+        let block = self.token_registry_block();
+        self.start_token_registry(&block);
     }
 
     /// `127.0.0.1:PORT` of the token-auth registry.
