@@ -29,6 +29,14 @@ pub struct Plan {
     pub scope: Option<String>,
 }
 
+impl Plan {
+    /// The repository the request is about, from its scope; `None` for `/v2/` and the catalog.
+    pub fn repository(&self) -> Option<&str> {
+        let scope = self.scope.as_deref()?.strip_prefix("repository:")?;
+        scope.rsplit_once(':').map(|(name, _actions)| name)
+    }
+}
+
 /// The repository a blob is mounted from, and the check that allows reading it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountSource {

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// The registry behind regate, e.g. http://127.0.0.1:5000.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// Docker config file with credentials toward the registry (upstream.pull_secret); edits
+    /// take effect without a restart.
+    #[arg(long, value_name = "FILE")]
+    pub pull_secret: Option<PathBuf>,
     /// State directory of the embedded authority.
     #[arg(long, env = "REGATE_STATE")]
     pub state: Option<PathBuf>,
@@ -107,7 +111,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    upstream: Option<String>,
+    upstream: Option<UpstreamField>,
     state: Option<PathBuf>,
     public_url: Option<String>,
     service: Option<String>,
@@ -120,6 +124,35 @@ struct FileConfig {
     #[serde(default)]
     authority: AuthoritySection,
     token_server: Option<TokenServerSection>,
+}
+
+/// `upstream:` is the registry's URL, or a section with it and the pull secret.
+#[derive(Debug)]
+enum UpstreamField {
+    /// `upstream: http://127.0.0.1:5000`
+    Url(String),
+    /// `upstream: {url: ..., pull_secret: ...}`
+    Section(UpstreamSection),
+}
+
+impl<'de> serde::Deserialize<'de> for UpstreamField {
+    // By hand rather than `untagged`, whose error ("did not match any variant") hides the
+    // misspelt field.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match <serde_yaml::Value as serde::Deserialize>::deserialize(d)? {
+            serde_yaml::Value::String(url) => Ok(UpstreamField::Url(url)),
+            other => serde_yaml::from_value(other)
+                .map(UpstreamField::Section)
+                .map_err(|e| serde::de::Error::custom(format!("upstream: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamSection {
+    url: Option<String>,
+    pull_secret: Option<PathBuf>,
 }
 
 /// `token_server:` present turns token-server mode on (issue 5): regate is the realm of a
@@ -239,6 +272,8 @@ pub struct Config {
     pub token_key_file: Option<PathBuf>,
     /// Token-server mode, when configured.
     pub token_server: Option<TokenServerSettings>,
+    /// The global pull secret (`upstream.pull_secret`): credentials toward the registry.
+    pub pull_secret: Option<PathBuf>,
 }
 
 fn duration(
@@ -342,6 +377,14 @@ impl Config {
             None => None,
             Some(section) => Some(token_server(section, &origin, &state, &realm_path)?),
         };
+        let file_upstream = match file.upstream {
+            None => UpstreamSection::default(),
+            Some(UpstreamField::Url(url)) => UpstreamSection {
+                url: Some(url),
+                ..UpstreamSection::default()
+            },
+            Some(UpstreamField::Section(section)) => section,
+        };
         let defaults = crate::cache::CacheSettings::default();
         let section = file.authority;
         let authority = match args.authority.or(section.kind).unwrap_or_default() {
@@ -376,7 +419,7 @@ impl Config {
             upstream: args
                 .upstream
                 .clone()
-                .or(file.upstream)
+                .or(file_upstream.url)
                 .unwrap_or_else(|| "http://127.0.0.1:5000".to_string()),
             state,
             public_url,
@@ -419,6 +462,7 @@ impl Config {
             authority,
             token_key_file: file.token.key_file,
             token_server,
+            pull_secret: args.pull_secret.clone().or(file_upstream.pull_secret),
         })
     }
 }

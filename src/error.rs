@@ -74,6 +74,13 @@ pub enum ApiError {
     /// 504: the registry behind regate did not answer in time.
     #[error("the registry behind the gateway did not answer in time")]
     UpstreamTimeout,
+    /// 502: the registry behind regate wants credentials regate does not have or that it
+    /// refused; the message names the registry and the fix (never a credential).
+    #[error("{message}")]
+    UpstreamCredentials {
+        /// What happened and what the operator can do.
+        message: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -101,7 +108,9 @@ impl ApiError {
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::AuthorityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -116,7 +125,7 @@ impl ApiError {
             ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::HeaderTooLarge => "SIZE_INVALID",
             ApiError::AuthorityUnavailable | ApiError::UpstreamTimeout => "UNAVAILABLE",
-            ApiError::UpstreamUnreachable => "UNAVAILABLE",
+            ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => "UNAVAILABLE",
         }
     }
 }

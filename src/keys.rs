@@ -598,7 +598,7 @@ pub struct LiveKey {
     /// The fingerprint of the files the key (or the last failed load) was read from.
     seen: Mutex<Fingerprint>,
     /// The last reload failure logged, so each distinct failure is logged once.
-    last_error: Mutex<Option<String>>,
+    last_error: crate::reload::LastError,
 }
 
 impl std::fmt::Debug for LiveKey {
@@ -620,7 +620,7 @@ impl LiveKey {
             dir: dir.to_path_buf(),
             key: ArcSwap::from_pointee(key),
             seen: Mutex::new(seen),
-            last_error: Mutex::new(None),
+            last_error: crate::reload::LastError::default(),
         }))
     }
 
@@ -657,30 +657,20 @@ impl LiveKey {
 
     /// One look by the reloader: reload, and log a failure once until it changes or is fixed.
     fn poll(&self) {
-        let result = self.reload();
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(changed) => {
-                if changed {
-                    let info = &self.current().info;
-                    tracing::info!(
-                        dir = %self.dir.display(),
-                        kid = %info.libtrust_id,
-                        algorithm = %info.algorithm,
-                        "signing key reloaded"
-                    );
-                }
-                *last = None;
+        match self.last_error.note(self.reload()) {
+            crate::reload::Reloaded::Changed { .. } => {
+                let info = &self.current().info;
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    kid = %info.libtrust_id,
+                    algorithm = %info.algorithm,
+                    "signing key reloaded"
+                );
             }
-            Err(error) => {
-                let message = error.to_string();
-                if last.as_deref() != Some(message.as_str()) {
-                    tracing::warn!(
-                        "signing key not reloaded, still signing with the old key: {message}"
-                    );
-                    *last = Some(message);
-                }
-            }
+            crate::reload::Reloaded::Failed(message) => tracing::warn!(
+                "signing key not reloaded, still signing with the old key: {message}"
+            ),
+            crate::reload::Reloaded::Unchanged => {}
         }
     }
 }

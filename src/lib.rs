@@ -20,3 +20,4 @@ pub mod route;
 pub mod server;
 pub mod suggest;
 pub mod token;
+pub mod upstream;

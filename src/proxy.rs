@@ -92,6 +92,11 @@ impl Upstream {
         })
     }
 
+    /// The registry's `host:port`, as image references and pull secrets name it.
+    pub fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+
     /// The registry's origin, `http://host:port`.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -103,6 +108,7 @@ impl Upstream {
         &self,
         req: Request<Body>,
         public: &PublicOrigin,
+        credential: Option<HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts
@@ -117,6 +123,10 @@ impl Upstream {
             .build()
             .map_err(|_| ApiError::NotFound)?;
         strip_request_headers(&mut parts.headers);
+        // regate's own credential for the registry (a pull secret), never the client's.
+        if let Some(credential) = credential {
+            parts.headers.insert(header::AUTHORIZATION, credential);
+        }
         if let Ok(v) = HeaderValue::from_str(&public.scheme) {
             parts.headers.insert(X_FORWARDED_PROTO, v);
         }

@@ -36,3 +36,64 @@ pub fn spawn<T: Send + Sync + 'static>(
         }
     });
 }
+
+/// What one reload came to, for the caller's log line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Nothing changed (or the same failure as last time, already logged).
+    Unchanged,
+    /// Something new is in force; `recovered` when the look before had failed.
+    Changed {
+        /// The previous look had failed.
+        recovered: bool,
+    },
+    /// A failure not logged yet: the message to log once.
+    Failed(String),
+}
+
+/// The last reload failure, so each distinct failure is logged once and not at every tick.
+#[derive(Debug, Default)]
+pub struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    /// Records the result of a reload (`Ok(true)` when something changed).
+    pub fn note<E: std::fmt::Display>(&self, result: Result<bool, E>) -> Reloaded {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(false) => Reloaded::Unchanged,
+            Ok(true) => Reloaded::Changed {
+                recovered: last.take().is_some(),
+            },
+            Err(error) => {
+                let message = error.to_string();
+                if last.as_deref() == Some(message.as_str()) {
+                    return Reloaded::Unchanged;
+                }
+                *last = Some(message.clone());
+                Reloaded::Failed(message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_distinct_failure_is_reported_once() {
+        let last = LastError::default();
+        assert_eq!(last.note::<String>(Ok(false)), Reloaded::Unchanged);
+        assert_eq!(last.note(Err("bad")), Reloaded::Failed("bad".into()));
+        assert_eq!(last.note(Err("bad")), Reloaded::Unchanged);
+        assert_eq!(last.note(Err("worse")), Reloaded::Failed("worse".into()));
+        assert_eq!(
+            last.note::<String>(Ok(true)),
+            Reloaded::Changed { recovered: true }
+        );
+        assert_eq!(
+            last.note::<String>(Ok(true)),
+            Reloaded::Changed { recovered: false }
+        );
+    }
+}

@@ -55,6 +55,16 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Token-server mode, when configured: regate is the realm of a distribution registry.
     pub token_server: Option<TokenServer>,
+    /// regate's own credentials toward the registry, when it is secured (a pull secret).
+    pub pull_secret: Option<UpstreamCredentials>,
+}
+
+/// The global pull secret and what answers the registry's challenges with it.
+pub struct UpstreamCredentials {
+    /// The file, followed live.
+    pub file: Arc<crate::upstream::pull_secret::PullSecretFile>,
+    /// Challenge discovery and the token cache of the registry.
+    pub auth: crate::upstream::auth::UpstreamAuth,
 }
 
 /// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
@@ -138,7 +148,62 @@ impl Gateway {
         if plan.catalog {
             return self.catalog(req, &caller, &public).await;
         }
-        self.upstream.forward(req, &public).await
+        self.forward(req, &public, &plan).await
+    }
+
+    /// Forwards an authorized request with regate's own credential for the registry, if it
+    /// needs one. The registry's 401 is never passed on: the client was authorized by regate,
+    /// and a challenge naming the registry's realm would only mislead it.
+    async fn forward(
+        &self,
+        req: Request,
+        public: &PublicOrigin,
+        plan: &Plan,
+    ) -> Result<Response, ApiError> {
+        let scope = upstream_scope(plan);
+        let credential = match &self.pull_secret {
+            None => None,
+            Some(creds) => {
+                // Taken once: a reload during the transfer does not change what it uses.
+                let keyring = creds.file.keyring();
+                let image = match plan.repository() {
+                    Some(name) => format!("{}/{name}", self.upstream.authority()),
+                    None => self.upstream.authority().to_string(),
+                };
+                creds
+                    .auth
+                    .authorization(&keyring, &image, scope.as_deref())
+                    .await
+                    .map_err(|e| self.upstream_credentials(e.to_string()))?
+            }
+        };
+        let sent = credential.is_some();
+        let response = self.upstream.forward(req, public, credential).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        if let Some(creds) = &self.pull_secret {
+            creds.auth.rejected(scope.as_deref());
+        }
+        let origin = self.upstream.origin();
+        Err(self.upstream_credentials(if sent {
+            format!(
+                "credentials rejected by the registry at {origin}: fix its entry in the pull \
+                 secret, e.g. `regate registry login --registry {} --auth-basic-stdin --to FILE`",
+                self.upstream.authority()
+            )
+        } else {
+            format!(
+                "the registry at {origin} asks for credentials and regate has none for it: give \
+                 regate a pull secret (upstream.pull_secret or --pull-secret)"
+            )
+        }))
+    }
+
+    /// A 502 about regate's credentials toward the registry, logged for the operator.
+    fn upstream_credentials(&self, message: String) -> ApiError {
+        tracing::warn!(upstream = %self.upstream.origin(), "{message}");
+        ApiError::UpstreamCredentials { message }
     }
 
     /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,
@@ -289,9 +354,9 @@ impl Gateway {
     ) -> Result<Response, ApiError> {
         let list_all = Attributes::cluster("list", "imagestreams");
         if self.allowed(caller, &list_all).await? {
-            return self.upstream.forward(req, public).await;
+            return self.forward(req, public, &catalog_plan()).await;
         }
-        let response = self.upstream.forward(req, public).await?;
+        let response = self.forward(req, public, &catalog_plan()).await?;
         if !response.status().is_success() {
             return Ok(response);
         }
@@ -368,6 +433,25 @@ impl Gateway {
             challenge,
             message: message.to_string(),
         }
+    }
+}
+
+/// The scope regate asks the registry's realm for: the request's own, and for a mount also
+/// pull on its source, as distribution checks both.
+fn upstream_scope(plan: &Plan) -> Option<String> {
+    let scope = plan.scope.clone()?;
+    Some(match &plan.mount_source {
+        Some(mount) => format!("{scope} repository:{}:pull", mount.from),
+        None => scope,
+    })
+}
+
+/// The plan of `GET /v2/_catalog`, for forwarding it.
+fn catalog_plan() -> Plan {
+    Plan {
+        catalog: true,
+        scope: Some("registry:catalog:*".to_owned()),
+        ..Plan::default()
     }
 }
 
@@ -496,6 +580,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    let pull_secret = match &config.pull_secret {
+        None => None,
+        Some(path) => {
+            let file = crate::upstream::pull_secret::PullSecretFile::open(path)
+                .with_context(|| format!("upstream.pull_secret {}", path.display()))?;
+            file.spawn_reloader();
+            let auth =
+                crate::upstream::auth::UpstreamAuth::new(&config.upstream, config.upstream_timeout)
+                    .context("upstream")?;
+            Some(UpstreamCredentials { file, auth })
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
@@ -507,6 +603,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signer,
         upstream,
         token_server,
+        pull_secret,
     });
     // Printed only once the socket accepts, so a script can wait for this line.
     {

@@ -1,4 +1,4 @@
-//! `regate create namespace|serviceaccount|user|token`; every create takes `--dry-run`, and
+//! `regate create namespace|serviceaccount|user|token|secret`; every create takes `--dry-run`, and
 //! every create but `token` (which prints only the token) `-o yaml`: the objects as stored, or as
 //! they would be.
 
@@ -60,12 +60,23 @@ pub(super) enum Create {
         docker login 127.0.0.1:8080 -u anything -p \"$TOKEN\"\n  \
         regate create token --user alice --duration 24h")]
     Token(TokenArgs),
+    /// Create a Secret with registry credentials (kubernetes.io/dockerconfigjson or
+    /// kubernetes.io/dockercfg, the types regate keeps), as `kubectl create secret`.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            regate create secret docker-registry upstream-pull -n project-a \\\n      \
+            --docker-server=registry.example.com --docker-username=robot --docker-password-stdin\n  \
+            regate create secret generic upstream-pull -n project-a \\\n      \
+            --from-file=.dockerconfigjson=config.json --type=kubernetes.io/dockerconfigjson"
+    )]
+    Secret(super::secrets::CreateSecret),
 }
 
 /// `--dry-run` and `-o yaml`, taken by every create that writes an object.
 #[derive(Debug, Args)]
 pub(super) struct WriteArgs {
-    /// Print what would be created, and create nothing.
+    /// Print what would change, and change nothing.
     #[arg(long)]
     dry_run: bool,
     /// Print the objects as stored (yaml) instead of one line.
@@ -75,12 +86,12 @@ pub(super) struct WriteArgs {
 
 impl WriteArgs {
     /// Opens the state directory, in a dry run if asked.
-    fn open(&self, state: &StateArg) -> anyhow::Result<Store> {
+    pub(super) fn open(&self, state: &StateArg) -> anyhow::Result<Store> {
         Ok(state.open()?.with_dry_run(self.dry_run))
     }
 
     /// Prints the objects as YAML with `-o yaml`, else `line` (marked as a dry run if so).
-    fn report(&self, objects: &[Object], line: &str) -> anyhow::Result<()> {
+    pub(super) fn report(&self, objects: &[Object], line: &str) -> anyhow::Result<()> {
         if self.output.is_some() {
             print!("{}", objects_yaml(&objects.iter().collect::<Vec<_>>())?);
         } else if self.dry_run {
@@ -151,6 +162,7 @@ impl Create {
                     &format!("user.user.openshift.io/{name} created"),
                 )?;
             }
+            Create::Secret(command) => command.run()?,
             Create::Token(args) => {
                 let store = args.state.open()?;
                 let issued = match (&args.user, &args.service_account, &args.namespace) {

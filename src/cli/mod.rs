@@ -14,6 +14,8 @@ mod delete;
 mod get;
 mod keys;
 mod policy;
+mod registry;
+mod secrets;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,7 +51,7 @@ enum Command {
     #[command(after_help = "Example:\n  \
         regate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:5000")]
     Serve(ServeArgs),
-    /// Create a namespace, service account, user or token.
+    /// Create a namespace, service account, user, token or registry Secret.
     #[command(
         subcommand,
         after_help = "Examples:\n  regate create namespace project-a\n  \
@@ -64,6 +66,22 @@ enum Command {
             regate policy who-can get imagestreams/layers -n project-a"
     )]
     Policy(policy::Policy),
+    /// Link registry Secrets to a service account, as `oc secrets`.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            regate secrets link default upstream-pull --for=pull -n project-a\n  \
+            regate secrets unlink default upstream-pull -n project-a"
+    )]
+    Secrets(secrets::Secrets),
+    /// Keep credentials for secured upstream registries in pull secret files, as `oc registry`.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  \
+            regate registry login --registry=quay.io --auth-basic-stdin --to=pull-secret.json \
+            < credentials.txt"
+    )]
+    Registry(registry::Registry),
     /// Create or update objects from Kubernetes manifests (YAML or JSON), as kubectl apply.
     Apply(apply::Apply),
     /// Delete objects by kind and name, or those of manifests; a namespace's tokens stop at once.
@@ -141,6 +159,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Create(command) => command.run(),
         Command::Policy(command) => command.run(),
+        Command::Secrets(command) => command.run(),
+        Command::Registry(command) => command.run(),
         Command::Apply(command) => command.run(),
         Command::Delete(command) => command.run(),
         Command::Get(command) => command.run(),

@@ -291,3 +291,94 @@ fn keys_take_realm_service_issuer_and_dir_from_regates_config() {
     let err = format!("{:#}", run(cli).unwrap_err());
     assert!(err.contains("no token_server section"), "{err}");
 }
+
+#[test]
+fn the_secret_commands_parse() {
+    for args in [
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "s",
+            "--docker-server=r.example.com",
+            "--docker-username=u",
+            "--docker-password=p",
+            "--docker-email=e@example.com",
+            "-n",
+            "ns",
+        ][..],
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "s",
+            "--docker-username=u",
+            "--docker-password-stdin",
+            "-n",
+            "ns",
+            "--dry-run",
+            "-o",
+            "yaml",
+        ],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-file=.dockerconfigjson=config.json",
+            "--type=kubernetes.io/dockerconfigjson",
+            "-n",
+            "ns",
+        ],
+        &[
+            "secrets",
+            "link",
+            "default",
+            "a",
+            "b",
+            "--for=pull",
+            "-n",
+            "ns",
+        ],
+        &[
+            "secrets",
+            "link",
+            "default",
+            "a",
+            "--for=pull,mount",
+            "-n",
+            "ns",
+        ],
+        &["secrets", "unlink", "default", "a", "-n", "ns"],
+    ] {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    for args in [
+        // A password is needed, once.
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "s",
+            "--docker-username=u",
+            "-n",
+            "ns",
+        ][..],
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "s",
+            "--docker-username=u",
+            "--docker-password=p",
+            "--docker-password-stdin",
+            "-n",
+            "ns",
+        ],
+        &["create", "secret", "generic", "s", "-n", "ns"],
+        &["secrets", "link", "default", "-n", "ns"],
+        &["secrets", "link", "default", "a", "--for=push", "-n", "ns"],
+    ] {
+        assert!(parse(args).is_err(), "{args:?} must be refused");
+    }
+}

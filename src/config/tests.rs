@@ -121,3 +121,36 @@ fn token_server_errors_name_the_field() {
         assert!(e.contains(field), "{yaml:?}: {e}");
     }
 }
+
+#[test]
+fn upstream_is_a_url_or_a_section_with_the_pull_secret() {
+    let c = load_yaml("upstream: http://127.0.0.1:5001\n", ServeArgs::default()).unwrap();
+    assert_eq!(c.upstream, "http://127.0.0.1:5001");
+    assert_eq!(c.pull_secret, None);
+    let c = load_yaml(
+        "upstream:\n  url: http://127.0.0.1:5002\n  pull_secret: /etc/regate/ps.json\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(c.upstream, "http://127.0.0.1:5002");
+    assert_eq!(c.pull_secret, Some("/etc/regate/ps.json".into()));
+    // the flags win
+    let c = load_yaml(
+        "upstream:\n  pull_secret: /a.json\n",
+        ServeArgs {
+            upstream: Some("http://127.0.0.1:5003".into()),
+            pull_secret: Some("/b.json".into()),
+            ..ServeArgs::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.upstream, "http://127.0.0.1:5003");
+    assert_eq!(c.pull_secret, Some("/b.json".into()));
+    let e = load_yaml("upstream:\n  pull_secrets: x\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("regate.yaml") && e.contains("unknown field `pull_secrets`"),
+        "{e}"
+    );
+}

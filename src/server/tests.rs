@@ -65,6 +65,7 @@ fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway
         config,
         signer,
         token_server: None,
+        pull_secret: None,
     })
 }
 

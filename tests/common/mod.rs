@@ -90,6 +90,7 @@ pub struct EnvBuilder {
     public_url: Option<String>,
     serve_args: Vec<String>,
     token_server: bool,
+    registry_config: String,
 }
 
 impl Default for EnvBuilder {
@@ -105,6 +106,7 @@ impl Default for EnvBuilder {
             public_url: None,
             serve_args: Vec::new(),
             token_server: false,
+            registry_config: String::new(),
         }
     }
 }
@@ -160,6 +162,12 @@ impl EnvBuilder {
         self
     }
 
+    /// YAML appended to the registry's config, e.g. an `auth: htpasswd` section.
+    pub fn registry_config(mut self, yaml: &str) -> Self {
+        self.registry_config.push_str(yaml);
+        self
+    }
+
     /// Token-server mode too: keys made with `regate keys init`, a `token_server:` section
     /// ([`TOKEN_SERVICE`], [`TOKEN_ISSUER`]) added to the gateway config, and a second registry
     /// configured with the `auth:` block `regate keys show` prints for this regate.
@@ -191,7 +199,11 @@ impl EnvBuilder {
         fs::write(env.authfile(), "{\"auths\":{}}\n").expect("write skopeo authfile");
         fs::create_dir_all(env.dir().join("home")).expect("create HOME for clients");
         if self.registry {
-            env.registry = Some(Registry::start(env.dir(), "registry", ""));
+            env.registry = Some(Registry::start(
+                env.dir(),
+                "registry",
+                &self.registry_config,
+            ));
         }
         env.upstream = match (&self.upstream, &env.registry) {
             (Some(url), _) => url.clone(),

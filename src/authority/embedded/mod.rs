@@ -45,7 +45,7 @@ pub struct Embedded {
     /// The fingerprint of the directory the snapshot (or the last failed load) was read from.
     seen: Mutex<Option<Fingerprint>>,
     /// The last reload failure logged, so each distinct failure is logged once.
-    last_error: Mutex<Option<String>>,
+    last_error: crate::reload::LastError,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -71,7 +71,7 @@ impl Embedded {
             signer: ArcSwap::from_pointee(signer),
             generation: AtomicU64::new(1),
             seen: Mutex::new(Some(seen)),
-            last_error: Mutex::new(None),
+            last_error: crate::reload::LastError::default(),
         }))
     }
 
@@ -106,24 +106,16 @@ impl Embedded {
 
     /// One look by the reloader: reload, and log a failure once until it changes or is fixed.
     fn poll(&self) {
-        let result = self.reload();
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(changed) => {
-                if changed && last.take().is_some() {
-                    tracing::info!(dir = %self.dir.display(), "state directory loads again; its current policy is in force");
-                }
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if last.as_deref() != Some(message.as_str()) {
-                    tracing::error!(
-                        dir = %self.dir.display(),
-                        "cannot reload the state directory: {message}. The last good policy stays in force; fix or remove the file and it is picked up automatically"
-                    );
-                    *last = Some(message);
-                }
-            }
+        match self.last_error.note(self.reload()) {
+            crate::reload::Reloaded::Changed { recovered: true } => tracing::info!(
+                dir = %self.dir.display(),
+                "state directory loads again; its current policy is in force"
+            ),
+            crate::reload::Reloaded::Failed(message) => tracing::error!(
+                dir = %self.dir.display(),
+                "cannot reload the state directory: {message}. The last good policy stays in force; fix or remove the file and it is picked up automatically"
+            ),
+            _ => {}
         }
     }
 

@@ -377,3 +377,60 @@ fn deleting_a_namespace_removes_everything_in_it() {
     // And it can be created again, with new uids.
     store.create_namespace("a").expect("again");
 }
+
+#[test]
+fn linking_secrets_is_idempotent_and_unlinking_removes_them() {
+    use k8s_openapi::ByteString;
+    let (_dir, store) = opened();
+    store.create_namespace("team").expect("namespace");
+    let mut secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("pull".into()),
+            namespace: Some("team".into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_string(),
+                ByteString(br#"{"auths":{}}"#.to_vec()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    store.create_secret_object(secret.clone()).expect("create");
+    let both = LinkFor {
+        pull: true,
+        mount: true,
+    };
+    let names = ["pull".to_string()];
+    let (sa, changed) = store
+        .link_secrets("team", "default", &names, both)
+        .expect("link");
+    assert!(changed);
+    assert_eq!(sa.image_pull_secrets.as_ref().map(Vec::len), Some(1));
+    let (_, changed) = store
+        .link_secrets("team", "default", &names, both)
+        .expect("link again");
+    assert!(!changed, "linking twice changes nothing");
+    assert!(matches!(
+        store.link_secrets("team", "default", &["pul".into()], both),
+        Err(SecretError::NotFound { .. })
+    ));
+    let sa = store
+        .unlink_secrets("team", "default", &names)
+        .expect("unlink");
+    assert!(sa.image_pull_secrets.is_none() && sa.secrets.is_none());
+    assert!(matches!(
+        store.unlink_secrets("team", "default", &names),
+        Err(SecretError::NotLinked { .. })
+    ));
+
+    secret.type_ = Some("Opaque".into());
+    secret.metadata.name = Some("opaque".into());
+    assert!(matches!(
+        store.create_secret_object(secret),
+        Err(SecretError::Invalid { .. })
+    ));
+}
