@@ -124,6 +124,31 @@ struct FileConfig {
     #[serde(default)]
     authority: AuthoritySection,
     token_server: Option<TokenServerSection>,
+    #[serde(default)]
+    remotes: Vec<RemoteSection>,
+}
+
+/// One entry of `remotes:`: a namespace whose images are pulled from another registry.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSection {
+    namespace: String,
+    url: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+/// A remote (pull-through) namespace, validated: `NAMESPACE/app` is pulled from
+/// `URL/v2/PREFIX/app`, with credentials from the caller's and the namespace's pull secrets
+/// and the global one. Pushes to it are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// The namespace clients pull from, e.g. `mirror`.
+    pub namespace: String,
+    /// The remote registry's origin, e.g. `https://quay.io`.
+    pub url: String,
+    /// The path at the remote the namespace stands for, e.g. `library`; empty for the root.
+    pub prefix: String,
 }
 
 /// `upstream:` is the registry's URL, or a section with it and the pull secret.
@@ -274,6 +299,8 @@ pub struct Config {
     pub token_server: Option<TokenServerSettings>,
     /// The global pull secret (`upstream.pull_secret`): credentials toward the registry.
     pub pull_secret: Option<PathBuf>,
+    /// Remote (pull-through) namespaces.
+    pub remotes: Vec<RemoteSettings>,
 }
 
 fn duration(
@@ -463,8 +490,48 @@ impl Config {
             token_key_file: file.token.key_file,
             token_server,
             pull_secret: args.pull_secret.clone().or(file_upstream.pull_secret),
+            remotes: remotes(file.remotes, &origin)?,
         })
     }
+}
+
+/// Validates `remotes:`.
+fn remotes(sections: Vec<RemoteSection>, origin: &str) -> Result<Vec<RemoteSettings>, ConfigError> {
+    let field = |reason: String| ConfigError::Field {
+        origin: origin.to_string(),
+        field: "remotes",
+        reason,
+    };
+    let mut remotes: Vec<RemoteSettings> = Vec::new();
+    for section in sections {
+        let namespace = section.namespace;
+        // A namespace is a repository name's first component: check it as one.
+        crate::route::Name::parse(&format!("{namespace}/x"))
+            .ok()
+            .filter(|_| !namespace.contains('/'))
+            .ok_or_else(|| field(format!("namespace {namespace:?} is not a namespace name")))?;
+        if remotes.iter().any(|r| r.namespace == namespace) {
+            return Err(field(format!("namespace {namespace:?} is listed twice")));
+        }
+        if public_origin(&section.url).is_none() {
+            return Err(field(format!(
+                "url {:?} of namespace {namespace:?} is not an origin; write e.g. https://quay.io",
+                section.url
+            )));
+        }
+        let prefix = section.prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() && crate::route::Name::parse(&format!("{prefix}/x")).is_err() {
+            return Err(field(format!(
+                "prefix {prefix:?} of namespace {namespace:?} is not a repository path"
+            )));
+        }
+        remotes.push(RemoteSettings {
+            namespace,
+            url: section.url.trim_end_matches('/').to_string(),
+            prefix,
+        });
+    }
+    Ok(remotes)
 }
 
 /// Validates the `token_server:` section.

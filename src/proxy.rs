@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,13 +26,22 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Why an upstream URL cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Not an absolute `http://host[:port]` URL.
-    #[error("upstream {url:?} is not an http://host:port URL ({reason})")]
+    /// Not an absolute `http(s)://host[:port]` URL.
+    #[error("upstream {url:?} is not an http(s)://host:port URL ({reason})")]
     BadUrl {
         /// The URL given.
         url: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// TLS cannot be set up for an https upstream.
+    #[error("upstream {url:?}: {source}")]
+    Tls {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::upstream::auth::AuthError,
     },
 }
 
@@ -53,27 +63,29 @@ impl PublicOrigin {
 
 /// The registry behind regate and a pooled HTTP client to it.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-    /// `http://host:port`, no trailing slash.
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// `http(s)://host:port`, no trailing slash.
     origin: String,
     authority: http::uri::Authority,
+    /// `http` or `https`.
+    scheme: http::uri::Scheme,
     /// How long a request without a body may wait for the registry's response headers.
     header_timeout: Duration,
 }
 
 impl Upstream {
-    /// A client for the registry at `url` (`http://host:port`).
+    /// A client for the registry at `url` (`http://host:port` or `https://host[:port]`, checked
+    /// against the system's CA certificates).
     pub fn new(url: &str, header_timeout: Duration) -> Result<Self, UpstreamError> {
         let bad = |reason| UpstreamError::BadUrl {
             url: url.to_string(),
             reason,
         };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad(
-                "only http:// upstreams are supported; put TLS in front of regate",
-            ));
-        }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme.to_string(),
+            _ => return Err(bad("write http://host:port or https://host")),
+        };
         let authority = uri.authority().cloned().ok_or(bad("no host"))?;
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad("give the origin only, without a path"));
@@ -81,12 +93,27 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = crate::upstream::auth::tls_config().map_err(|source| UpstreamError::Tls {
+            url: url.to_string(),
+            source,
+        })?;
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Ok(Upstream {
             client,
-            origin: format!("http://{authority}"),
+            origin: format!("{scheme}://{authority}"),
+            scheme: if scheme == "https" {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
             authority,
             header_timeout,
         })
@@ -117,7 +144,7 @@ impl Upstream {
             .map(|p| p.as_str())
             .unwrap_or("/");
         parts.uri = Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()

@@ -57,6 +57,18 @@ pub struct Gateway {
     pub token_server: Option<TokenServer>,
     /// regate's own credentials toward the registry, when it is secured (a pull secret).
     pub pull_secret: Option<UpstreamCredentials>,
+    /// Remote (pull-through) namespaces.
+    pub remotes: Vec<Remote>,
+}
+
+/// A remote (pull-through) namespace, ready to forward to.
+pub struct Remote {
+    /// What the config says.
+    pub settings: crate::config::RemoteSettings,
+    /// The remote registry.
+    pub upstream: Upstream,
+    /// Challenge discovery and the token cache of the remote registry.
+    pub auth: crate::upstream::auth::UpstreamAuth,
 }
 
 /// The global pull secret and what answers the registry's challenges with it.
@@ -133,6 +145,18 @@ impl Gateway {
                     .into(),
             });
         }
+        let remote = route.name().and_then(|name| self.remote(name.namespace()));
+        if let Some(remote) = remote
+            && !matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        {
+            return Err(ApiError::Unsupported {
+                message: format!(
+                    "namespace {} mirrors {}: it can only be pulled from",
+                    remote.settings.namespace, remote.settings.url
+                ),
+                allow: "GET, HEAD",
+            });
+        }
         let public = self.public_origin(&req);
         let caller = self.identify(req.headers(), &public, &plan).await?;
 
@@ -148,62 +172,130 @@ impl Gateway {
         if plan.catalog {
             return self.catalog(req, &caller, &public).await;
         }
+        if let (Some(remote), Some(name)) = (remote, route.name()) {
+            return self
+                .forward_remote(req, &public, remote, name, &caller)
+                .await;
+        }
         self.forward(req, &public, &plan).await
     }
 
-    /// Forwards an authorized request with regate's own credential for the registry, if it
-    /// needs one. The registry's 401 is never passed on: the client was authorized by regate,
-    /// and a challenge naming the registry's realm would only mislead it.
+    /// Forwards an authorized request to the registry behind regate, with regate's own
+    /// credential for it if it needs one (the global pull secret).
     async fn forward(
         &self,
         req: Request,
         public: &PublicOrigin,
         plan: &Plan,
     ) -> Result<Response, ApiError> {
-        let scope = upstream_scope(plan);
-        let credential = match &self.pull_secret {
+        // Taken once: a reload during the transfer does not change what it uses.
+        let keyring = self.pull_secret.as_ref().map(|c| c.file.keyring());
+        let credentials = self.pull_secret.as_ref().zip(keyring.as_deref());
+        let image = match plan.repository() {
+            Some(name) => format!("{}/{name}", self.upstream.authority()),
+            None => self.upstream.authority().to_string(),
+        };
+        let target = Target {
+            upstream: &self.upstream,
+            credentials: credentials.map(|(c, k)| (&c.auth, k)),
+            image,
+            scope: upstream_scope(plan),
+        };
+        self.send(target, req, public).await
+    }
+
+    /// Forwards an authorized pull in a remote namespace to its registry: `NS/app` becomes
+    /// `PREFIX/app` there, and the credentials tried are the caller's service account's and the
+    /// namespace's pull secrets, then the global one.
+    async fn forward_remote(
+        &self,
+        mut req: Request,
+        public: &PublicOrigin,
+        remote: &Remote,
+        name: &Name,
+        caller: &Caller,
+    ) -> Result<Response, ApiError> {
+        let prefix = &remote.settings.prefix;
+        let repository = if prefix.is_empty() {
+            name.imagestream().to_string()
+        } else {
+            format!("{prefix}/{}", name.imagestream())
+        };
+        let path = req.uri().path();
+        let rest = path
+            .strip_prefix(&format!("/v2/{name}/"))
+            .ok_or(ApiError::NotFound)?;
+        let path = format!("/v2/{repository}/{rest}");
+        let query = req.uri().query().unwrap_or("").to_string();
+        *req.uri_mut() = with_query(&path.parse().map_err(|_| ApiError::NotFound)?, &query)?;
+        let mut keyring = self
+            .decisions
+            .authority()
+            .pull_keyring(&caller.user, name.namespace())
+            .await
+            .map_err(unavailable)?;
+        if let Some(global) = &self.pull_secret {
+            keyring = keyring.chain((*global.file.keyring()).clone());
+        }
+        let target = Target {
+            upstream: &remote.upstream,
+            credentials: Some((&remote.auth, &keyring)),
+            image: format!("{}/{repository}", remote.upstream.authority()),
+            scope: Some(format!("repository:{repository}:pull")),
+        };
+        self.send(target, req, public).await
+    }
+
+    /// Sends `req` to `target` with the credential its challenge asks for. A 401 from it is
+    /// never passed on: the client was authorized by regate, and a challenge naming the
+    /// registry's realm would only mislead it; it becomes a 502 naming the fix.
+    async fn send(
+        &self,
+        target: Target<'_>,
+        req: Request,
+        public: &PublicOrigin,
+    ) -> Result<Response, ApiError> {
+        let upstream = target.upstream;
+        let origin = upstream.origin();
+        let scope = target.scope.as_deref();
+        let credential = match target.credentials {
             None => None,
-            Some(creds) => {
-                // Taken once: a reload during the transfer does not change what it uses.
-                let keyring = creds.file.keyring();
-                let image = match plan.repository() {
-                    Some(name) => format!("{}/{name}", self.upstream.authority()),
-                    None => self.upstream.authority().to_string(),
-                };
-                creds
-                    .auth
-                    .authorization(&keyring, &image, scope.as_deref())
-                    .await
-                    .map_err(|e| self.upstream_credentials(e.to_string()))?
-            }
+            Some((auth, keyring)) => auth
+                .authorization(keyring, &target.image, scope)
+                .await
+                .map_err(|e| upstream_credentials(origin, e.to_string()))?,
         };
         let sent = credential.is_some();
-        let response = self.upstream.forward(req, public, credential).await?;
+        let response = upstream.forward(req, public, credential).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        if let Some(creds) = &self.pull_secret {
-            creds.auth.rejected(scope.as_deref());
+        if let Some((auth, _)) = target.credentials {
+            auth.rejected(scope);
         }
-        let origin = self.upstream.origin();
-        Err(self.upstream_credentials(if sent {
-            format!(
-                "credentials rejected by the registry at {origin}: fix its entry in the pull \
-                 secret, e.g. `regate registry login --registry {} --auth-basic-stdin --to FILE`",
-                self.upstream.authority()
-            )
-        } else {
-            format!(
-                "the registry at {origin} asks for credentials and regate has none for it: give \
-                 regate a pull secret (upstream.pull_secret or --pull-secret)"
-            )
-        }))
+        Err(upstream_credentials(
+            origin,
+            if sent {
+                format!(
+                    "credentials rejected by the registry at {origin}: fix its entry in the pull \
+                     secret, e.g. `regate registry login --registry {} --auth-basic-stdin --to FILE`",
+                    upstream.authority()
+                )
+            } else {
+                format!(
+                    "the registry at {origin} asks for credentials and regate has none for it: \
+                     give regate a pull secret (upstream.pull_secret or --pull-secret, or a \
+                     namespace's docker-registry secret for a remote namespace)"
+                )
+            },
+        ))
     }
 
-    /// A 502 about regate's credentials toward the registry, logged for the operator.
-    fn upstream_credentials(&self, message: String) -> ApiError {
-        tracing::warn!(upstream = %self.upstream.origin(), "{message}");
-        ApiError::UpstreamCredentials { message }
+    /// The remote (pull-through) namespace `namespace` is, if it is one.
+    fn remote(&self, namespace: &str) -> Option<&Remote> {
+        self.remotes
+            .iter()
+            .find(|r| r.settings.namespace == namespace)
     }
 
     /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,
@@ -436,6 +528,26 @@ impl Gateway {
     }
 }
 
+/// Where [`Gateway::send`] sends a request, and with which credentials.
+struct Target<'a> {
+    upstream: &'a Upstream,
+    /// What answers the registry's challenge, and the pull secrets to answer it with.
+    credentials: Option<(
+        &'a crate::upstream::auth::UpstreamAuth,
+        &'a crate::upstream::keyring::Keyring,
+    )>,
+    /// `host[:port]/repository`, to pick pull-secret entries by.
+    image: String,
+    /// The scope a Bearer token for the request needs.
+    scope: Option<String>,
+}
+
+/// A 502 about regate's credentials toward a registry, logged for the operator.
+fn upstream_credentials(origin: &str, message: String) -> ApiError {
+    tracing::warn!(upstream = %origin, "{message}");
+    ApiError::UpstreamCredentials { message }
+}
+
 /// The scope regate asks the registry's realm for: the request's own, and for a mount also
 /// pull on its source, as distribution checks both.
 fn upstream_scope(plan: &Plan) -> Option<String> {
@@ -592,6 +704,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(UpstreamCredentials { file, auth })
         }
     };
+    let mut remotes = Vec::new();
+    for settings in &config.remotes {
+        let what = || format!("remotes: namespace {}", settings.namespace);
+        remotes.push(Remote {
+            upstream: Upstream::new(&settings.url, config.upstream_timeout).with_context(what)?,
+            auth: crate::upstream::auth::UpstreamAuth::new(&settings.url, config.upstream_timeout)
+                .with_context(what)?,
+            settings: settings.clone(),
+        });
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
@@ -604,6 +726,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upstream,
         token_server,
         pull_secret,
+        remotes,
     });
     // Printed only once the socket accepts, so a script can wait for this line.
     {

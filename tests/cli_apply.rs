@@ -6,11 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -212,29 +210,10 @@ fn apply_of_every_kind_creates_then_is_unchanged() {
 #[test]
 fn apply_reads_stdin_and_directories() {
     let env = env();
-    let mut child = Command::new(REGATE)
-        .args(["apply", "-f", "-", "--state"])
-        .arg(env.state_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn regate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-stdin\n")
-        .expect("write stdin");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "regate apply -f - did not finish"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = env.regate_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-stdin\n",
+    );
     assert!(out.status.success(), "{}", show_output(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

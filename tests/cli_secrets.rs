@@ -6,10 +6,9 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -67,26 +66,6 @@ fn mount_secrets(sa: &ServiceAccount) -> Vec<String> {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// Runs `regate ARGS --state DIR` with `input` on stdin.
-fn regate_with_stdin(env: &Env, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(REGATE)
-        .args(args)
-        .arg("--state")
-        .arg(env.state_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn regate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("output")
 }
 
 fn write(env: &Env, name: &str, text: &str) -> PathBuf {
@@ -162,8 +141,7 @@ fn docker_registry_stores_the_config_kubectl_writes() {
 #[test]
 fn docker_registry_reads_the_password_from_stdin() {
     let env = env();
-    let out = regate_with_stdin(
-        &env,
+    let out = env.regate_with_stdin(
         &[
             "create",
             "secret",
@@ -189,8 +167,7 @@ fn docker_registry_reads_the_password_from_stdin() {
     );
 
     // An empty stdin is an error, and so is giving both password flags.
-    let out = regate_with_stdin(
-        &env,
+    let out = env.regate_with_stdin(
         &[
             "create",
             "secret",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use regate::config::{Authority, Config, ServeArgs};
 
 fn manifest<T: serde::de::DeserializeOwned>(name: &str) -> T {
@@ -24,6 +24,28 @@ fn manifests_are_the_objects_they_claim() {
     let subject = &binding.subjects.as_ref().expect("subjects")[0];
     assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
     assert_eq!(subject.namespace, sa.metadata.namespace);
+
+    let role: ClusterRole = manifest("clusterrole-pull-secrets.yaml");
+    let binding: ClusterRoleBinding = manifest("clusterrolebinding-pull-secrets.yaml");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    assert_eq!(
+        binding.subjects.as_ref().expect("subjects")[0].name,
+        subject.name
+    );
+    let rules: Vec<(Vec<String>, Vec<String>)> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.resources.unwrap_or_default(), r.verbs))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (vec!["serviceaccounts".to_string()], vec!["get".to_string()]),
+            (vec!["secrets".to_string()], vec!["list".to_string()]),
+        ],
+        "read access to pull secrets only"
+    );
 
     let deployment: Deployment = manifest("deployment.yaml");
     let spec = deployment.spec;

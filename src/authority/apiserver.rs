@@ -20,10 +20,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{
     SelfSubjectReview, SelfSubjectReviewStatus, TokenReview, TokenReviewStatus,
     UserInfo as K8sUserInfo,
@@ -31,7 +32,8 @@ use k8s_openapi::api::authentication::v1::{
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SubjectAccessReview, SubjectAccessReviewStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusDetails};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Status, StatusDetails};
 use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
@@ -39,9 +41,11 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::embedded::bootstrap::{AUTH_DELEGATOR, AUTHENTICATION_GROUP, AUTHORIZATION_GROUP};
-use super::embedded::store::{io_error, write_atomic};
-use super::embedded::{Store, StoreError, SubjectRef};
+use super::embedded::bootstrap::{
+    AUTH_DELEGATOR, AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, PULL_SECRET_READER,
+};
+use super::embedded::store::{SECRET_TYPES, io_error, write_atomic};
+use super::embedded::{Embedded, Snapshot, Store, StoreError, SubjectRef};
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::{UserInfo, service_account_user};
 use crate::policy::{Attributes, Decision};
@@ -56,6 +60,10 @@ pub const SUBJECT_ACCESS_REVIEWS_PATH: &str = "/apis/authorization.k8s.io/v1/sub
 /// `POST`: may the caller do something (SelfSubjectAccessReview).
 pub const SELF_SUBJECT_ACCESS_REVIEWS_PATH: &str =
     "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+/// `GET`: a service account (`{namespace}`, `{name}`), for gateways reading `imagePullSecrets`.
+pub const SERVICE_ACCOUNT_PATH: &str = "/api/v1/namespaces/{namespace}/serviceaccounts/{name}";
+/// `GET`: a namespace's docker config Secrets (`fieldSelector=type=...` understood).
+pub const SECRETS_PATH: &str = "/api/v1/namespaces/{namespace}/secrets";
 /// `GET`: liveness, answers `ok`.
 pub const HEALTHZ_PATH: &str = "/healthz";
 /// `GET`: [`ReviewCounts`] as JSON.
@@ -163,6 +171,8 @@ pub struct ReviewCounts {
 /// The state behind the router: the authority, the counters, the injected latency.
 pub struct ApiServer {
     authority: Arc<dyn Authority>,
+    /// The store whose service accounts and Secrets are served; `None` serves none (404).
+    objects: Option<Arc<Embedded>>,
     /// Fault injection for tests: every review waits this long before it is answered.
     latency: Option<Duration>,
     /// Answered reviews, indexed by [`Review::index`].
@@ -183,9 +193,17 @@ impl ApiServer {
     pub fn new(authority: Arc<dyn Authority>) -> Self {
         ApiServer {
             authority,
+            objects: None,
             latency: None,
             answered: Default::default(),
         }
+    }
+
+    /// Also serves `embedded`'s service accounts and docker config Secrets (read-only, `get` and
+    /// `list` as RBAC allows the caller), as gateways read them for pull credentials.
+    pub fn with_objects(mut self, embedded: Arc<Embedded>) -> Self {
+        self.objects = Some(embedded);
+        self
     }
 
     /// Makes every review wait `latency` before it is answered (a slow API server, for tests
@@ -296,6 +314,42 @@ impl ApiServer {
         })
     }
 
+    /// The snapshot to answer a read from, once the caller has shown a valid token whose user
+    /// may `verb` `resource` (core group) in `namespace` (`name`, for a get).
+    async fn readable(
+        &self,
+        headers: &HeaderMap,
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Snapshot>, StatusError> {
+        self.delay().await;
+        let caller = self.authenticated(headers).await?;
+        let attrs = Attributes {
+            verb: verb.to_string(),
+            group: String::new(),
+            resource: resource.to_string(),
+            subresource: String::new(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        if !self.decide(&caller, &attrs).await?.allowed() {
+            tracing::info!(
+                user = %caller.name,
+                "client may not {verb} {resource} in {namespace}; bind it to {PULL_SECRET_READER}"
+            );
+            return Err(StatusError::ForbiddenRead {
+                user: caller.name,
+                verb,
+                resource,
+                namespace: namespace.to_string(),
+            });
+        }
+        let objects = self.objects.as_ref().ok_or(StatusError::NotFound)?;
+        Ok(objects.snapshot())
+    }
+
     async fn decide(&self, user: &UserInfo, attrs: &Attributes) -> Result<Decision, StatusError> {
         self.authority
             .authorize(user, None, attrs)
@@ -354,6 +408,8 @@ pub fn app(server: Arc<ApiServer>) -> Router {
             SELF_SUBJECT_ACCESS_REVIEWS_PATH,
             only_post(post(self_subject_access_review)),
         )
+        .route(SERVICE_ACCOUNT_PATH, only_get(get(service_account)))
+        .route(SECRETS_PATH, only_get(get(secrets)))
         .route(HEALTHZ_PATH, only_get(get(healthz)))
         .route(REVIEWS_PATH, only_get(get(review_counts)))
         .fallback(|| async { StatusError::NotFound })
@@ -510,6 +566,108 @@ async fn self_subject_access_review(
     Ok(server.created(Review::SelfSubjectAccess, &review))
 }
 
+async fn service_account(
+    State(server): State<Arc<ApiServer>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, StatusError> {
+    let snapshot = server
+        .readable(&headers, "get", "serviceaccounts", &namespace, &name)
+        .await?;
+    let key = (namespace, name);
+    let Some(uid) = snapshot.service_accounts.get(&key) else {
+        return Err(StatusError::ObjectNotFound {
+            resource: "serviceaccounts",
+            name: key.1,
+        });
+    };
+    let pull = snapshot.image_pull_secrets.get(&key).map(|names| {
+        names
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    });
+    let (namespace, name) = key;
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            uid: Some(uid.clone()),
+            ..ObjectMeta::default()
+        },
+        image_pull_secrets: pull,
+        ..ServiceAccount::default()
+    };
+    Ok(axum::Json(account).into_response())
+}
+
+/// The query of a list request; only `fieldSelector` is understood.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    #[serde(default)]
+    field_selector: String,
+}
+
+async fn secrets(
+    State(server): State<Arc<ApiServer>>,
+    UrlPath(namespace): UrlPath<String>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, StatusError> {
+    let wanted = secret_type_selector(&query.field_selector)?;
+    let snapshot = server
+        .readable(&headers, "list", "secrets", &namespace, "")
+        .await?;
+    let start = (namespace.clone(), String::new());
+    let items = snapshot
+        .pull_secrets
+        .range(start..)
+        .take_while(|((ns, _), _)| *ns == namespace)
+        .filter(|(_, pull)| wanted.as_deref().is_none_or(|t| t == pull.secret_type))
+        .map(|((ns, name), pull)| {
+            let key = SECRET_TYPES
+                .iter()
+                .find(|(t, _)| *t == pull.secret_type)
+                .map_or(".dockerconfigjson", |(_, key)| key);
+            let config = secrecy::ExposeSecret::expose_secret(&pull.config);
+            Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    ..ObjectMeta::default()
+                },
+                type_: Some(pull.secret_type.clone()),
+                data: Some([(key.to_string(), ByteString(config.as_bytes().to_vec()))].into()),
+                ..Secret::default()
+            }
+        })
+        .collect();
+    let list = k8s_openapi::List::<Secret> {
+        items,
+        metadata: Default::default(),
+    };
+    Ok(axum::Json(list).into_response())
+}
+
+/// The Secret type a list's `fieldSelector` asks for (`type=T` or `type==T`); `None` for no
+/// selector. Other fields and operators are refused, as this server cannot honour them.
+fn secret_type_selector(selector: &str) -> Result<Option<String>, StatusError> {
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    let value = selector
+        .strip_prefix("type==")
+        .or_else(|| selector.strip_prefix("type="))
+        .filter(|v| !v.contains(',') && !v.contains('='));
+    match value {
+        Some(value) => Ok(Some(value.to_string())),
+        None => Err(StatusError::BadRequest(format!(
+            "field selector {selector:?} is not supported here; only \"type=TYPE\" is"
+        ))),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -600,6 +758,30 @@ pub enum StatusError {
         /// Its API group.
         group: &'static str,
     },
+    /// 403: the caller may not read these objects.
+    #[error(
+        "{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API \
+         group \"\" in the namespace \"{namespace}\"; grant it with: regate policy \
+         add-cluster-role-to-user {PULL_SECRET_READER} {user}"
+    )]
+    ForbiddenRead {
+        /// The caller.
+        user: String,
+        /// `get` or `list`.
+        verb: &'static str,
+        /// `serviceaccounts` or `secrets`.
+        resource: &'static str,
+        /// The namespace read.
+        namespace: String,
+    },
+    /// 404: no such object.
+    #[error("{resource} \"{name}\" not found")]
+    ObjectNotFound {
+        /// e.g. `serviceaccounts`.
+        resource: &'static str,
+        /// The name asked for.
+        name: String,
+    },
     /// 400: the body is not a review of the endpoint's kind.
     #[error("{0}")]
     BadRequest(String),
@@ -635,7 +817,10 @@ impl StatusError {
     fn status_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
             StatusError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            StatusError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
+            StatusError::Forbidden { .. } | StatusError::ForbiddenRead { .. } => {
+                (StatusCode::FORBIDDEN, "Forbidden")
+            }
+            StatusError::ObjectNotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
             StatusError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             StatusError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             StatusError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
@@ -655,6 +840,15 @@ impl StatusError {
             } => Some(StatusDetails {
                 group: Some(group.to_string()),
                 kind: Some(resource.to_string()),
+                ..StatusDetails::default()
+            }),
+            StatusError::ForbiddenRead { resource, .. } => Some(StatusDetails {
+                kind: Some(resource.to_string()),
+                ..StatusDetails::default()
+            }),
+            StatusError::ObjectNotFound { resource, name } => Some(StatusDetails {
+                kind: Some(resource.to_string()),
+                name: Some(name.clone()),
                 ..StatusDetails::default()
             }),
             StatusError::Invalid { kind, group, .. } => Some(StatusDetails {
@@ -705,13 +899,12 @@ pub fn provision_client(store: &Store) -> Result<Issued, ApiServerError> {
     let provision = || {
         ignore_existing(store.create_namespace(CLIENT_NAMESPACE))?;
         ignore_existing(store.create_service_account(CLIENT_NAMESPACE, CLIENT_SERVICE_ACCOUNT))?;
-        store.add_cluster_role(
-            AUTH_DELEGATOR,
-            &[SubjectRef::ServiceAccount {
-                namespace: CLIENT_NAMESPACE.to_string(),
-                name: CLIENT_SERVICE_ACCOUNT.to_string(),
-            }],
-        )?;
+        let client = [SubjectRef::ServiceAccount {
+            namespace: CLIENT_NAMESPACE.to_string(),
+            name: CLIENT_SERVICE_ACCOUNT.to_string(),
+        }];
+        store.add_cluster_role(AUTH_DELEGATOR, &client)?;
+        store.add_cluster_role(PULL_SECRET_READER, &client)?;
         store.create_service_account_token(
             CLIENT_NAMESPACE,
             CLIENT_SERVICE_ACCOUNT,

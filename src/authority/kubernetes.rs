@@ -15,6 +15,7 @@
 
 mod transport;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,15 +31,19 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
     SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, ListParams};
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use moka::Expiry;
 use moka::future::Cache;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use super::embedded::store::{SECRET_TYPES, chain_pull_secrets, check_secret};
 use super::{Authn, Authority, AuthorityError};
-use crate::identity::UserInfo;
+use crate::identity::{UserInfo, service_account_of};
 use crate::policy::{Attributes, Decision};
+use crate::upstream::keyring::Keyring;
 use transport::{Answer, Pacing, Transport, redact};
 
 /// How regate asks the API server (`--review delegated|self`, config `authority.review`).
@@ -146,6 +151,17 @@ pub enum KubernetesError {
     },
 }
 
+/// How long the pull secrets read for one (service account, namespace) are reused, at most:
+/// never longer than identities (`token_cache_ttl`), so a short identity cache also makes a new
+/// Secret take effect soon.
+pub const PULL_KEYRING_TTL: Duration = Duration::from_secs(30);
+
+/// Most (service account, namespace) keyrings kept.
+const PULL_KEYRING_CACHE_SIZE: u64 = 10_000;
+
+/// The caller's service account (namespace, name), if it is one, and the namespace pulled.
+type PullKey = (Option<(String, String)>, String);
+
 /// An identity and how long to keep it.
 #[derive(Clone)]
 struct Cached {
@@ -172,6 +188,8 @@ pub struct Kubernetes {
     /// print of the cache gives nothing that can be replayed or brute-forced offline.
     tokens: Cache<[u8; 32], Cached>,
     token_key: Hmac<Sha256>,
+    /// [`Authority::pull_keyring`] answers, kept [`PULL_KEYRING_TTL`].
+    pull_keyrings: Cache<PullKey, Keyring>,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -237,6 +255,10 @@ impl Kubernetes {
                 .expire_after(PerEntry)
                 .build(),
             token_key,
+            pull_keyrings: Cache::builder()
+                .max_capacity(PULL_KEYRING_CACHE_SIZE)
+                .time_to_live(PULL_KEYRING_TTL.min(settings.token_cache_ttl))
+                .build(),
         }))
     }
 
@@ -442,6 +464,108 @@ impl Kubernetes {
         }
     }
 
+    /// Reads from the cluster what [`Authority::pull_keyring`] chains: the Secrets `account`
+    /// lists in `imagePullSecrets` (looked up among its namespace's docker config Secrets), then
+    /// `namespace`'s by name. When regate may not read them (403) it says so once per cache
+    /// period and pulls without them; other failures are errors.
+    async fn read_pull_keyring(
+        &self,
+        account: Option<&(String, String)>,
+        namespace: &str,
+    ) -> Result<Keyring, String> {
+        let mut chosen: Vec<(String, String, Result<Keyring, String>)> = Vec::new();
+        let mut linked_names: Vec<String> = Vec::new();
+        if let Some((sa_ns, sa)) = account {
+            let accounts: Api<ServiceAccount> = Api::namespaced(self.transport.client(), sa_ns);
+            let what = format!("get serviceaccount {sa_ns}/{sa}");
+            let Some(found) = self.read(&what, accounts.get_opt(sa)).await? else {
+                return Ok(Keyring::default());
+            };
+            let linked = found.and_then(|a| a.image_pull_secrets).unwrap_or_default();
+            if !linked.is_empty() {
+                let Some(mut secrets) = self.docker_secrets(sa_ns).await? else {
+                    return Ok(Keyring::default());
+                };
+                for reference in linked {
+                    if linked_names.contains(&reference.name) {
+                        continue;
+                    }
+                    linked_names.push(reference.name.clone());
+                    match secrets.remove(&reference.name) {
+                        Some(parsed) => chosen.push((sa_ns.clone(), reference.name, parsed)),
+                        None => tracing::debug!(
+                            namespace = %sa_ns,
+                            secret = %reference.name,
+                            service_account = %sa,
+                            "a Secret linked for pull does not exist; skipped"
+                        ),
+                    }
+                }
+            }
+        }
+        let Some(secrets) = self.docker_secrets(namespace).await? else {
+            return Ok(Keyring::default());
+        };
+        let same_namespace = account.is_some_and(|(sa_ns, _)| sa_ns == namespace);
+        for (name, parsed) in secrets {
+            if !(same_namespace && linked_names.contains(&name)) {
+                chosen.push((namespace.to_string(), name, parsed));
+            }
+        }
+        Ok(chain_pull_secrets(chosen.iter().map(
+            |(ns, name, parsed)| (ns.as_str(), name.as_str(), parsed),
+        )))
+    }
+
+    /// `ns`'s docker config Secrets by name, each parsed; `None` when regate may not list them.
+    async fn docker_secrets(
+        &self,
+        ns: &str,
+    ) -> Result<Option<BTreeMap<String, Result<Keyring, String>>>, String> {
+        let mut found = BTreeMap::new();
+        for (secret_type, _) in SECRET_TYPES {
+            let secrets: Api<Secret> = Api::namespaced(self.transport.client(), ns);
+            let params = ListParams::default().fields(&format!("type={secret_type}"));
+            let what = format!("list secrets in namespace {ns} of type {secret_type}");
+            let Some(list) = self.read(&what, secrets.list(&params)).await? else {
+                return Ok(None);
+            };
+            for secret in list.items {
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                let parsed = check_secret(&secret).and_then(|pull| pull.keyring);
+                found.insert(name, parsed);
+            }
+        }
+        Ok(Some(found))
+    }
+
+    /// Awaits one read of the API within the deadline; `Ok(None)` (logged) when regate is not
+    /// allowed to make it.
+    async fn read<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Option<T>, String> {
+        let deadline = self.transport.deadline();
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(answer)) => Ok(Some(answer)),
+            Ok(Err(kube::Error::Api(status))) if status.is_forbidden() => {
+                tracing::warn!(
+                    api = %self.api(),
+                    "regate may not {what} ({}); pulling without the namespace's pull secrets. Grant regate's identity get on serviceaccounts and list on secrets (deploy/kubernetes/) to use them",
+                    status.message
+                );
+                Ok(None)
+            }
+            Ok(Err(error)) => Err(format!("kubernetes API {}: {what}: {error}", self.api())),
+            Err(_) => Err(format!(
+                "kubernetes API {}: {what}: no answer within {}",
+                self.api(),
+                humantime::format_duration(deadline)
+            )),
+        }
+    }
+
     /// The operator-facing message for a 4xx answer to a review regate made as itself.
     fn refused_as_regate(&self, resource: &str, status: StatusCode, message: &str) -> String {
         let hint = match status {
@@ -497,6 +621,32 @@ impl Authority for Kubernetes {
     async fn still_exists(&self, _user: &UserInfo) -> Result<bool, AuthorityError> {
         // The API decides on every TokenReview; there is no cheap "does this user exist".
         Ok(true)
+    }
+
+    async fn pull_keyring(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Result<Keyring, AuthorityError> {
+        if self.review == ReviewMode::SelfReview {
+            // regate has no identity of its own to read Secrets with, and callers' tokens are not
+            // meant to be used for that: only the global pull secret applies.
+            return Ok(Keyring::default());
+        }
+        let account =
+            service_account_of(&user.name).map(|(ns, sa)| (ns.to_string(), sa.to_string()));
+        let key = (account, namespace.to_string());
+        let read = self.read_pull_keyring(key.0.as_ref(), namespace);
+        self.pull_keyrings
+            .try_get_with_by_ref(&key, async {
+                read.await.map_err(AuthorityError::Unavailable)
+            })
+            .await
+            .map_err(|error| match error.as_ref() {
+                AuthorityError::Unavailable(message) => {
+                    AuthorityError::Unavailable(message.clone())
+                }
+            })
     }
 
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {

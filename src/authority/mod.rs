@@ -67,6 +67,22 @@ pub trait Authority: Send + Sync + 'static {
         Ok(true)
     }
 
+    /// The docker config Secrets to pull `namespace`'s remote images with for `user`, chained in
+    /// the order they are tried: those linked for pull (`imagePullSecrets`) to `user`'s service
+    /// account if `user` is one (`system:serviceaccount:NS:NAME`; the secrets live in NS), then
+    /// every docker config Secret of `namespace` by name. A Secret both linked and in `namespace`
+    /// comes once, where it is linked; a linked Secret that does not exist is skipped. Secrets
+    /// that do not parse are skipped with a warning naming them (never their content). Default:
+    /// an empty keyring.
+    async fn pull_keyring(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Result<crate::upstream::keyring::Keyring, AuthorityError> {
+        let _ = (user, namespace);
+        Ok(Default::default())
+    }
+
     /// Whether some binding grants the anonymous identity anything (so `GET /v2/` may answer
     /// anonymous callers 200 instead of a challenge).
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError>;

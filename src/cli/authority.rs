@@ -71,7 +71,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(latency) = args.inject_latency {
         tracing::warn!("every review is answered after {latency:?} (--inject-latency)");
     }
-    let server = ApiServer::new(embedded).with_latency(args.inject_latency);
+    let server = ApiServer::new(embedded.clone())
+        .with_objects(embedded)
+        .with_latency(args.inject_latency);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", args.listen))?;

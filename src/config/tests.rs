@@ -154,3 +154,61 @@ fn upstream_is_a_url_or_a_section_with_the_pull_secret() {
         "{e}"
     );
 }
+
+#[test]
+fn remotes_map_a_namespace_to_a_registry_and_prefix() {
+    let c = load_yaml(
+        "remotes:\n  - namespace: mirror\n    url: https://quay.io/\n    prefix: /library/\n  - namespace: hub\n    url: http://127.0.0.1:5001\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.remotes,
+        vec![
+            RemoteSettings {
+                namespace: "mirror".into(),
+                url: "https://quay.io".into(),
+                prefix: "library".into(),
+            },
+            RemoteSettings {
+                namespace: "hub".into(),
+                url: "http://127.0.0.1:5001".into(),
+                prefix: String::new(),
+            },
+        ]
+    );
+    for (yaml, says) in [
+        (
+            "remotes:\n  - namespace: Mirror\n    url: https://quay.io\n",
+            "not a namespace",
+        ),
+        (
+            "remotes:\n  - namespace: a/b\n    url: https://quay.io\n",
+            "not a namespace",
+        ),
+        (
+            "remotes:\n  - namespace: m\n    url: quay.io\n",
+            "not an origin",
+        ),
+        (
+            "remotes:\n  - namespace: m\n    url: https://quay.io/v2\n",
+            "not an origin",
+        ),
+        (
+            "remotes:\n  - namespace: m\n    url: https://a\n  - namespace: m\n    url: https://b\n",
+            "listed twice",
+        ),
+        (
+            "remotes:\n  - namespace: m\n    url: https://a\n    prefix: UP\n",
+            "prefix",
+        ),
+    ] {
+        let e = load_yaml(yaml, ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field `remotes`") && e.contains(says),
+            "{yaml:?}: {e}"
+        );
+    }
+}

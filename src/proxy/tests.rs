@@ -61,8 +61,9 @@ fn links_to_the_registry_are_rewritten_and_foreign_ones_kept() {
 }
 
 #[test]
-fn only_http_origins_are_accepted() {
-    assert!(Upstream::new("https://r.example", Duration::from_secs(1)).is_err());
+fn only_http_and_https_origins_are_accepted() {
+    assert!(Upstream::new("https://r.example", Duration::from_secs(1)).is_ok());
+    assert!(Upstream::new("ftp://r.example", Duration::from_secs(1)).is_err());
     assert!(Upstream::new("http://r.example/v2", Duration::from_secs(1)).is_err());
     assert!(Upstream::new("r.example", Duration::from_secs(1)).is_err());
     assert!(Upstream::new("http://r.example:5000/", Duration::from_secs(1)).is_ok());

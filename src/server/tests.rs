@@ -66,6 +66,7 @@ fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway
         signer,
         token_server: None,
         pull_secret: None,
+        remotes: Vec::new(),
     })
 }
 

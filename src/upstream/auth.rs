@@ -972,7 +972,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The TLS settings: the ring provider and the system's CA certificates, loaded once.
-fn tls_config() -> Result<rustls::ClientConfig, AuthError> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, AuthError> {
     static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -43,7 +43,7 @@ impl Default for Fixture {
         let builder = sa_token(&store, "project-a", "builder");
         let default = sa_token(&store, "project-a", "default");
         let embedded = Embedded::open(dir.path()).expect("open");
-        let server = Arc::new(ApiServer::new(embedded.clone()));
+        let server = Arc::new(ApiServer::new(embedded.clone()).with_objects(embedded.clone()));
         Fixture {
             dir,
             store,
@@ -704,7 +704,11 @@ async fn debug_reviews_counts_the_answered_reviews() {
 async fn injected_latency_delays_every_review() {
     let mut fx = Fixture::default();
     let latency = Duration::from_millis(60);
-    fx.server = Arc::new(ApiServer::new(fx.embedded.clone()).with_latency(Some(latency)));
+    fx.server = Arc::new(
+        ApiServer::new(fx.embedded.clone())
+            .with_objects(fx.embedded.clone())
+            .with_latency(Some(latency)),
+    );
     let start = Instant::now();
     fx.self_access(None, layers("get", "project-a", "app"))
         .await;
@@ -855,6 +859,144 @@ async fn a_kube_client_reviews_through_the_written_kubeconfig() {
     }
 
     assert_eq!(fx.server.reviews().tokenreviews, 1);
+    let _ = stop.send(());
+    serving.await.expect("join").expect("served");
+}
+
+// --- service accounts and Secrets, for gateways' pull credentials ---
+
+/// Creates docker config Secret `name` in `ns` with one `quay.io` entry for user `user`.
+fn pull_secret(store: &Store, ns: &str, name: &str, user: &str) {
+    crate::authority::embedded::tests::pull_secret(store, ns, name, user, None);
+}
+
+/// project-a's Secrets `beta` and `alpha`, `beta` linked for pull to `project-a/builder`.
+fn with_pull_secrets(fx: &Fixture) {
+    pull_secret(&fx.store, "project-a", "beta", "beta");
+    pull_secret(&fx.store, "project-a", "alpha", "alpha");
+    let pull = crate::authority::embedded::ops::LinkFor {
+        pull: true,
+        mount: false,
+    };
+    fx.store
+        .link_secrets("project-a", "builder", &["beta".into()], pull)
+        .expect("link");
+    fx.reload();
+}
+
+#[tokio::test]
+async fn the_gateway_may_read_service_accounts_and_docker_config_secrets() {
+    let fx = Fixture::default();
+    with_pull_secrets(&fx);
+    let path = "/api/v1/namespaces/project-a/serviceaccounts/builder";
+    let response = fx.send("GET", path, Some(&fx.gateway), Body::empty()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let account: ServiceAccount =
+        serde_json::from_slice(&body_of(response).await).expect("a ServiceAccount");
+    let linked: Vec<_> = account.image_pull_secrets.iter().flatten().collect();
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0].name, "beta");
+
+    let path = "/api/v1/namespaces/project-a/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson";
+    let response = fx.send("GET", path, Some(&fx.gateway), Body::empty()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let list: k8s_openapi::List<Secret> =
+        serde_json::from_slice(&body_of(response).await).expect("a SecretList");
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let path =
+        "/api/v1/namespaces/project-a/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockercfg";
+    let response = fx.send("GET", path, Some(&fx.gateway), Body::empty()).await;
+    let list: k8s_openapi::List<Secret> =
+        serde_json::from_slice(&body_of(response).await).expect("a SecretList");
+    assert!(list.items.is_empty());
+
+    let path = "/api/v1/namespaces/project-a/serviceaccounts/nobody";
+    let response = fx.send("GET", path, Some(&fx.gateway), Body::empty()).await;
+    failure(response, StatusCode::NOT_FOUND, "NotFound").await;
+    let path = "/api/v1/namespaces/project-a/secrets?fieldSelector=metadata.name%3Dx";
+    let response = fx.send("GET", path, Some(&fx.gateway), Body::empty()).await;
+    failure(response, StatusCode::BAD_REQUEST, "BadRequest").await;
+
+    // Others may not read them, and nobody without a token.
+    let path = "/api/v1/namespaces/project-a/secrets";
+    let response = fx.send("GET", path, Some(&fx.builder), Body::empty()).await;
+    let status = failure(response, StatusCode::FORBIDDEN, "Forbidden").await;
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains(PULL_SECRET_READER)
+    );
+    let response = fx.send("GET", path, None, Body::empty()).await;
+    failure(response, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+}
+
+/// The Kubernetes authority, in `review: delegated` mode, reads pull credentials from the
+/// server over TCP with the written kubeconfig.
+#[tokio::test]
+async fn the_kubernetes_authority_reads_pull_keyrings_through_the_server() {
+    use crate::authority::kubernetes::{Kubernetes, KubernetesSettings};
+    use crate::upstream::keyring::Credential;
+
+    let fx = Fixture::default();
+    with_pull_secrets(&fx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = client_url(listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(serve(
+        listener,
+        fx.server.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let authority_with = |token: SecretString| {
+        let mut config = kube::Config::new(url.parse().expect("url"));
+        config.auth_info.token = Some(token);
+        Kubernetes::from_config(config, KubernetesSettings::default()).expect("authority")
+    };
+    let tried = |keyring: &crate::upstream::keyring::Keyring| -> Vec<String> {
+        keyring
+            .entries()
+            .map(|e| match &e.credential {
+                Credential::Basic { username, .. } => username.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    };
+    let builder = UserInfo::authenticated(
+        service_account_user("project-a", "builder"),
+        "uid".into(),
+        vec![],
+    );
+    let gateway = authority_with(fx.gateway.clone());
+    let keyring = gateway
+        .pull_keyring(&builder, "project-a")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["beta", "alpha"]);
+    let keyring = gateway
+        .pull_keyring(&UserInfo::anonymous(), "project-a")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["alpha", "beta"]);
+
+    // Without the reader role the gateway pulls without them rather than failing.
+    let unprivileged = authority_with(fx.default.clone());
+    let keyring = unprivileged
+        .pull_keyring(&builder, "project-a")
+        .await
+        .expect("keyring");
+    assert!(keyring.is_empty());
+
     let _ = stop.send(());
     serving.await.expect("join").expect("served");
 }

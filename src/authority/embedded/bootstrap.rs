@@ -27,6 +27,9 @@ pub const IMAGE_PRUNER: &str = "system:image-pruner";
 /// Create TokenReviews and SubjectAccessReviews: what a gateway delegating to an API server
 /// needs (Kubernetes' own role of that name).
 pub const AUTH_DELEGATOR: &str = "system:auth-delegator";
+/// Get service accounts and list Secrets: what a gateway reading namespaces' pull secrets from
+/// an API server needs (its client is bound to it by `regate authority serve`).
+pub const PULL_SECRET_READER: &str = "regate:pull-secrets";
 
 /// The API group of TokenReview and SelfSubjectReview.
 pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
@@ -180,6 +183,13 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             vec![
                 rule(AUTHENTICATION_GROUP, &["create"], &["tokenreviews"]),
                 rule(AUTHORIZATION_GROUP, &["create"], &["subjectaccessreviews"]),
+            ],
+        ),
+        cluster_role(
+            PULL_SECRET_READER,
+            vec![
+                rule("", &["get"], &["serviceaccounts"]),
+                rule("", &["list"], &["secrets"]),
             ],
         ),
     ]

@@ -30,6 +30,7 @@ use super::{Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
 use crate::token::{Signer, TokenError};
+use crate::upstream::keyring::Keyring;
 
 /// How often the reloader looks for changes. A change is in force within this plus the time a
 /// load takes, well under the one second BEHAVIOUR promises.
@@ -173,6 +174,14 @@ impl Authority for Embedded {
         Ok(self.snapshot.load().still_exists(user))
     }
 
+    async fn pull_keyring(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Result<Keyring, AuthorityError> {
+        Ok(self.snapshot.load().pull_keyring(user, namespace))
+    }
+
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
         Ok(self.snapshot.load().anonymous_has_grants)
     }
@@ -183,4 +192,4 @@ impl Authority for Embedded {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -28,7 +28,7 @@
 //! Files and directories whose name starts with `.` (the lock, temporary files, editor swap
 //! files) and files not ending in `.yaml` are ignored.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{UserInfo, service_account_of};
 use crate::policy::Policy;
 use crate::token::TokenError;
+use crate::upstream::keyring::{Keyring, KeyringError};
 
 /// `apiVersion` of [`User`].
 pub const USER_API_VERSION: &str = "user.openshift.io/v1";
@@ -379,8 +380,12 @@ pub struct Snapshot {
     pub users: HashMap<String, StoredUser>,
     /// Whether the policy grants the anonymous identity anything (computed once per load).
     pub anonymous_has_grants: bool,
-    /// Docker config Secrets by (namespace, name), for pulling from upstream registries.
-    pub pull_secrets: HashMap<(String, String), PullSecret>,
+    /// Docker config Secrets by (namespace, name), for pulling from upstream registries; sorted,
+    /// so a namespace's Secrets are one range, by name.
+    pub pull_secrets: BTreeMap<(String, String), PullSecret>,
+    /// The Secret names each service account lists in `imagePullSecrets` (linked for pull), by
+    /// (namespace, name), in their listed order; service accounts listing none are absent.
+    pub image_pull_secrets: HashMap<(String, String), Vec<String>>,
 }
 
 /// The Secret types regate keeps, and the data key each holds its JSON under.
@@ -396,6 +401,9 @@ pub struct PullSecret {
     pub secret_type: String,
     /// The JSON document (`{"auths": {...}}` or the legacy `{REGISTRY: {...}}`).
     pub config: SecretString,
+    /// `config` parsed as a keyring once, when loaded; `Err` holds why it is unusable (the
+    /// [`KeyringError`] message, which never quotes the document).
+    pub keyring: Result<Keyring, String>,
 }
 
 /// Checks that `secret` is of a type in [`SECRET_TYPES`] and holds, under that type's key, JSON
@@ -445,6 +453,7 @@ pub fn check_secret(secret: &Secret) -> Result<PullSecret, String> {
     Ok(PullSecret {
         secret_type: secret_type.to_string(),
         config: SecretString::from(text.to_string()),
+        keyring: Keyring::parse(bytes).map_err(|e: KeyringError| e.to_string()),
     })
 }
 
@@ -466,6 +475,70 @@ impl Snapshot {
     pub fn still_exists(&self, user: &UserInfo) -> bool {
         user.is_anonymous() || self.groups_of(&user.name, &user.uid).is_some()
     }
+
+    /// The docker config Secrets to pull `namespace`'s remote images with for `user`, in the
+    /// order they are tried (see [`crate::authority::Authority::pull_keyring`]): those `user`'s
+    /// service account (if it is one) lists in `imagePullSecrets`, in that order, then every one
+    /// of `namespace` by name, each Secret once. A linked Secret that does not exist is skipped;
+    /// one that does not parse is skipped with a warning naming it.
+    pub fn pull_keyring(&self, user: &UserInfo, namespace: &str) -> Keyring {
+        let mut used: Vec<(&str, &str)> = Vec::new();
+        let mut chosen: Vec<(&str, &str, &PullSecret)> = Vec::new();
+        if let Some((sa_ns, sa)) = service_account_of(&user.name) {
+            let linked = self
+                .image_pull_secrets
+                .get(&(sa_ns.to_string(), sa.to_string()));
+            for name in linked.into_iter().flatten() {
+                if used.contains(&(sa_ns, name.as_str())) {
+                    continue;
+                }
+                used.push((sa_ns, name));
+                match self.pull_secrets.get(&(sa_ns.to_string(), name.clone())) {
+                    Some(secret) => chosen.push((sa_ns, name, secret)),
+                    None => tracing::debug!(
+                        namespace = sa_ns,
+                        secret = %name,
+                        service_account = sa,
+                        "a Secret linked for pull does not exist; skipped"
+                    ),
+                }
+            }
+        }
+        let start = (namespace.to_string(), String::new());
+        let in_namespace = self
+            .pull_secrets
+            .range(start..)
+            .take_while(|((ns, _), _)| ns == namespace);
+        for ((ns, name), secret) in in_namespace {
+            if !used.contains(&(ns.as_str(), name.as_str())) {
+                chosen.push((ns, name, secret));
+            }
+        }
+        chain_pull_secrets(
+            chosen
+                .into_iter()
+                .map(|(ns, name, secret)| (ns, name, &secret.keyring)),
+        )
+    }
+}
+
+/// The keyrings of `secrets` (namespace, name, parsed document) chained in the order given; one
+/// that did not parse is skipped with a warning naming it and why (never its content).
+pub fn chain_pull_secrets<'a>(
+    secrets: impl IntoIterator<Item = (&'a str, &'a str, &'a Result<Keyring, String>)>,
+) -> Keyring {
+    let mut keyring = Keyring::default();
+    for (ns, name, parsed) in secrets {
+        match parsed {
+            Ok(parsed) => keyring = keyring.chain(parsed.clone()),
+            Err(reason) => tracing::warn!(
+                namespace = ns,
+                secret = name,
+                "pull secret {ns}/{name} skipped, it is not a usable docker config: {reason}"
+            ),
+        }
+    }
+    keyring
 }
 
 /// Reads the whole state directory into a [`Snapshot`]. The first file that does not parse is
@@ -495,6 +568,17 @@ pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
         for sa in service_accounts {
             let name = sa.metadata.name.unwrap_or_default();
             let uid = sa.metadata.uid.unwrap_or_default();
+            let pull: Vec<String> = sa
+                .image_pull_secrets
+                .into_iter()
+                .flatten()
+                .map(|r| r.name)
+                .collect();
+            if !pull.is_empty() {
+                snapshot
+                    .image_pull_secrets
+                    .insert((ns.clone(), name.clone()), pull);
+            }
             snapshot.service_accounts.insert((ns.clone(), name), uid);
         }
         roles.extend(read_objects::<Role>(&layout.roles(&ns), Some(&ns))?);

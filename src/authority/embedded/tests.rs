@@ -194,3 +194,132 @@ async fn the_reloader_puts_changes_in_force_within_a_second() {
     );
     assert!(embedded.anonymous_has_grants().await.expect("answer"));
 }
+
+/// Creates docker config Secret `name` in `ns` with one entry, for `quay.io`, whose user name is
+/// `user` (so a keyring's entries tell which Secret they came from); `auth` replaces the entry's
+/// base64 `auth` when given (to make a Secret the keyring cannot use).
+pub(crate) fn pull_secret(store: &Store, ns: &str, name: &str, user: &str, auth: Option<&str>) {
+    use base64::Engine;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+    let auth = auth.unwrap_or(&encoded);
+    let json = format!(r#"{{"auths":{{"quay.io":{{"auth":"{auth}"}}}}}}"#);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_string(),
+                ByteString(json.into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    store.create_secret_object(secret).expect("create secret");
+}
+
+fn link_for_pull(store: &Store, ns: &str, sa: &str, secrets: &[&str]) {
+    let names: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+    let pull = ops::LinkFor {
+        pull: true,
+        mount: false,
+    };
+    store
+        .link_secrets(ns, sa, &names, pull)
+        .expect("link for pull");
+}
+
+/// The user names of `keyring`'s entries, in the order they are tried.
+fn tried(keyring: &Keyring) -> Vec<String> {
+    keyring
+        .entries()
+        .map(|e| match &e.credential {
+            crate::upstream::keyring::Credential::Basic { username, .. } => username.clone(),
+            other => panic!("unexpected credential {other:?}"),
+        })
+        .collect()
+}
+
+fn sa_user(ns: &str, name: &str) -> UserInfo {
+    UserInfo::authenticated(
+        crate::identity::service_account_user(ns, name),
+        "uid".into(),
+        vec![],
+    )
+}
+
+#[tokio::test]
+async fn pull_keyring_tries_linked_secrets_then_the_namespaces_by_name_each_once() {
+    let (dir, embedded, store) = open();
+    store.create_namespace("team").expect("ns");
+    store.create_namespace("team-x").expect("ns");
+    for name in ["zeta", "beta", "alpha", "gone"] {
+        pull_secret(&store, "team", name, name, None);
+    }
+    pull_secret(&store, "team", "broken", "broken", Some("not base64!"));
+    pull_secret(&store, "team-x", "elsewhere", "elsewhere", None);
+    link_for_pull(
+        &store,
+        "team",
+        "builder",
+        &["zeta", "gone", "broken", "beta"],
+    );
+    // A linked Secret deleted afterwards is skipped.
+    fs::remove_file(Layout::new(dir.path()).secrets("team").join("gone.yaml")).expect("rm");
+    embedded.reload().expect("reload");
+
+    let builder = sa_user("team", "builder");
+    let keyring = embedded
+        .pull_keyring(&builder, "team")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["zeta", "beta", "alpha"]);
+
+    // Not a service account, or one without links: the namespace's Secrets by name.
+    let alice = UserInfo::authenticated("alice".into(), "uid".into(), vec![]);
+    for user in [alice, UserInfo::anonymous(), sa_user("team", "default")] {
+        let keyring = embedded.pull_keyring(&user, "team").await.expect("keyring");
+        assert_eq!(tried(&keyring), ["alpha", "beta", "zeta"], "{}", user.name);
+    }
+    let keyring = embedded
+        .pull_keyring(&builder, "nowhere")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["zeta", "beta"], "linked ones only");
+}
+
+#[tokio::test]
+async fn pull_keyring_takes_linked_secrets_from_the_service_accounts_namespace() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("build").expect("ns");
+    store.create_namespace("app").expect("ns");
+    pull_secret(&store, "build", "cred", "build-cred", None);
+    pull_secret(&store, "build", "unlinked", "build-unlinked", None);
+    // Same name as the linked one, another namespace: not a duplicate.
+    pull_secret(&store, "app", "cred", "app-cred", None);
+    link_for_pull(&store, "build", "default", &["cred"]);
+    embedded.reload().expect("reload");
+    let keyring = embedded
+        .pull_keyring(&sa_user("build", "default"), "app")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["build-cred", "app-cred"]);
+
+    // Unlinking takes effect with the next snapshot.
+    store
+        .unlink_secrets("build", "default", &["cred".into()])
+        .expect("unlink");
+    embedded.reload().expect("reload");
+    let keyring = embedded
+        .pull_keyring(&sa_user("build", "default"), "app")
+        .await
+        .expect("keyring");
+    assert_eq!(tried(&keyring), ["app-cred"]);
+}

@@ -79,6 +79,18 @@ impl Transport {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// The client, for reads made through `kube::Api` (paced by the caller's cache, not here);
+    /// each counts as one request sent.
+    pub(super) fn client(&self) -> kube::Client {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.client.clone()
+    }
+
+    /// How long one call may take in all.
+    pub(super) fn deadline(&self) -> Duration {
+        self.pacing.deadline
+    }
+
     /// POSTs `object` to its collection (`create`) and reads the answer. `bearer` replaces the
     /// client's own credentials for this request (the caller's token in `review: self`). `Err`
     /// is an operator-facing message saying which server and what failed; it never contains
