@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use crate::upstream::keyring::Credential;
 
 fn document(user: &str) -> String {
-    let auth = STANDARD.encode(format!("{user}:pw"));
+    let auth = STANDARD.encode(format!("{user}:hunter2-secret"));
     format!(r#"{{"auths":{{"quay.io":{{"auth":"{auth}"}}}}}}"#)
 }
 
@@ -23,7 +23,7 @@ fn user(file: &PullSecretFile) -> Option<String> {
     let found = keyring.lookup("quay.io/team/app");
     match &found.first()?.credential {
         Credential::Basic { username, password } => {
-            assert_eq!(password.expose_secret(), "pw");
+            assert_eq!(password.expose_secret(), "hunter2-secret");
             Some(username.clone())
         }
         other => panic!("unexpected {other:?}"),
@@ -41,7 +41,7 @@ fn open_and_lookup() {
     assert!(!file.reload().unwrap(), "nothing changed");
     let debug = format!("{file:?}");
     assert!(
-        debug.contains("entries: 1") && !debug.contains("pw"),
+        debug.contains("entries: 1") && !debug.contains("hunter2"),
         "{debug}"
     );
 }
