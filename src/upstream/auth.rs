@@ -493,11 +493,15 @@ impl UpstreamAuth {
         let inner = &self.inner;
         let realm = parse_realm(&key.realm, &inner.registry)?;
         let realm_host = host_port(&realm);
+        // As the kubelet, credentials are picked by the image's registry: with no entry for it,
+        // none is sent. With one, a realm on another host (delegated authentication) is asked
+        // with its own entry first when the pull secret has one, then with the registry's.
+        let registry_entries = keyring.lookup(image);
         let mut candidates: Vec<&Entry> = Vec::new();
-        if realm_host != inner.registry {
+        if realm_host != inner.registry && !registry_entries.is_empty() {
             candidates.extend(keyring.lookup(&realm_host));
         }
-        for entry in keyring.lookup(image) {
+        for entry in registry_entries {
             if !candidates.iter().any(|c| c.key == entry.key) {
                 candidates.push(entry);
             }
