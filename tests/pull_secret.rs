@@ -9,7 +9,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use common::*;
 
 const USER: &str = "regate-puller";
@@ -27,18 +26,9 @@ fn htpasswd_config(dir: &Path) -> String {
     )
 }
 
-/// A `.dockerconfigjson` with `entries` (key, password) for [`USER`].
+/// A `.dockerconfigjson` with `entries` (key, password) for USER.
 fn docker_config(path: &Path, entries: &[(&str, &str)]) {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let auths: serde_json::Map<String, serde_json::Value> = entries
-        .iter()
-        .map(|(key, password)| {
-            let auth = b64.encode(format!("{USER}:{password}"));
-            (key.to_string(), serde_json::json!({ "auth": auth }))
-        })
-        .collect();
-    let json = serde_json::json!({ "auths": auths, "credHelpers": {} });
-    std::fs::write(path, serde_json::to_vec_pretty(&json).expect("json")).expect("write");
+    write_docker_config(path, USER, entries);
 }
 
 /// Writes the pull-secret file (second argument) for the registry at `host:port` (first).

@@ -7,7 +7,6 @@ mod common;
 
 use std::path::Path;
 
-use base64::Engine;
 use common::*;
 
 /// The remote side: a registry with `auth: token` whose realm is its own regate, holding
@@ -33,18 +32,9 @@ fn remote_side() -> RemoteSide {
     RemoteSide { env, image, token }
 }
 
-/// A `.dockerconfigjson` with Basic `anything:TOKEN` for each key.
+/// A `.dockerconfigjson` with `entries` (key, password) for anything.
 fn docker_config(path: &Path, entries: &[(&str, &str)]) {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let auths: serde_json::Map<String, serde_json::Value> = entries
-        .iter()
-        .map(|(key, token)| {
-            let auth = b64.encode(format!("anything:{token}"));
-            (key.to_string(), serde_json::json!({ "auth": auth }))
-        })
-        .collect();
-    let json = serde_json::json!({ "auths": auths });
-    std::fs::write(path, serde_json::to_vec(&json).expect("json")).expect("write");
+    write_docker_config(path, "anything", entries);
 }
 
 /// The gateway under test: namespace `mirror` mirrors the remote's `library/`; `entries` go

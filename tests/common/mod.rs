@@ -1056,6 +1056,22 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Writes a `.dockerconfigjson` to `path`: for each (key, password), Basic `user:password`; and
+/// an empty `credHelpers`, a top-level key edits must keep.
+pub fn write_docker_config(path: &Path, user: &str, entries: &[(&str, &str)]) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auths: serde_json::Map<String, serde_json::Value> = entries
+        .iter()
+        .map(|(key, password)| {
+            let auth = b64.encode(format!("{user}:{password}"));
+            (key.to_string(), serde_json::json!({ "auth": auth }))
+        })
+        .collect();
+    let json = serde_json::json!({ "auths": auths, "credHelpers": {} });
+    fs::write(path, serde_json::to_vec_pretty(&json).expect("json")).expect("write docker config");
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
