@@ -66,6 +66,8 @@ struct TokenResponse {
 #[derive(Default)]
 struct Params {
     scopes: Vec<String>,
+    /// `scopes` parsed, one per resource (filled by [`asked_scopes`] before anything else).
+    asked: Vec<Scope>,
     offline: bool,
     grant_type: Option<String>,
     password: Option<SecretString>,
@@ -99,7 +101,7 @@ pub(super) async fn handle(
     realm: Realm<'_>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let params = match *req.method() {
+    let mut params = match *req.method() {
         Method::GET | Method::HEAD => Params::parse(req.uri().query().unwrap_or("").as_bytes()),
         Method::POST => {
             let body = axum::body::to_bytes(req.into_body(), FORM_LIMIT)
@@ -116,7 +118,7 @@ pub(super) async fn handle(
             });
         }
     };
-    check_scopes(&params.scopes)?;
+    params.asked = asked_scopes(&params.scopes)?;
     let header = req.headers().get(header::AUTHORIZATION);
     if header.is_some_and(|h| h.len() > identity::MAX_AUTHORIZATION_LEN) {
         return Err(ApiError::HeaderTooLarge);
@@ -139,10 +141,10 @@ pub(super) async fn handle(
 async fn post(
     gw: &Gateway,
     realm: Realm<'_>,
-    params: Params,
+    mut params: Params,
     grant: Option<&str>,
 ) -> Result<Response, ApiError> {
-    check_scopes(&params.scopes)?;
+    params.asked = asked_scopes(&params.scopes)?;
     match grant {
         Some("password") => {
             let password = params
@@ -233,7 +235,7 @@ async fn respond(
             (issued, scope)
         }
         Realm::TokenServer(ts) => {
-            let access = granted(gw, user, api_token, &params.scopes).await?;
+            let access = granted(gw, user, api_token, &params.asked).await?;
             let scope = access
                 .iter()
                 .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
@@ -328,38 +330,19 @@ fn registry_token(
 }
 
 /// The requested scopes cut down to what `user` may do, asked through the decision cache.
-/// Repeated scopes for one resource are merged; a resource with nothing allowed is left out.
+/// A resource with nothing allowed is left out.
 /// An authority that cannot answer is a 503: no token is better than a wrong one.
 async fn granted(
     gw: &Gateway,
     user: &UserInfo,
     token: Option<&SecretString>,
-    scopes: &[String],
+    asked: &[Scope],
 ) -> Result<Vec<ResourceActions>, ApiError> {
-    let mut asked: Vec<Scope> = Vec::new();
-    for scope in scopes {
-        let Some(scope) = Scope::parse(scope).map_err(|e| invalid_scope(scope, e))? else {
-            continue;
-        };
-        match asked
-            .iter_mut()
-            .find(|s| s.kind == scope.kind && s.name == scope.name)
-        {
-            Some(same) => {
-                for action in scope.actions {
-                    if !same.actions.contains(&action) {
-                        same.actions.push(action);
-                    }
-                }
-            }
-            None => asked.push(scope),
-        }
-    }
     let mut access = Vec::with_capacity(asked.len());
     for scope in asked {
         let mut actions = Vec::new();
-        for action in scope.actions {
-            let Some(checks) = access::scope_checks(&scope.kind, &scope.name, &action) else {
+        for action in &scope.actions {
+            let Some(checks) = access::scope_checks(&scope.kind, &scope.name, action) else {
                 continue;
             };
             let mut refused = None;
@@ -371,7 +354,7 @@ async fn granted(
                 }
             }
             match refused {
-                None => actions.push(action),
+                None => actions.push(action.clone()),
                 // Not an error for the client (the token just lacks it), but what an operator
                 // looks for when a pull fails at the registry.
                 Some(attrs) => tracing::info!(
@@ -388,8 +371,8 @@ async fn granted(
         }
         if !actions.is_empty() {
             access.push(ResourceActions {
-                kind: scope.kind,
-                name: scope.name,
+                kind: scope.kind.clone(),
+                name: scope.name.clone(),
                 actions,
             });
         }
@@ -397,12 +380,29 @@ async fn granted(
     Ok(access)
 }
 
-/// Every `repository:NAME:ACTIONS` scope must name a valid repository (400 otherwise).
-fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
-    for scope in scopes {
-        Scope::parse(scope).map_err(|e| invalid_scope(scope, e))?;
+/// The requested scopes, parsed, repeated ones for one resource merged. Every
+/// `repository:NAME:ACTIONS` scope must name a valid repository (400 otherwise).
+fn asked_scopes(scopes: &[String]) -> Result<Vec<Scope>, ApiError> {
+    let mut asked: Vec<Scope> = Vec::new();
+    for text in scopes {
+        let Some(scope) = Scope::parse(text).map_err(|e| invalid_scope(text, e))? else {
+            continue;
+        };
+        match asked
+            .iter_mut()
+            .find(|s| s.kind == scope.kind && s.name == scope.name)
+        {
+            Some(same) => {
+                for action in scope.actions {
+                    if !same.actions.contains(&action) {
+                        same.actions.push(action);
+                    }
+                }
+            }
+            None => asked.push(scope),
+        }
     }
-    Ok(())
+    Ok(asked)
 }
 
 fn invalid_scope(scope: &str, e: crate::route::RouteError) -> ApiError {

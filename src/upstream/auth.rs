@@ -902,15 +902,7 @@ struct Answer {
 
 impl Http {
     fn new(timeout: Duration) -> Result<Http, AuthError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = https_connector(timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -975,8 +967,24 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A connector for `http://` and `https://` registries (TLS as [`tls_config`]), giving up on a
+/// connection after `connect_timeout`. Shared by the proxy and the token fetcher.
+pub(crate) fn https_connector(
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, AuthError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    Ok(HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
 /// The TLS settings: the ring provider and the system's CA certificates, loaded once.
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, AuthError> {
+fn tls_config() -> Result<rustls::ClientConfig, AuthError> {
     static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
