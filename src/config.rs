@@ -126,6 +126,27 @@ struct FileConfig {
     token_server: Option<TokenServerSection>,
     #[serde(default)]
     remotes: Vec<RemoteSection>,
+    #[serde(default)]
+    connections: ConnectionsSection,
+    #[serde(default)]
+    failed_logins: FailedLoginsSection,
+}
+
+/// `connections:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsSection {
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max: Option<usize>,
+}
+
+/// `failed_logins:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedLoginsSection {
+    burst: Option<u32>,
+    refill: Option<String>,
 }
 
 /// One entry of `remotes:`: a namespace whose images are pulled from another registry.
@@ -301,6 +322,10 @@ pub struct Config {
     pub pull_secret: Option<PathBuf>,
     /// Remote (pull-through) namespaces.
     pub remotes: Vec<RemoteSettings>,
+    /// Connection deadlines and cap.
+    pub connections: crate::server::ConnectionSettings,
+    /// Failed-login rate limits.
+    pub failed_logins: crate::server::FailedLoginSettings,
 }
 
 fn duration(
@@ -317,6 +342,98 @@ fn duration(
             reason: format!("{v:?} is not a duration ({e}); write e.g. 30s, 5m or 1h"),
         }),
     }
+}
+
+/// The `connections:` section, validated: deadlines of at least a second, a cap of at least one.
+fn connections(
+    section: &ConnectionsSection,
+    origin: &str,
+) -> Result<crate::server::ConnectionSettings, ConfigError> {
+    let d = crate::server::ConnectionSettings::default();
+    let at_least_a_second = |field: &'static str, value: Option<&str>, default| {
+        let v = duration(origin, field, value, default)?;
+        if v < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::Field {
+                origin: origin.to_string(),
+                field,
+                reason: "must be at least 1s".into(),
+            });
+        }
+        Ok(v)
+    };
+    let max = section.max.unwrap_or(d.max);
+    if max == 0 {
+        return Err(ConfigError::Field {
+            origin: origin.to_string(),
+            field: "connections.max",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(crate::server::ConnectionSettings {
+        header_timeout: at_least_a_second(
+            "connections.header_timeout",
+            section.header_timeout.as_deref(),
+            d.header_timeout,
+        )?,
+        idle_timeout: at_least_a_second(
+            "connections.idle_timeout",
+            section.idle_timeout.as_deref(),
+            d.idle_timeout,
+        )?,
+        max,
+    })
+}
+
+/// The `failed_logins:` section, validated.
+fn failed_logins(
+    section: &FailedLoginsSection,
+    origin: &str,
+) -> Result<crate::server::FailedLoginSettings, ConfigError> {
+    let d = crate::server::FailedLoginSettings::default();
+    let refill = duration(
+        origin,
+        "failed_logins.refill",
+        section.refill.as_deref(),
+        d.refill,
+    )?;
+    if refill.is_zero() {
+        return Err(ConfigError::Field {
+            origin: origin.to_string(),
+            field: "failed_logins.refill",
+            reason: "must be longer than 0s (set failed_logins.burst: 0 to turn limiting off)"
+                .into(),
+        });
+    }
+    Ok(crate::server::FailedLoginSettings {
+        burst: section.burst.unwrap_or(d.burst),
+        refill,
+    })
+}
+
+/// Shortest registry token lifetime: the Docker token spec has clients assume 60 s, and skopeo
+/// and the Docker engine reuse a token that long whatever `expires_in` says.
+pub const MIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A registry token lifetime: a duration of at least [`MIN_TOKEN_LIFETIME`].
+fn token_lifetime(
+    origin: &str,
+    field: &'static str,
+    value: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    let lifetime = duration(origin, field, value, default)?;
+    if lifetime < MIN_TOKEN_LIFETIME {
+        return Err(ConfigError::Field {
+            origin: origin.to_string(),
+            field,
+            reason: format!(
+                "{} is shorter than the minimum of 60s (clients reuse a token for 60 s); write \
+                 60s or more",
+                humantime::format_duration(lifetime)
+            ),
+        });
+    }
+    Ok(lifetime)
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -452,7 +569,7 @@ impl Config {
             public_url,
             service: file.service.unwrap_or_else(|| "regate".to_string()),
             realm_path,
-            token_lifetime: duration(
+            token_lifetime: token_lifetime(
                 &origin,
                 "token.lifetime",
                 file.token.lifetime.as_deref(),
@@ -491,6 +608,8 @@ impl Config {
             token_server,
             pull_secret: args.pull_secret.clone().or(file_upstream.pull_secret),
             remotes: remotes(file.remotes, &origin)?,
+            connections: connections(&file.connections, &origin)?,
+            failed_logins: failed_logins(&file.failed_logins, &origin)?,
         })
     }
 }
@@ -579,7 +698,7 @@ fn token_server(
         issuer: non_empty("token_server.issuer", section.issuer, d::ISSUER)?,
         keys: section.keys.unwrap_or_else(|| state.join(d::KEYS_DIR)),
         trust: section.trust.unwrap_or_default(),
-        lifetime: duration(
+        lifetime: token_lifetime(
             origin,
             "token_server.lifetime",
             section.lifetime.as_deref(),

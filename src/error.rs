@@ -62,6 +62,12 @@ pub enum ApiError {
         /// The `Allow` header.
         allow: &'static str,
     },
+    /// 429 TOOMANYREQUESTS: too many failed logins from this address or for this user name.
+    #[error("too many failed logins; retry in {retry_after} s")]
+    TooManyRequests {
+        /// Seconds until the next attempt is taken (`Retry-After`).
+        retry_after: u64,
+    },
     /// 431: a header too large to read.
     #[error("request header too large")]
     HeaderTooLarge,
@@ -96,6 +102,27 @@ struct Entry<'a> {
 }
 
 impl ApiError {
+    /// 400 `UNSUPPORTED`: a request regate will not read, with what is wrong.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code: "UNSUPPORTED",
+            message: message.into(),
+        }
+    }
+
+    /// Whether this refuses a credential that was presented (a failed login): an invalid or
+    /// malformed token, not a challenge to a caller who showed none.
+    pub fn is_refused_credential(&self) -> bool {
+        match self {
+            ApiError::InvalidCredential { .. } => true,
+            ApiError::Unauthorized { challenge, .. } => {
+                challenge.contains("error=\"invalid_token\"")
+                    || challenge.contains("error=\"invalid_request\"")
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -107,6 +134,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::AuthorityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -124,6 +152,7 @@ impl ApiError {
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::HeaderTooLarge => "SIZE_INVALID",
+            ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ApiError::AuthorityUnavailable | ApiError::UpstreamTimeout => "UNAVAILABLE",
             ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => "UNAVAILABLE",
         }
@@ -166,6 +195,9 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

@@ -6,21 +6,25 @@
 //! decision cache) -> [`Upstream::forward`] (streamed to the registry). Anything refused on the
 //! way is answered by regate itself with an [`ApiError`] and never reaches the registry.
 
+mod catalog;
+mod connections;
+mod failed_logins;
+mod identify;
+mod origin;
 mod token_endpoint;
 
+pub use connections::ConnectionSettings;
+pub use failed_logins::FailedLoginSettings;
 pub use token_endpoint::TokenServer;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
-use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -28,18 +32,16 @@ use tower_http::trace::TraceLayer;
 use crate::access::{self, Plan};
 use crate::authority::embedded::Embedded;
 use crate::authority::kubernetes::Kubernetes;
-use crate::authority::{Authn, Authority, AuthorityError};
+use crate::authority::{Authority, AuthorityError};
 use crate::cache::Decisions;
 use crate::config::{Config, ServeArgs};
 use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
-use crate::identity::{self, Caller, Credential, CredentialError, UserInfo};
+use crate::identity::{Caller, UserInfo};
 use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
 use crate::route::{self, Name, Route};
 use crate::token::Signer;
 
-/// Most bytes of a `_catalog` answer regate reads to filter it.
-const CATALOG_LIMIT: usize = 16 * 1024 * 1024;
 /// How long a graceful shutdown waits for transfers in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,6 +61,8 @@ pub struct Gateway {
     pub pull_secret: Option<UpstreamCredentials>,
     /// Remote (pull-through) namespaces.
     pub remotes: Vec<Remote>,
+    /// Failed logins counted per client address and user name.
+    pub failed_logins: failed_logins::FailedLogins,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -103,21 +107,9 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
 
 /// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest.
 async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let path = req.uri().path();
-    let token_server = gw
-        .token_server
-        .as_ref()
-        .filter(|ts| path == ts.settings.realm_path);
-    let result = if let Some(ts) = token_server {
-        token_endpoint::handle(&gw, token_endpoint::Realm::TokenServer(ts), req).await
-    } else if path == gw.config.realm_path {
-        token_endpoint::handle(&gw, token_endpoint::Realm::Gateway, req).await
-    } else if path == "/v2" || path.starts_with("/v2/") {
-        gw.handle(req).await
-    } else if path == "/healthz" {
-        Ok((StatusCode::OK, "ok\n").into_response())
-    } else {
-        Err(ApiError::NotFound)
+    let result = match origin::check_target(&req) {
+        Ok(()) => route_request(&gw, req).await,
+        Err(e) => Err(e),
     };
     api_version(result.unwrap_or_else(|e| {
         // Denials are what operators look for ("why can't X pull?"); challenges are routine.
@@ -130,20 +122,55 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }))
 }
 
+/// The answer to a request whose target and `Host` are sound. A request that presents
+/// credentials is refused (429) while its client is barred for failed logins, and counts as a
+/// failed login when they are refused.
+async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let token_server = gw
+        .token_server
+        .as_ref()
+        .filter(|ts| path == ts.settings.realm_path);
+    let realm = match token_server {
+        Some(ts) => Some(token_endpoint::Realm::TokenServer(ts)),
+        None => (path == gw.config.realm_path).then_some(token_endpoint::Realm::Gateway),
+    };
+    let is_api = path == "/v2" || path.starts_with("/v2/");
+    if realm.is_none() && !is_api {
+        return if path == "/healthz" {
+            Ok((StatusCode::OK, "ok\n").into_response())
+        } else {
+            Err(ApiError::NotFound)
+        };
+    }
+    // The OAuth2 form carries its credentials in the body.
+    let presents_credentials = req.headers().contains_key(header::AUTHORIZATION)
+        || (realm.is_some() && req.method() == http::Method::POST);
+    let mut attempt =
+        presents_credentials.then(|| failed_logins::Attempt::of(&req, &gw.config.trusted_proxies));
+    if let Some(attempt) = &attempt {
+        gw.failed_logins.check(attempt)?;
+    }
+    let result = match realm {
+        Some(realm) => token_endpoint::handle(gw, realm, req, attempt.as_mut()).await,
+        None => gw.handle(req).await,
+    };
+    match (result, attempt) {
+        (Err(e), Some(attempt)) if e.is_refused_credential() => {
+            Err(gw.failed_logins.failed(&attempt, e))
+        }
+        (result, _) => result,
+    }
+}
+
 impl Gateway {
     /// The pipeline: parse route -> plan access -> identify -> decide -> forward.
     async fn handle(&self, mut req: Request) -> Result<Response, ApiError> {
         let route = route::parse(req.uri().path()).map_err(route_error)?;
         let plan = access::plan(req.method(), &route, req.uri().query())
             .map_err(|e| access_error(e, &route))?;
-        if matches!(route, Route::UploadStart { .. }) && is_form(req.headers()) {
-            // distribution reads `mount`/`from` with Go's FormValue, which prefers a form body
-            // over the query: a form body could name a source the gateway never checked.
-            return Err(ApiError::BadRequest {
-                code: "UNSUPPORTED",
-                message: "an upload start takes no form body; send mount and from in the query"
-                    .into(),
-            });
+        if matches!(route, Route::UploadStart { .. }) {
+            refuse_form_body(req.headers())?;
         }
         let remote = route.name().and_then(|name| self.remote(name.namespace()));
         if let Some(remote) = remote
@@ -157,8 +184,15 @@ impl Gateway {
                 allow: "GET, HEAD",
             });
         }
-        let public = self.public_origin(&req);
-        let caller = self.identify(req.headers(), &public, &plan).await?;
+        let public = origin::public_origin(
+            &req,
+            self.config.public_url.as_ref(),
+            &self.config.trusted_proxies,
+            self.config.listen,
+        )?;
+        let caller = self
+            .identify(req.headers(), &public, plan.scope.as_deref())
+            .await?;
 
         for attrs in &plan.required {
             self.decide(&caller, attrs, &plan, &public).await?;
@@ -335,76 +369,6 @@ impl Gateway {
         Ok(())
     }
 
-    /// Who is calling: anonymous, a registry token's identity, or an API token's (asked of the
-    /// authority). A credential that is present but unusable is a 401 with `invalid_token`.
-    async fn identify(
-        &self,
-        headers: &HeaderMap,
-        public: &PublicOrigin,
-        plan: &Plan,
-    ) -> Result<Caller, ApiError> {
-        let header = headers.get(header::AUTHORIZATION);
-        if header.is_some_and(|h| h.len() > identity::MAX_AUTHORIZATION_LEN) {
-            return Err(ApiError::HeaderTooLarge);
-        }
-        let scope = plan.scope.as_deref();
-        let token = match identity::credential(header) {
-            Ok(Credential::Anonymous) => return Ok(Caller::anonymous()),
-            Ok(Credential::Token(token)) => token,
-            Err(CredentialError::UnknownScheme) => {
-                return Err(self.challenge(
-                    public,
-                    scope,
-                    None,
-                    &CredentialError::UnknownScheme.to_string(),
-                ));
-            }
-            Err(e) => {
-                return Err(self.challenge(public, scope, Some("invalid_request"), &e.to_string()));
-            }
-        };
-        let (authn, token) = match self.registry_token(&token).await.map_err(unavailable)? {
-            Some(authn) => (authn, None),
-            None => {
-                let authority = self.decisions.authority();
-                let authn = authority.authenticate(&token).await.map_err(unavailable)?;
-                (authn, Some(token))
-            }
-        };
-        match authn {
-            Authn::User(user) => Ok(Caller { user, token }),
-            Authn::Invalid { reason } => Err(self.challenge(
-                public,
-                scope,
-                Some("invalid_token"),
-                &format!("{reason}: log in again with a valid token"),
-            )),
-        }
-    }
-
-    /// The identity in one of regate's registry tokens (signature, expiry, the identity still
-    /// existing), or `None` when `token` is not one: then it is an API token for the authority.
-    async fn registry_token(&self, token: &SecretString) -> Result<Option<Authn>, AuthorityError> {
-        let Ok(claims) = self.signer.verify_registry_token(token.expose_secret()) else {
-            return Ok(None);
-        };
-        let user = claims.user();
-        let authority = self.decisions.authority();
-        // Reviewing as the caller needs the caller's own token, which this one does not carry.
-        if authority.needs_caller_token() && !user.is_anonymous() {
-            return Ok(Some(Authn::Invalid {
-                reason: "this gateway reviews as the caller and takes API tokens only".into(),
-            }));
-        }
-        Ok(Some(if authority.still_exists(&user).await? {
-            Authn::User(user)
-        } else {
-            Authn::Invalid {
-                reason: "the identity of this token no longer exists".into(),
-            }
-        }))
-    }
-
     /// Whether `caller` may do `attrs` (cached); 503 when the authority cannot say.
     async fn allowed(&self, caller: &Caller, attrs: &Attributes) -> Result<bool, ApiError> {
         let decision = self
@@ -434,71 +398,6 @@ impl Gateway {
             ));
         }
         Err(denied(user, attrs, plan))
-    }
-
-    /// `_catalog`: whole for callers with cluster `list imagestreams`, else filtered to the
-    /// repositories the caller may pull.
-    async fn catalog(
-        &self,
-        req: Request,
-        caller: &Caller,
-        public: &PublicOrigin,
-    ) -> Result<Response, ApiError> {
-        let list_all = Attributes::cluster("list", "imagestreams");
-        if self.allowed(caller, &list_all).await? {
-            return self.forward(req, public, &catalog_plan()).await;
-        }
-        let response = self.forward(req, public, &catalog_plan()).await?;
-        if !response.status().is_success() {
-            return Ok(response);
-        }
-        let (mut parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, CATALOG_LIMIT)
-            .await
-            .map_err(|_| ApiError::UpstreamUnreachable)?;
-        let mut catalog: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|_| ApiError::UpstreamUnreachable)?;
-        if let Some(repos) = catalog
-            .get_mut("repositories")
-            .and_then(|r| r.as_array_mut())
-        {
-            let mut kept = Vec::with_capacity(repos.len());
-            for repo in repos.drain(..) {
-                let Some(name) = repo.as_str().and_then(|s| Name::parse(s).ok()) else {
-                    continue;
-                };
-                let get = Attributes::layers("get", name.namespace(), name.imagestream());
-                if self.allowed(caller, &get).await? {
-                    kept.push(repo);
-                }
-            }
-            *repos = kept;
-        }
-        let body = serde_json::to_vec(&catalog).map_err(|_| ApiError::UpstreamUnreachable)?;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        Ok(Response::from_parts(parts, Body::from(body)))
-    }
-
-    /// The origin clients reach regate at: configured, else a trusted proxy's
-    /// `X-Forwarded-*`, else the `Host` header.
-    fn public_origin(&self, req: &Request) -> PublicOrigin {
-        if let Some(origin) = &self.config.public_url {
-            return origin.clone();
-        }
-        let headers = req.headers();
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let trusted = peer.is_some_and(|ip: IpAddr| self.config.trusted_proxies.contains(&ip));
-        let forwarded = |name| trusted.then(|| text(name)).flatten();
-        let host = forwarded("x-forwarded-host")
-            .or_else(|| text("host"))
-            .map(str::to_string)
-            .unwrap_or_else(|| self.config.listen.to_string());
-        let scheme = forwarded("x-forwarded-proto").unwrap_or("http").to_string();
-        PublicOrigin { scheme, host }
     }
 
     /// A 401 with the Bearer challenge of BEHAVIOUR §5.
@@ -556,15 +455,6 @@ fn upstream_scope(plan: &Plan) -> Option<String> {
         Some(mount) => format!("{scope} repository:{}:pull", mount.from),
         None => scope,
     })
-}
-
-/// The plan of `GET /v2/_catalog`, for forwarding it.
-fn catalog_plan() -> Plan {
-    Plan {
-        catalog: true,
-        scope: Some("registry:catalog:*".to_owned()),
-        ..Plan::default()
-    }
 }
 
 /// The 403 for `user` refused `attrs`, with the command that would grant what the request needs.
@@ -629,16 +519,41 @@ fn access_error(e: access::AccessError, route: &Route) -> ApiError {
     }
 }
 
-/// Whether the body is a form Go's `FormValue` would read.
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_start().to_ascii_lowercase())
-        .is_some_and(|v| {
-            v.starts_with("application/x-www-form-urlencoded")
-                || v.starts_with("multipart/form-data")
+/// Refuses an upload start whose body the registry might read as a form. distribution reads
+/// `mount`/`from` with Go's `FormValue`, which prefers a form body over the query, and Go's
+/// `mime.ParseMediaType` trims Unicode spaces and keeps the media type even when a parameter is
+/// malformed: so a Content-Type regate cannot read exactly the way Go would is refused too
+/// (fail closed), and so is a second Content-Type (Go reads the first, a proxy may read another).
+fn refuse_form_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = |message: &str| {
+        Err(ApiError::BadRequest {
+            code: "UNSUPPORTED",
+            message: format!(
+                "{message}; an upload start takes no form body: send mount and from in the query"
+            ),
         })
+    };
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return refuse("more than one Content-Type header");
+    }
+    // Visible ASCII and tabs only: no byte that Go could take for a Unicode space.
+    let Ok(text) = value.to_str() else {
+        return refuse("the Content-Type is not plain ASCII");
+    };
+    let media_type = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| c.is_ascii_whitespace())
+        .to_ascii_lowercase();
+    if media_type == "application/x-www-form-urlencoded" || media_type.starts_with("multipart/") {
+        return refuse(&format!("Content-Type {media_type} is a form"));
+    }
+    Ok(())
 }
 
 fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ApiError> {
@@ -719,7 +634,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
     let bound = listener.local_addr()?;
     tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, "serving");
+    let failed_logins = failed_logins::FailedLogins::new(&config.failed_logins);
+    let connections = config.connections.clone();
     let gateway = Arc::new(Gateway {
+        failed_logins,
         config,
         decisions,
         signer,
@@ -735,28 +653,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{bound}")?;
         out.flush()?;
     }
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(connections::serve(
         listener,
-        app(gateway).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    tokio::select! {
-        result = &mut server => return Ok(result??),
-        () = shutdown_signal() => {}
-    }
+        app(gateway),
+        connections,
+        stop_rx,
+        DRAIN_TIMEOUT,
+    ));
+    shutdown_signal().await;
     tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(result) => Ok(result??),
-        Err(_) => {
-            tracing::warn!("transfers still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
-            Ok(())
-        }
-    }
+    server.await?;
+    Ok(())
 }
 
 /// The configured authority, and the key that signs registry tokens.

@@ -4,6 +4,11 @@
 //! All are HS256 under one secret kept in the state directory (`signing.key`, mode 0600) and
 //! told apart by their audience, so one kind can never be used as another. Keys and validations
 //! are built once in [`Signer`] and reused for every request.
+//!
+//! A registry or refresh token is never worth more than the API token it came from
+//! (docs/behaviour.md §10): it carries that API token sealed (AES-256-GCM under a key derived
+//! from the same secret), and every use authenticates the API token again, so the identity is
+//! the authority's current one and the token dies with its credential.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::UserInfo;
@@ -68,40 +74,24 @@ pub struct ApiClaims {
     pub jti: String,
 }
 
-/// Claims of a registry or refresh token: an identity already authenticated.
+/// Claims of a registry or refresh token: the API token it came from, sealed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegistryClaims {
     /// Issuer, [`ISSUER`].
     pub iss: String,
     /// Audience, [`REGISTRY_AUDIENCE`] or [`REFRESH_AUDIENCE`].
     pub aud: String,
-    /// User name.
+    /// User name when issued, for logs; the identity in force comes from `cred`.
     pub sub: String,
-    /// uid of the identity.
-    pub uid: String,
-    /// Groups of the identity, implicit ones included.
-    pub groups: Vec<String>,
-    /// Extra attributes of the identity (token scopes).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+    /// The API token, sealed by [`Signer::seal`]; absent for anonymous tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
     /// Issued at.
     pub iat: u64,
     /// Expires at.
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
-}
-
-impl RegistryClaims {
-    /// The identity the token carries.
-    pub fn user(&self) -> UserInfo {
-        UserInfo {
-            name: self.sub.clone(),
-            uid: self.uid.clone(),
-            groups: self.groups.clone(),
-            extra: self.extra.clone(),
-        }
-    }
 }
 
 /// A token and when it expires.
@@ -117,6 +107,8 @@ pub struct Issued {
 
 /// Signs and verifies regate's tokens with one secret.
 pub struct Signer {
+    /// Seals the API token inside registry and refresh tokens.
+    sealing: ring::aead::LessSafeKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
     api: Validation,
@@ -155,7 +147,16 @@ fn random_id() -> String {
 impl Signer {
     /// A signer for a raw secret.
     pub fn from_secret(secret: &[u8]) -> Self {
+        // A key of its own for sealing, derived so one secret file still holds everything.
+        let derived = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            b"regate/seal-credential/v1",
+        );
+        let sealing = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, derived.as_ref())
+            .map(ring::aead::LessSafeKey::new)
+            .expect("an HMAC-SHA256 output is a valid AES-256 key");
         Signer {
+            sealing,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             api: validation(API_AUDIENCE),
@@ -245,9 +246,51 @@ impl Signer {
         decode(token, &self.decoding, &self.api)
     }
 
+    /// Seals `credential` for a token of `audience`: base64url(nonce || AES-256-GCM).
+    fn seal(&self, audience: &str, credential: &SecretString) -> Result<String, TokenError> {
+        use ring::aead::{Aad, NONCE_LEN, Nonce};
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        let mut sealed = credential.expose_secret().as_bytes().to_vec();
+        self.sealing
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(audience.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| TokenError::Sign("cannot seal the credential".into()))?;
+        let mut out = nonce.to_vec();
+        out.append(&mut sealed);
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// The API token a verified registry or refresh token carries; `None` for anonymous ones.
+    pub fn unseal(&self, claims: &RegistryClaims) -> Result<Option<SecretString>, TokenError> {
+        use ring::aead::{Aad, NONCE_LEN, Nonce};
+        let Some(sealed) = &claims.cred else {
+            return Ok(None);
+        };
+        let invalid = || TokenError::Invalid("malformed token".into());
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| invalid())?;
+        if bytes.len() < NONCE_LEN {
+            return Err(invalid());
+        }
+        let mut text = bytes.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| invalid())?;
+        let plain = self
+            .sealing
+            .open_in_place(nonce, Aad::from(claims.aud.as_bytes()), &mut text)
+            .map_err(|_| invalid())?;
+        let token = String::from_utf8(plain.to_vec()).map_err(|_| invalid())?;
+        Ok(Some(SecretString::from(token)))
+    }
+
     fn issue_identity(
         &self,
         user: &UserInfo,
+        credential: Option<&SecretString>,
         audience: &str,
         expires_at: u64,
     ) -> Result<Issued, TokenError> {
@@ -256,9 +299,7 @@ impl Signer {
             iss: ISSUER.into(),
             aud: audience.into(),
             sub: user.name.clone(),
-            uid: user.uid.clone(),
-            groups: user.groups.clone(),
-            extra: user.extra.clone(),
+            cred: credential.map(|c| self.seal(audience, c)).transpose()?,
             iat,
             exp: expires_at.max(iat + 1),
             jti: random_id(),
@@ -270,13 +311,15 @@ impl Signer {
         })
     }
 
-    /// A registry token carrying `user`, valid for `lifetime`.
+    /// A registry token for `user`, proven by `credential` (its API token; `None` only for
+    /// anonymous), valid until `expires_at`.
     pub fn issue_registry_token(
         &self,
         user: &UserInfo,
-        lifetime: Duration,
+        credential: Option<&SecretString>,
+        expires_at: u64,
     ) -> Result<Issued, TokenError> {
-        self.issue_identity(user, REGISTRY_AUDIENCE, now() + lifetime.as_secs())
+        self.issue_identity(user, credential, REGISTRY_AUDIENCE, expires_at)
     }
 
     /// Checks a registry token; `Err` for anything else, an API token included.
@@ -284,19 +327,36 @@ impl Signer {
         decode(token, &self.decoding, &self.registry)
     }
 
-    /// A refresh token carrying `user` that expires at `expires_at` (the API token's expiry).
+    /// A refresh token for `user`, proven by `credential`, that expires at `expires_at`.
     pub fn issue_refresh_token(
         &self,
         user: &UserInfo,
+        credential: &SecretString,
         expires_at: u64,
     ) -> Result<Issued, TokenError> {
-        self.issue_identity(user, REFRESH_AUDIENCE, expires_at)
+        self.issue_identity(user, Some(credential), REFRESH_AUDIENCE, expires_at)
     }
 
     /// Checks a refresh token.
     pub fn verify_refresh_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
         decode(token, &self.decoding, &self.refresh)
     }
+}
+
+/// When a JWT says it expires (seconds since the epoch, fractions kept), read without checking
+/// its signature: only to bound what is derived from a token some authority has accepted, never
+/// to trust it.
+pub fn unverified_expiry(token: &str) -> Option<f64> {
+    #[derive(Deserialize)]
+    struct Claims {
+        exp: Option<f64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let exp = serde_json::from_slice::<Claims>(&json).ok()?.exp?;
+    (exp.is_finite() && exp >= 0.0).then_some(exp)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -6,27 +6,6 @@ use common::*;
 
 const SCOPE: &str = "repository:project-a/app:pull";
 
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn post_form(env: &Env, pairs: &[(&str, &str)]) -> Reply {
-    Reply::from_request(
-        env.request("POST", "/openshift/token", Auth::None)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(form(pairs)),
-    )
-}
-
 /// The reply is 200 JSON with a non-empty `key` string; returns it.
 fn string_field(env: &Env, reply: &Reply, key: &str) -> String {
     env.expect_status(reply, 200, &format!("token reply with {key}"));
@@ -148,18 +127,15 @@ fn offline_token_adds_a_refresh_token() {
 fn oauth2_post_password_and_refresh_token_grants() {
     let env = Env::with_projects();
     let builder = env.token("builder", "project-a");
-    let reply = post_form(
-        &env,
-        &[
-            ("grant_type", "password"),
-            ("username", "anything"),
-            ("password", &builder),
-            ("service", "regate"),
-            ("scope", "repository:project-a/app:pull,push"),
-            ("client_id", "containerd"),
-            ("access_type", "offline"),
-        ],
-    );
+    let reply = env.post_token_form(&[
+        ("grant_type", "password"),
+        ("username", "anything"),
+        ("password", &builder),
+        ("service", "regate"),
+        ("scope", "repository:project-a/app:pull,push"),
+        ("client_id", "containerd"),
+        ("access_type", "offline"),
+    ]);
     let access = string_field(&env, &reply, "access_token");
     assert!(
         reply.json()["expires_in"].as_u64().is_some_and(|s| s > 0),
@@ -178,16 +154,13 @@ fn oauth2_post_password_and_refresh_token_grants() {
     }
     let refresh = string_field(&env, &reply, "refresh_token");
 
-    let reply = post_form(
-        &env,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("service", "regate"),
-            ("scope", "repository:project-a/app:pull,push"),
-            ("client_id", "containerd"),
-        ],
-    );
+    let reply = env.post_token_form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &refresh),
+        ("service", "regate"),
+        ("scope", "repository:project-a/app:pull,push"),
+        ("client_id", "containerd"),
+    ]);
     let renewed = string_field(&env, &reply, "access_token");
     if let Err(reply) = env.push(
         Auth::Bearer(&renewed),
@@ -198,27 +171,21 @@ fn oauth2_post_password_and_refresh_token_grants() {
         panic!("push by project-a/builder with the refreshed access token: {reply}");
     }
 
-    let reply = post_form(
-        &env,
-        &[
-            ("grant_type", "password"),
-            ("username", "anything"),
-            ("password", "not-a-token"),
-        ],
-    );
+    let reply = env.post_token_form(&[
+        ("grant_type", "password"),
+        ("username", "anything"),
+        ("password", "not-a-token"),
+    ]);
     env.expect_error(
         &reply,
         401,
         "UNAUTHORIZED",
         "POST password grant with a bad token",
     );
-    let reply = post_form(
-        &env,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", "not-a-token"),
-        ],
-    );
+    let reply = env.post_token_form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "not-a-token"),
+    ]);
     env.expect_error(
         &reply,
         401,

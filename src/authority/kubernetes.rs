@@ -18,10 +18,9 @@ mod transport;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderValue, StatusCode};
 use k8s_openapi::api::authentication::v1::{
@@ -618,11 +617,6 @@ impl Authority for Kubernetes {
         self.review == ReviewMode::SelfReview
     }
 
-    async fn still_exists(&self, _user: &UserInfo) -> Result<bool, AuthorityError> {
-        // The API decides on every TokenReview; there is no cheap "does this user exist".
-        Ok(true)
-    }
-
     async fn pull_keyring(
         &self,
         user: &UserInfo,
@@ -778,20 +772,12 @@ fn decision_of(status: Option<SubjectAccessReviewStatus>) -> Decision {
     }
 }
 
-/// How long until the token's own `exp`, if it is a JWT that has one. The claims are read
-/// without verifying the signature: only to bound the cache, the API has verified the token.
+/// How long until the token's own `exp`, if it is a JWT that has one (read unverified: only to
+/// bound the cache, the API has verified the token).
 fn expiry_of(token: &SecretString) -> Option<Duration> {
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: Option<f64>,
-    }
-    let payload = token.expose_secret().split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let exp = serde_json::from_slice::<Claims>(&json).ok()?.exp?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    let exp = crate::token::unverified_expiry(token.expose_secret())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
     Some(Duration::try_from_secs_f64(exp - now).unwrap_or(Duration::ZERO))

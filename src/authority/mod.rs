@@ -60,13 +60,6 @@ pub trait Authority: Send + Sync + 'static {
         false
     }
 
-    /// Whether an identity carried by a registry token still exists (a deleted service account's
-    /// registry tokens stop working at once). Authorities that cannot tell cheaply say yes.
-    async fn still_exists(&self, user: &UserInfo) -> Result<bool, AuthorityError> {
-        let _ = user;
-        Ok(true)
-    }
-
     /// The docker config Secrets to pull `namespace`'s remote images with for `user`, chained in
     /// the order they are tried: those linked for pull (`imagePullSecrets`) to `user`'s service
     /// account if `user` is one (`system:serviceaccount:NS:NAME`; the secrets live in NS), then

@@ -144,6 +144,10 @@ impl StateArg {
 
 /// Runs the CLI and returns the process's exit code.
 pub fn main() -> ExitCode {
+    // A command whose output is piped into `head` ends quietly when the pipe closes, as every
+    // Unix tool does, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+    // Serving commands ignore it again (see `server_runtime`): sockets report EPIPE as errors.
+    set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,8 +179,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server_runtime()?.block_on(crate::server::serve(args))
 }
 
+/// Sets what SIGPIPE does to this process.
+fn set_sigpipe(action: libc::sighandler_t) {
+    // SAFETY: `signal` with SIG_DFL or SIG_IGN installs no handler code; it is called before
+    // any thread of ours starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, action);
+    }
+}
+
 /// Logging and the async runtime, as every serving command needs them.
 fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // A closed log or stdout pipe must not kill a server; writes to it fail instead.
+    set_sigpipe(libc::SIG_IGN);
     // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

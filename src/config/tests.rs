@@ -212,3 +212,23 @@ fn remotes_map_a_namespace_to_a_registry_and_prefix() {
         );
     }
 }
+
+/// Clients reuse a token for 60 s whatever `expires_in` says: a shorter lifetime only breaks
+/// long pushes, so it is refused with the field and the minimum named.
+#[test]
+fn token_lifetimes_under_60s_are_refused() {
+    for (yaml, field) in [
+        ("token:\n  lifetime: 1s\n", "token.lifetime"),
+        ("token:\n  lifetime: 0s\n", "token.lifetime"),
+        ("token:\n  lifetime: 59s\n", "token.lifetime"),
+        ("token_server:\n  lifetime: 30s\n", "token_server.lifetime"),
+    ] {
+        let e = load_yaml(yaml, ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("field `{field}`")), "{yaml}: {e}");
+        assert!(e.contains("minimum of 60s"), "{yaml}: {e}");
+    }
+    let c = load_yaml("token:\n  lifetime: 60s\n", ServeArgs::default()).unwrap();
+    assert_eq!(c.token_lifetime, std::time::Duration::from_secs(60));
+}

@@ -1,10 +1,14 @@
 //! The pipeline in-process, with an authority that cannot answer: nothing may be forwarded.
 
 use super::*;
-use crate::authority::Authority;
+use crate::authority::{Authn, Authority};
 use crate::cache::CacheSettings;
 use crate::config::{Config, ServeArgs};
 use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use secrecy::{ExposeSecret, SecretString};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::ServiceExt;
 
@@ -67,6 +71,7 @@ fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway
         token_server: None,
         pull_secret: None,
         remotes: Vec::new(),
+        failed_logins: crate::server::failed_logins::FailedLogins::new(&Default::default()),
     })
 }
 
@@ -85,11 +90,15 @@ async fn send(gw: Arc<Gateway>, method: &str, path: &str, auth: Option<String>) 
 async fn an_authority_that_cannot_answer_gets_503_and_nothing_is_forwarded() {
     let (upstream, connections) = counting_upstream().await;
     let gw = gateway(&upstream);
-    // A registry token skips authentication but not authorization.
+    // A registry token's API token is authenticated again at each use: the authority is asked.
     let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
     let token = gw
         .signer
-        .issue_registry_token(&user, Duration::from_secs(60))
+        .issue_registry_token(
+            &user,
+            Some(&SecretString::from("api-token")),
+            crate::token::now() + 60,
+        )
         .unwrap()
         .token;
     let cases = [

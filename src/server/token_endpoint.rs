@@ -19,11 +19,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::Gateway;
+use super::failed_logins::Attempt;
 use crate::access::{self, Scope};
-use crate::authority::Authn;
 use crate::config::TokenServerSettings;
 use crate::error::ApiError;
-use crate::identity::{self, Credential, UserInfo};
+use crate::identity::{self, Caller, Credential, UserInfo};
 use crate::keys::LiveKey;
 use crate::token::Issued;
 use crate::token::distribution::{DistributionClaims, ResourceActions};
@@ -72,6 +72,8 @@ struct Params {
     grant_type: Option<String>,
     password: Option<SecretString>,
     refresh_token: Option<SecretString>,
+    /// The OAuth2 form's `username`: not used for the decision, only to count failed logins.
+    username: Option<String>,
 }
 
 impl Params {
@@ -87,7 +89,8 @@ impl Params {
                 "grant_type" => p.grant_type = Some(value.into_owned()),
                 "password" => p.password = Some(SecretString::from(value.into_owned())),
                 "refresh_token" => p.refresh_token = Some(SecretString::from(value.into_owned())),
-                // service, account, client_id, username: accepted, not used for the decision.
+                "username" => p.username = Some(value.into_owned()),
+                // service, account, client_id: accepted, not used for the decision.
                 _ => {}
             }
         }
@@ -100,6 +103,7 @@ pub(super) async fn handle(
     gw: &Gateway,
     realm: Realm<'_>,
     req: Request,
+    attempt: Option<&mut Attempt>,
 ) -> Result<Response, ApiError> {
     let mut params = match *req.method() {
         Method::GET | Method::HEAD => Params::parse(req.uri().query().unwrap_or("").as_bytes()),
@@ -108,6 +112,11 @@ pub(super) async fn handle(
                 .await
                 .map_err(|_| bad("the form is larger than 64 KiB"))?;
             let mut params = Params::parse(&body);
+            // The form's user name counts too, and may already be barred.
+            if let Some(attempt) = attempt {
+                *attempt = std::mem::take(attempt).with_name(params.username.as_deref());
+                gw.failed_logins.check(attempt)?;
+            }
             let grant = params.grant_type.take();
             return post(gw, realm, params, grant.as_deref()).await;
         }
@@ -126,15 +135,11 @@ pub(super) async fn handle(
     let credential = identity::credential(header).map_err(|e| ApiError::InvalidCredential {
         message: e.to_string(),
     })?;
-    match credential {
-        Credential::Anonymous => {
-            respond(gw, realm, &UserInfo::anonymous(), &params, None, None).await
-        }
-        Credential::Token(token) => {
-            let (user, api_expiry) = authenticate_api_token(gw, &token).await?;
-            respond(gw, realm, &user, &params, api_expiry, Some(&token)).await
-        }
-    }
+    let caller = match credential {
+        Credential::Anonymous => Caller::anonymous(),
+        Credential::Token(token) => authenticate_api_token(gw, token).await?,
+    };
+    respond(gw, realm, &caller, &params).await
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
@@ -149,11 +154,11 @@ async fn post(
         Some("password") => {
             let password = params
                 .password
-                .as_ref()
+                .take()
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
-            let (user, api_expiry) = authenticate_api_token(gw, password).await?;
-            respond(gw, realm, &user, &params, api_expiry, Some(password)).await
+            let caller = authenticate_api_token(gw, password).await?;
+            respond(gw, realm, &caller, &params).await
         }
         Some("refresh_token") => {
             let token = params
@@ -166,24 +171,21 @@ async fn post(
                 .map_err(|e| ApiError::InvalidCredential {
                     message: format!("{e}: log in again"),
                 })?;
-            let user = claims.user();
-            let exists = gw
-                .decisions
-                .authority()
-                .still_exists(&user)
+            // The identity as the authority sees it now, from the API token the refresh token
+            // carries: a refresh token dies with its API token and its subject.
+            let caller = gw
+                .reauthenticate(&claims)
                 .await
-                .map_err(super::unavailable)?;
-            if !exists {
-                return Err(ApiError::InvalidCredential {
-                    message: "the identity of this refresh token no longer exists".into(),
-                });
-            }
+                .map_err(super::unavailable)?
+                .map_err(|reason| ApiError::InvalidCredential {
+                    message: format!("{reason}: log in again"),
+                })?;
             // A refresh answers an access token only; the client keeps its refresh token.
             let params = Params {
                 offline: false,
                 ..params
             };
-            respond(gw, realm, &user, &params, None, None).await
+            respond(gw, realm, &caller, &params).await
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -192,45 +194,33 @@ async fn post(
     }
 }
 
-/// Who an API token belongs to, and when the token itself expires (if regate can tell).
-async fn authenticate_api_token(
-    gw: &Gateway,
-    token: &SecretString,
-) -> Result<(UserInfo, Option<u64>), ApiError> {
-    match gw
-        .decisions
-        .authority()
-        .authenticate(token)
+/// Who an API token belongs to; 401 when the authority refuses it.
+async fn authenticate_api_token(gw: &Gateway, token: SecretString) -> Result<Caller, ApiError> {
+    gw.authenticate(token)
         .await
         .map_err(super::unavailable)?
-    {
-        Authn::User(user) => {
-            let expiry = gw
-                .signer
-                .verify_api_token(token.expose_secret())
-                .ok()
-                .map(|c| c.exp);
-            Ok((user, expiry))
-        }
-        Authn::Invalid { reason } => Err(ApiError::InvalidCredential {
+        .map_err(|reason| ApiError::InvalidCredential {
             message: format!("{reason}: log in with a valid API token as the password"),
-        }),
-    }
+        })
 }
 
-/// The token response for `user`: the realm's token, and a refresh token when asked for.
+/// The token response for `caller`: the realm's token, and a refresh token when asked for.
+/// Neither outlives the caller's API token where its expiry can be read.
 async fn respond(
     gw: &Gateway,
     realm: Realm<'_>,
-    user: &UserInfo,
+    caller: &Caller,
     params: &Params,
-    api_expiry: Option<u64>,
-    api_token: Option<&SecretString>,
 ) -> Result<Response, ApiError> {
-    let reviews_as_caller = gw.decisions.authority().needs_caller_token();
+    let user = &caller.user;
+    let api_token = caller.token.as_ref();
+    // Whole seconds, rounded down: a token never ends after its API token.
+    let api_expiry = api_token
+        .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
+        .map(|exp| exp as u64);
     let (issued, scope) = match realm {
         Realm::Gateway => {
-            let issued = gateway_token(gw, user, api_expiry, api_token)?;
+            let issued = gateway_token(gw, caller, api_expiry)?;
             let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
             (issued, scope)
         }
@@ -241,23 +231,26 @@ async fn respond(
                 .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let issued = registry_token(ts, user, access)?;
+            let issued = registry_token(ts, user, access, api_expiry)?;
             (issued, Some(scope).filter(|s| !s.is_empty()))
         }
     };
-    // A refresh token carries the identity only; reviewing as the caller needs the caller's own
-    // token at every decision, which a refresh could not supply.
-    let refresh_token = if params.offline && !user.is_anonymous() && !reviews_as_caller {
-        let cap = crate::token::now() + REFRESH_MAX.as_secs();
-        let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
-        Some(
-            gw.signer
-                .issue_refresh_token(user, expires_at)
-                .map_err(sign_error)?
-                .token,
-        )
-    } else {
-        None
+    // Reviewing as the caller hands the caller's own API token back as the access token: a
+    // refresh token would add nothing, and OpenShift's registry issues none there either.
+    let reviews_as_caller = gw.decisions.authority().needs_caller_token();
+    let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller) {
+        Some(api_token) => {
+            let cap = crate::token::now() + REFRESH_MAX.as_secs();
+            let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
+            Some(
+                gw.signer
+                    .issue_refresh_token(user, api_token, expires_at)
+                    .map_err(sign_error)?
+                    .token,
+            )
+        }
+        // Anonymous callers have nothing to refresh.
+        None => None,
     };
     let issued_at =
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(issued.issued_at));
@@ -283,28 +276,31 @@ fn sign_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::AuthorityUnavailable
 }
 
-/// The gateway realm's token: an identity token, or, when the authority reviews as the caller,
-/// the caller's own API token handed back.
+/// The gateway realm's token: a registry token carrying the caller's API token sealed, or, when
+/// the authority reviews as the caller, the caller's own API token handed back.
 fn gateway_token(
     gw: &Gateway,
-    user: &UserInfo,
+    caller: &Caller,
     api_expiry: Option<u64>,
-    api_token: Option<&SecretString>,
 ) -> Result<Issued, ApiError> {
-    match api_token.filter(|_| gw.decisions.authority().needs_caller_token()) {
+    let issued_at = crate::token::now();
+    let lifetime_end = issued_at + gw.config.token_lifetime.as_secs();
+    let expires_at = api_expiry.map_or(lifetime_end, |e| e.min(lifetime_end));
+    match caller
+        .token
+        .as_ref()
+        .filter(|_| gw.decisions.authority().needs_caller_token())
+    {
         // As OpenShift's registry in this mode: every request must carry a token the cluster
         // knows, so the caller's own is the registry token.
-        Some(token) => {
-            let issued_at = crate::token::now();
-            Ok(Issued {
-                token: token.expose_secret().to_string(),
-                issued_at,
-                expires_at: api_expiry.unwrap_or(issued_at + gw.config.token_lifetime.as_secs()),
-            })
-        }
+        Some(token) => Ok(Issued {
+            token: token.expose_secret().to_string(),
+            issued_at,
+            expires_at: api_expiry.unwrap_or(lifetime_end),
+        }),
         None => gw
             .signer
-            .issue_registry_token(user, gw.config.token_lifetime)
+            .issue_registry_token(&caller.user, caller.token.as_ref(), expires_at)
             .map_err(sign_error),
     }
 }
@@ -314,9 +310,14 @@ fn registry_token(
     ts: &TokenServer,
     user: &UserInfo,
     access: Vec<ResourceActions>,
+    api_expiry: Option<u64>,
 ) -> Result<Issued, ApiError> {
     let s = &ts.settings;
-    let claims = DistributionClaims::new(&s.issuer, &s.service, &user.name, s.lifetime, access);
+    let mut claims = DistributionClaims::new(&s.issuer, &s.service, &user.name, s.lifetime, access);
+    // The registry cannot ask regate again: the token must end when its API token does.
+    if let Some(api_expiry) = api_expiry {
+        claims.exp = claims.exp.min(api_expiry.max(claims.iat + 1));
+    }
     let token = ts
         .key
         .current()
@@ -413,8 +414,55 @@ fn invalid_scope(scope: &str, e: crate::route::RouteError) -> ApiError {
 }
 
 fn bad(message: &str) -> ApiError {
-    ApiError::BadRequest {
-        code: "UNSUPPORTED",
-        message: message.to_string(),
+    ApiError::unsupported(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(pairs: &[(&str, &str)]) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any bytes as a query or form body parse without panicking.
+        #[test]
+        fn any_form_parses(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Params::parse(&bytes);
+        }
+
+        /// What an OAuth2 client encodes is what regate reads: the secrets verbatim, every
+        /// space-separated scope once per occurrence, the offline flags.
+        #[test]
+        fn an_encoded_form_round_trips(
+            password in "\\PC{1,64}",
+            refresh in "\\PC{1,64}",
+            user in "\\PC{0,32}",
+            scopes in proptest::collection::vec("[a-z]{1,8}:[a-z0-9/]{1,16}:(pull|push|pull,push)", 0..4),
+            offline in any::<bool>(),
+        ) {
+            let scope = scopes.join(" ");
+            let body = encode(&[
+                ("grant_type", "password"),
+                ("username", &user),
+                ("password", &password),
+                ("refresh_token", &refresh),
+                ("scope", &scope),
+                ("access_type", if offline { "offline" } else { "online" }),
+            ]);
+            let p = Params::parse(body.as_bytes());
+            prop_assert_eq!(p.grant_type.as_deref(), Some("password"));
+            prop_assert_eq!(p.password.as_ref().map(|s| s.expose_secret().to_string()), Some(password));
+            prop_assert_eq!(p.refresh_token.as_ref().map(|s| s.expose_secret().to_string()), Some(refresh));
+            prop_assert_eq!(p.username.as_deref(), Some(user.as_str()));
+            prop_assert_eq!(p.scopes, scopes);
+            prop_assert_eq!(p.offline, offline);
+        }
     }
 }

@@ -27,12 +27,55 @@ fn kinds_do_not_mix() {
         .unwrap();
     assert!(s.verify_registry_token(&api.token).is_err());
     let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
+    let credential = SecretString::from(api.token.clone());
     let reg = s
-        .issue_registry_token(&user, Duration::from_secs(60))
+        .issue_registry_token(&user, Some(&credential), now() + 60)
         .unwrap();
     assert!(s.verify_api_token(&reg.token).is_err());
     assert!(s.verify_refresh_token(&reg.token).is_err());
-    assert_eq!(s.verify_registry_token(&reg.token).unwrap().user(), user);
+    let claims = s.verify_registry_token(&reg.token).unwrap();
+    assert_eq!(claims.sub, "alice");
+    let sealed = s.unseal(&claims).unwrap().expect("a credential");
+    assert_eq!(sealed.expose_secret(), api.token);
+    // Sealed for a registry token: it does not open as a refresh token's.
+    let as_refresh = RegistryClaims {
+        aud: REFRESH_AUDIENCE.into(),
+        ..claims.clone()
+    };
+    assert!(s.unseal(&as_refresh).is_err());
+    // Another key opens nothing.
+    assert!(Signer::from_secret(&[9u8; 32]).unseal(&claims).is_err());
+}
+
+/// The sealed credential is not readable from the token: its payload is base64 JSON.
+#[test]
+fn the_credential_is_sealed_not_encoded() {
+    let s = signer();
+    let secret = "api-token-secret-value-1234567890";
+    let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
+    let reg = s
+        .issue_refresh_token(&user, &SecretString::from(secret), now() + 60)
+        .unwrap();
+    let payload = reg.token.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let text = String::from_utf8_lossy(&json);
+    assert!(
+        !text.contains(secret) && !reg.token.contains(secret),
+        "{text}"
+    );
+}
+
+#[test]
+fn unverified_expiry_reads_exp() {
+    let s = signer();
+    let t = s
+        .issue_api_token("alice", "u", Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(unverified_expiry(&t.token), Some(t.expires_at as f64));
+    assert_eq!(unverified_expiry("opaque-token"), None);
+    assert_eq!(unverified_expiry("a.!!!.c"), None);
 }
 
 #[test]
@@ -45,7 +88,7 @@ fn another_key_and_expiry_are_refused() {
     assert!(err.contains("another key"), "{err}");
     let user = UserInfo::anonymous();
     let expired = signer()
-        .issue_identity(&user, REGISTRY_AUDIENCE, now() - 10)
+        .issue_identity(&user, None, REGISTRY_AUDIENCE, now() - 10)
         .unwrap();
     // issue_identity never issues an already-expired token
     assert!(expired.expires_at > now() - 1);

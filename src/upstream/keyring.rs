@@ -590,7 +590,11 @@ impl Target {
 /// `s` without a leading `http://` or `https://` (any case).
 fn strip_scheme(s: &str) -> &str {
     for scheme in ["https://", "http://"] {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: a multi-byte character may straddle the scheme's length.
+        if s.as_bytes()
+            .get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes()))
+        {
             return &s[scheme.len()..];
         }
     }

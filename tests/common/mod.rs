@@ -652,6 +652,24 @@ impl Env {
         )
     }
 
+    /// `POST /openshift/token` with the OAuth2 form `pairs` (containerd's way to a token).
+    pub fn post_token_form(&self, pairs: &[(&str, &str)]) -> Reply {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| {
+                let v =
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+                format!("{k}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        Reply::from_request(
+            self.request("POST", "/openshift/token", Auth::None)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    }
+
     /// `POST /v2/REPO/blobs/uploads/` through regate: an upload start.
     pub fn start_upload(&self, repo: &str, auth: Auth) -> Reply {
         self.send("POST", &format!("/v2/{repo}/blobs/uploads/"), auth)

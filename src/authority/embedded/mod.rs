@@ -5,6 +5,12 @@
 //! request never touches the disk. A background task ([`Embedded::spawn_reloader`]) polls the
 //! directory's [`Fingerprint`] and swaps in a new snapshot when something changed; a directory
 //! that does not load (a hand edit gone wrong) keeps the last good snapshot in force.
+//!
+//! Polling alone would leave a window after a CLI change (a deleted namespace's tokens working
+//! for a moment, a new service account's token refused). So every authentication also looks at
+//! the store's change marker (one `stat`, see [`store::WriteLock`]) and reloads first when a
+//! writer has been there; and a token whose subject the snapshot lacks is checked against the
+//! directory itself before it is refused (docs/behaviour.md §10).
 
 pub mod apply;
 pub mod bootstrap;
@@ -47,6 +53,10 @@ pub struct Embedded {
     seen: Mutex<Option<Fingerprint>>,
     /// The last reload failure logged, so each distinct failure is logged once.
     last_error: crate::reload::LastError,
+    /// The change marker's stamp when the snapshot in force was loaded.
+    marker_seen: Mutex<Option<(u64, i128, u64)>>,
+    /// Held for a whole reload, so a request that waits for one sees its result.
+    reloading: Mutex<()>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -63,6 +73,7 @@ impl Embedded {
     /// loads it; an error when it does not load, since there is no last good policy yet.
     pub fn open(state_dir: &Path) -> Result<Arc<Embedded>, StoreError> {
         Store::open(state_dir)?;
+        let marker = store::change_stamp(&Layout::new(state_dir));
         let seen = fingerprint(state_dir)?;
         let snapshot = load(state_dir)?;
         let signer = Signer::load_or_create(&Layout::new(state_dir).signing_key())?;
@@ -73,6 +84,8 @@ impl Embedded {
             generation: AtomicU64::new(1),
             seen: Mutex::new(Some(seen)),
             last_error: crate::reload::LastError::default(),
+            marker_seen: Mutex::new(marker),
+            reloading: Mutex::new(()),
         }))
     }
 
@@ -87,6 +100,7 @@ impl Embedded {
     /// force. On error the last good snapshot stays, and the same broken state is not re-read
     /// until something changes again.
     pub fn reload(&self) -> Result<bool, StoreError> {
+        let _reloading = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let now = fingerprint(&self.dir)?;
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,6 +117,31 @@ impl Embedded {
         self.signer.store(Arc::new(signer));
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// Reloads first if a writer has let go of the lock since the snapshot in force was loaded
+    /// (one `stat` when nothing changed).
+    fn catch_up(&self) {
+        let stamp = store::change_stamp(&Layout::new(&self.dir));
+        let seen = *self.marker_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if stamp == seen {
+            return;
+        }
+        self.poll();
+        *self.marker_seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+    }
+
+    /// The groups of the subject of an API token, or `None` when it does not exist (or is a
+    /// recreated object with another uid) in the snapshot and in the directory either.
+    fn groups_of(&self, name: &str, uid: &str) -> Option<Vec<String>> {
+        self.catch_up();
+        if let Some(groups) = self.snapshot.load().groups_of(name, uid) {
+            return Some(groups);
+        }
+        // A subject written by hand, or by a writer racing this request, exists before the
+        // reloader sees it: never call it deleted without looking.
+        self.poll();
+        self.snapshot.load().groups_of(name, uid)
     }
 
     /// One look by the reloader: reload, and log a failure once until it changes or is fixed.
@@ -149,7 +188,7 @@ impl Authority for Embedded {
             }
         };
         // The uid check makes a deleted, or deleted and recreated, subject's tokens useless.
-        let groups = self.snapshot.load().groups_of(&claims.sub, &claims.uid);
+        let groups = self.groups_of(&claims.sub, &claims.uid);
         Ok(match groups {
             Some(groups) => Authn::User(UserInfo::authenticated(claims.sub, claims.uid, groups)),
             None => Authn::Invalid {
@@ -168,10 +207,6 @@ impl Authority for Embedded {
         attrs: &Attributes,
     ) -> Result<Decision, AuthorityError> {
         Ok(self.snapshot.load().policy.evaluate(user, attrs))
-    }
-
-    async fn still_exists(&self, user: &UserInfo) -> Result<bool, AuthorityError> {
-        Ok(self.snapshot.load().still_exists(user))
     }
 
     async fn pull_keyring(

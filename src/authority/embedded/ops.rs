@@ -6,7 +6,6 @@
 //! never lose each other's changes.
 
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -217,7 +216,7 @@ impl Store {
     }
 
     /// Takes the writers' lock, held until the file is dropped.
-    pub(super) fn lock(&self) -> Result<File, StoreError> {
+    pub(super) fn lock(&self) -> Result<super::store::WriteLock, StoreError> {
         lock_exclusive(&self.layout)
     }
 

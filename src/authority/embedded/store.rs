@@ -302,6 +302,12 @@ impl Layout {
         self.root.join(".lock")
     }
 
+    /// The change marker every writer grows when it lets go of the lock (hidden, so loads and
+    /// fingerprints ignore it).
+    pub fn change_marker(&self) -> PathBuf {
+        self.root.join(".changes")
+    }
+
     /// Directory of ClusterRoles.
     pub fn cluster_roles(&self) -> PathBuf {
         self.root.join("cluster/clusterroles")
@@ -469,11 +475,6 @@ impl Snapshot {
         }
         let user = self.users.get(name)?;
         (user.uid == uid).then(|| user.groups.clone())
-    }
-
-    /// Whether the identity still exists with the same uid (anonymous always does).
-    pub fn still_exists(&self, user: &UserInfo) -> bool {
-        user.is_anonymous() || self.groups_of(&user.name, &user.uid).is_some()
     }
 
     /// The docker config Secrets to pull `namespace`'s remote images with for `user`, in the
@@ -895,9 +896,46 @@ pub(crate) fn exists(path: &Path) -> Result<bool, StoreError> {
     path.try_exists().map_err(io_error(path))
 }
 
-/// Takes the writers' exclusive lock; it is released when the returned file is dropped.
+/// The writers' exclusive lock. Released when dropped, after one byte is appended to the
+/// change marker: a running server reads the marker's size with one `stat` per authentication
+/// and reloads when it grew, so a change the CLI made is in force on the next request.
+pub(crate) struct WriteLock {
+    _file: File,
+    marker: PathBuf,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        // The marker only hurries a reload; the reloader's polling stays the fallback, so an
+        // error here costs a quarter of a second at most and is not worth failing the change.
+        let _ = bump_marker(&self.marker);
+    }
+}
+
+/// Grows the change marker by one byte (starting again when it reaches 1 MiB: the inode and
+/// time change with it, so a reader still sees a new stamp).
+fn bump_marker(marker: &Path) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(marker)?;
+    if file.metadata()?.len() >= 1 << 20 {
+        file.set_len(0)?;
+    }
+    file.write_all(b".")
+}
+
+/// What the change marker looks like now: (size, mtime ns, inode); `None` when it is missing.
+pub(crate) fn change_stamp(layout: &Layout) -> Option<(u64, i128, u64)> {
+    let meta = fs::metadata(layout.change_marker()).ok()?;
+    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    Some((meta.size(), mtime, meta.ino()))
+}
+
+/// Takes the writers' exclusive lock; it is released when the returned guard is dropped.
 /// Locks are per open file, so threads of one process exclude each other as processes do.
-pub(crate) fn lock_exclusive(layout: &Layout) -> Result<File, StoreError> {
+pub(crate) fn lock_exclusive(layout: &Layout) -> Result<WriteLock, StoreError> {
     let path = layout.lock_file();
     let file = OpenOptions::new()
         .create(true)
@@ -907,7 +945,10 @@ pub(crate) fn lock_exclusive(layout: &Layout) -> Result<File, StoreError> {
         .open(&path)
         .map_err(io_error(&path))?;
     file.lock().map_err(io_error(&path))?;
-    Ok(file)
+    Ok(WriteLock {
+        _file: file,
+        marker: layout.change_marker(),
+    })
 }
 
 /// Takes the readers' shared lock, if the lock file exists (no writer has run otherwise);

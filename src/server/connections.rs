@@ -1,0 +1,339 @@
+//! Accepting and keeping connections (docs/behaviour.md §10): a client cannot hold regate down
+//! by opening sockets and sending nothing, half a header, or nothing more after a response.
+//!
+//! - A request header must arrive whole within `header_timeout` (hyper's header-read timer,
+//!   which also runs while a keep-alive connection waits for its next request).
+//! - A connection with no request in flight for `idle_timeout` is closed.
+//! - At most `max` connections are kept. A new one over the cap closes the connection that has
+//!   been idle longest; when every connection is busy, the new one is closed instead. Running
+//!   out of file descriptors in `accept` sheds an idle connection the same way.
+//! - At start the open-file limit is raised to its hard limit, and `max` is kept to half of it
+//!   (the other half is for connections to the registry, the state directory and logs).
+//!
+//! "In flight" lasts from the request's head to the last byte of its response body, so a long
+//! pull or push is never mistaken for an idle connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt;
+
+/// Connection limits and deadlines, validated.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// How long a request header may take to arrive, counted from when regate starts waiting.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Most connections kept at once (further capped by the open-file limit).
+    pub max: usize,
+}
+
+impl Default for ConnectionSettings {
+    /// 30 s for a header, 30 s idle, 10,000 connections.
+    fn default() -> Self {
+        ConnectionSettings {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max: 10_000,
+        }
+    }
+}
+
+/// One connection's state, shared by its task, its requests and the table.
+struct Conn {
+    /// Requests whose response body has not been sent whole yet.
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in ms since the table's epoch.
+    idle_since: AtomicU64,
+    /// Asks the connection's task to close (idle: at once; busy: after its requests).
+    close: Notify,
+}
+
+/// Every open connection, to shed the idlest when full.
+struct Table {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+}
+
+impl Table {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn len(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn insert(&self, conn: Arc<Conn>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(id, conn);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Asks the connection idle longest to close; false when none is idle.
+    fn shed_idlest(&self) -> bool {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let idlest = conns
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        match idlest {
+            Some(conn) => {
+                conn.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Marks a request in flight until dropped (with the response body, or with the request).
+struct InFlight {
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+impl InFlight {
+    fn new(conn: &Arc<Conn>, table: &Arc<Table>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            conn: conn.clone(),
+            table: table.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.table.now_ms(), Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent or dropped.
+struct Tracked {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets requests in flight finish
+/// (up to `drain`) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: ConnectionSettings,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let open_files = raise_open_file_limit();
+    let max = match open_files {
+        Some(limit) => {
+            let fit = usize::try_from(limit / 2).unwrap_or(usize::MAX).max(1);
+            if fit < settings.max {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    "connections.max lowered from {} to {fit}: half the open-file limit; raise \
+                     the limit (ulimit -n, LimitNOFILE=) to keep more",
+                    settings.max
+                );
+            }
+            settings.max.min(fit)
+        }
+        None => settings.max,
+    };
+    let table = Arc::new(Table {
+        conns: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
+    let mut last_accept_error = None::<Instant>;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if table.len() >= max && !table.shed_idlest() {
+                    // Everyone is busy: refusing the newcomer keeps the others' transfers.
+                    tracing::debug!(%peer, "connection refused: {max} connections, all busy");
+                    drop(stream);
+                    continue;
+                }
+                let task = Connection {
+                    table: table.clone(),
+                    app: app.clone(),
+                    settings: settings.clone(),
+                    stop: stop.clone(),
+                };
+                tokio::spawn(task.run(stream, peer));
+            }
+            Err(error) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before accept: free
+                // room by shedding an idle connection, and do not spin.
+                table.shed_idlest();
+                if last_accept_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(%error, connections = table.len(), "accept failed");
+                    last_accept_error = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + drain;
+    while table.len() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = table.len();
+    if left > 0 {
+        tracing::warn!("{left} connections still busy after {drain:?}; stopping anyway");
+    }
+}
+
+/// What one connection's task needs.
+struct Connection {
+    table: Arc<Table>,
+    app: Router,
+    settings: ConnectionSettings,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.table.now_ms()),
+            close: Notify::new(),
+        });
+        let id = self.table.insert(conn.clone());
+        let service = {
+            let (conn, table, app) = (conn.clone(), self.table.clone(), self.app.clone());
+            hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let in_flight = InFlight::new(&conn, &table);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let response = app.clone().oneshot(req.map(Body::new));
+                async move {
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|inner| {
+                        Body::new(Tracked {
+                            inner,
+                            _in_flight: in_flight,
+                        })
+                    }))
+                }
+            })
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_timeout)
+            .keep_alive(true);
+        let http = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(http);
+        let mut closing = false;
+        loop {
+            let idle_for = self
+                .table
+                .now_ms()
+                .saturating_sub(conn.idle_since.load(Ordering::Relaxed));
+            let idle = conn.in_flight.load(Ordering::Acquire) == 0;
+            let idle_left = self
+                .settings
+                .idle_timeout
+                .saturating_sub(Duration::from_millis(idle_for));
+            if idle && (closing || idle_left.is_zero()) {
+                // No request is in flight: dropping the connection loses nothing.
+                break;
+            }
+            // A busy connection is looked at again soon after its requests end.
+            let check_in = if idle {
+                idle_left
+            } else {
+                self.settings.idle_timeout.min(Duration::from_secs(1))
+            };
+            tokio::select! {
+                _ = http.as_mut() => break,
+                () = conn.close.notified() => {
+                    closing = true;
+                    http.as_mut().graceful_shutdown();
+                }
+                _ = self.stop.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    http.as_mut().graceful_shutdown();
+                }
+                () = tokio::time::sleep(check_in.max(Duration::from_millis(10))) => {}
+            }
+        }
+        self.table.remove(id);
+    }
+}
