@@ -1,5 +1,5 @@
 //! `cargo bench --bench kubernetes`: the gateway in kubernetes mode against `regate authority
-//! serve` answering every review after 5 ms (`--inject-latency`), as issue 3 asks.
+//! serve` answering every review after 5 ms (`--inject-latency`), a cluster API's latency.
 //!
 //! 10,000 manifest and blob GETs by 50 identities (service-account API tokens, Basic) over 20
 //! repositories, 32 at a time: how many TokenReviews and SubjectAccessReviews the gateway made

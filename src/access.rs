@@ -1,4 +1,4 @@
-//! What a request must be allowed to do: the RBAC checks of a method on a [`Route`] (§2).
+//! What a request must be allowed to do: the RBAC checks of a method on a [`Route`] (docs/behaviour.md §2).
 //!
 //! [`plan`] maps a request to a [`Plan`]: the [`Attributes`] that must all be allowed, the source
 //! of a cross-repository mount (checked softly: if denied, [`without_mount`] turns the request
@@ -56,28 +56,12 @@ pub enum AccessError {
         method: String,
         /// The endpoint, for the message, e.g. `manifests`.
         what: &'static str,
+        /// The methods the endpoint does take (the `Allow` header).
+        allow: &'static str,
     },
     /// The `from` of a cross-repository mount is not a repository name: 400 `NAME_INVALID`.
     #[error("the `from` parameter of the blob mount is not a repository: {0}")]
     InvalidMountSource(RouteError),
-}
-
-impl AccessError {
-    /// The OCI error code of the response.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AccessError::MethodNotAllowed { .. } => "UNSUPPORTED",
-            AccessError::InvalidMountSource(_) => "NAME_INVALID",
-        }
-    }
-
-    /// The HTTP status of the response.
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            AccessError::MethodNotAllowed { .. } => http::StatusCode::METHOD_NOT_ALLOWED,
-            AccessError::InvalidMountSource(_) => http::StatusCode::BAD_REQUEST,
-        }
-    }
 }
 
 /// What a method on a repository route needs, before it becomes attributes.
@@ -177,6 +161,7 @@ fn not_allowed(method: &Method, route: &Route) -> AccessError {
     AccessError::MethodNotAllowed {
         method: method.as_str().to_owned(),
         what,
+        allow: allowed_methods(route),
     }
 }
 
@@ -255,7 +240,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Parses one scope. A `repository` scope must name a valid repository (the 400 of §4);
+    /// Parses one scope. A `repository` scope must name a valid repository (the 400 of docs/behaviour.md §4);
     /// `None` for a scope too malformed to name a resource, which grants nothing.
     pub fn parse(scope: &str) -> Result<Option<Scope>, RouteError> {
         // The name may hold a `:` (a registry host with a port), so type and actions are split
@@ -285,7 +270,7 @@ impl Scope {
 }
 
 /// The RBAC checks that grant `action` on a scope's resource in a registry token (what the
-/// registry then lets the token do; §2 and issue 5): `pull` -> `get` and `push` -> `update` on
+/// registry then lets the token do; docs/behaviour.md §2, §9): `pull` -> `get` and `push` -> `update` on
 /// the repository's layers, `delete` -> cluster `delete images`, `*` -> all three,
 /// `registry:catalog:*` -> cluster `list imagestreams`. `None`: regate never grants it.
 pub fn scope_checks(kind: &str, name: &str, action: &str) -> Option<Vec<Attributes>> {

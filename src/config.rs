@@ -201,7 +201,7 @@ struct UpstreamSection {
     pull_secret: Option<PathBuf>,
 }
 
-/// `token_server:` present turns token-server mode on (issue 5): regate is the realm of a
+/// `token_server:` present turns token-server mode on: regate is the realm of a
 /// distribution registry configured with `auth: token`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,7 +210,7 @@ struct TokenServerSection {
     service: Option<String>,
     issuer: Option<String>,
     keys: Option<PathBuf>,
-    trust: Option<crate::keys::Trust>,
+    trust: Option<crate::token::keys::Trust>,
     lifetime: Option<String>,
 }
 
@@ -268,7 +268,7 @@ pub struct TokenServerSettings {
     /// The key directory (`regate keys init`).
     pub keys: PathBuf,
     /// What the token header carries for the registry to find the key.
-    pub trust: crate::keys::Trust,
+    pub trust: crate::token::keys::Trust,
     /// How long a token lets its holder start requests at the registry.
     pub lifetime: std::time::Duration,
 }

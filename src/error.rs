@@ -17,6 +17,9 @@ pub const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static("registry/2.
 /// Seconds a client should wait before retrying when the authority is down.
 const RETRY_AFTER_SECS: &str = "5";
 
+/// Why regate could not answer, kept for the log and never sent to the client.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// An answer regate gives itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -71,12 +74,19 @@ pub enum ApiError {
     /// 431: a header too large to read.
     #[error("request header too large")]
     HeaderTooLarge,
-    /// 503 UNAVAILABLE: the authority cannot answer; nothing was forwarded.
+    /// 503 UNAVAILABLE: the authority cannot answer (or a token cannot be signed); nothing was
+    /// forwarded.
     #[error("authorization is unavailable, retry later")]
-    AuthorityUnavailable,
+    AuthorityUnavailable {
+        /// Why, for the log only.
+        cause: Cause,
+    },
     /// 502: the registry behind regate could not be reached or answered badly.
     #[error("the registry behind the gateway is unreachable")]
-    UpstreamUnreachable,
+    UpstreamUnreachable {
+        /// Why, for the log only.
+        cause: Cause,
+    },
     /// 504: the registry behind regate did not answer in time.
     #[error("the registry behind the gateway did not answer in time")]
     UpstreamTimeout,
@@ -101,7 +111,57 @@ struct Entry<'a> {
     detail: serde_json::Value,
 }
 
+impl From<crate::authority::AuthorityError> for ApiError {
+    /// Fail closed: an authority that cannot answer is a 503.
+    fn from(e: crate::authority::AuthorityError) -> Self {
+        ApiError::AuthorityUnavailable { cause: Box::new(e) }
+    }
+}
+
+impl From<crate::route::RouteError> for ApiError {
+    /// 404 for a path outside the API, 400 with the rule's code for a malformed one.
+    fn from(e: crate::route::RouteError) -> Self {
+        match e {
+            crate::route::RouteError::NotFound => ApiError::NotFound,
+            e => ApiError::BadRequest {
+                code: e.code(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::access::AccessError> for ApiError {
+    /// 405 with the methods the endpoint takes, or the 400 of a malformed mount source.
+    fn from(e: crate::access::AccessError) -> Self {
+        match e {
+            crate::access::AccessError::MethodNotAllowed { allow, .. } => ApiError::Unsupported {
+                message: e.to_string(),
+                allow,
+            },
+            crate::access::AccessError::InvalidMountSource(inner) => inner.into(),
+        }
+    }
+}
+
 impl ApiError {
+    /// The 502 for a registry that could not be reached or answered badly, because of `cause`.
+    pub fn upstream(cause: impl Into<Cause>) -> Self {
+        ApiError::UpstreamUnreachable {
+            cause: cause.into(),
+        }
+    }
+
+    /// What went wrong inside regate, for the log: never part of the answer.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            ApiError::AuthorityUnavailable { cause } | ApiError::UpstreamUnreachable { cause } => {
+                Some(cause.as_ref())
+            }
+            _ => None,
+        }
+    }
+
     /// 400 `UNSUPPORTED`: a request regate will not read, with what is wrong.
     pub fn unsupported(message: impl Into<String>) -> Self {
         ApiError::BadRequest {
@@ -135,8 +195,8 @@ impl ApiError {
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuthorityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => {
+            ApiError::AuthorityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
                 StatusCode::BAD_GATEWAY
             }
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -153,8 +213,10 @@ impl ApiError {
             ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::HeaderTooLarge => "SIZE_INVALID",
             ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
-            ApiError::AuthorityUnavailable | ApiError::UpstreamTimeout => "UNAVAILABLE",
-            ApiError::UpstreamUnreachable | ApiError::UpstreamCredentials { .. } => "UNAVAILABLE",
+            ApiError::AuthorityUnavailable { .. } | ApiError::UpstreamTimeout => "UNAVAILABLE",
+            ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
+                "UNAVAILABLE"
+            }
         }
     }
 }
@@ -190,7 +252,7 @@ impl IntoResponse for ApiError {
             ApiError::Unsupported { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::AuthorityUnavailable => {
+            ApiError::AuthorityUnavailable { .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -61,6 +61,17 @@ impl PublicOrigin {
     }
 }
 
+/// A request to the registry at `origin` failed (connection refused, reset, TLS).
+#[derive(Debug, thiserror::Error)]
+#[error("registry request to {origin} failed: {source}")]
+pub struct RegistryFailed {
+    /// The registry.
+    pub origin: String,
+    /// The client's error.
+    #[source]
+    pub source: hyper_util::client::legacy::Error,
+}
+
 /// The registry behind regate and a pooled HTTP client to it.
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
@@ -165,9 +176,11 @@ impl Upstream {
                 .await
                 .map_err(|_| ApiError::UpstreamTimeout)?
         };
-        let response = result.map_err(|e| {
-            tracing::warn!(upstream = %self.origin, error = %e, "registry request failed");
-            ApiError::UpstreamUnreachable
+        let response = result.map_err(|source| {
+            ApiError::upstream(RegistryFailed {
+                origin: self.origin.clone(),
+                source,
+            })
         })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);

@@ -33,7 +33,7 @@ pub struct Name {
 }
 
 impl Name {
-    /// Checks `s` against the repository name rules (§1) and keeps it.
+    /// Checks `s` against the repository name rules (docs/behaviour.md §1) and keeps it.
     pub fn parse(s: &str) -> Result<Name, RouteError> {
         let slash = check_name(s)?;
         Ok(Name {
@@ -165,14 +165,6 @@ impl RouteError {
             RouteError::NameInvalid(_) => "NAME_INVALID",
             RouteError::ReferenceInvalid(_) => "MANIFEST_INVALID",
             RouteError::DigestInvalid(_) => "DIGEST_INVALID",
-        }
-    }
-
-    /// The HTTP status of the response.
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            RouteError::NotFound => http::StatusCode::NOT_FOUND,
-            _ => http::StatusCode::BAD_REQUEST,
         }
     }
 }

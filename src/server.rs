@@ -9,18 +9,20 @@
 mod catalog;
 mod connections;
 mod failed_logins;
+mod forward;
 mod identify;
 mod origin;
+mod start;
 mod token_endpoint;
 
 pub use connections::ConnectionSettings;
 pub use failed_logins::FailedLoginSettings;
+pub use start::serve;
+pub(crate) use start::shutdown_signal;
 pub use token_endpoint::TokenServer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -30,20 +32,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::access::{self, Plan};
-use crate::authority::embedded::Embedded;
-use crate::authority::kubernetes::Kubernetes;
-use crate::authority::{Authority, AuthorityError};
 use crate::cache::Decisions;
-use crate::config::{Config, ServeArgs};
+use crate::config::Config;
 use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
 use crate::identity::{Caller, UserInfo};
 use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
-use crate::route::{self, Name, Route};
+use crate::route::{self, Route};
 use crate::token::Signer;
-
-/// How long a graceful shutdown waits for transfers in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a request needs, built once at start-up.
 pub struct Gateway {
@@ -112,9 +108,19 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => Err(e),
     };
     api_version(result.unwrap_or_else(|e| {
-        // Denials are what operators look for ("why can't X pull?"); challenges are routine.
+        // The one place a refusal is logged. Denials are what operators look for ("why can't X
+        // pull?"); challenges are routine; a failure inside regate carries its cause.
         match e.status() {
-            s if s.is_server_error() => tracing::warn!(status = %s, error = %e, "refused"),
+            _ if matches!(e, ApiError::AuthorityUnavailable { .. }) => tracing::error!(
+                cause = e.cause().map(tracing::field::display),
+                "authority cannot answer; refusing (fail closed)"
+            ),
+            s if s.is_server_error() => tracing::warn!(
+                status = %s,
+                error = %e,
+                cause = e.cause().map(tracing::field::display),
+                "refused"
+            ),
             StatusCode::FORBIDDEN => tracing::info!(error = %e, "denied"),
             s => tracing::debug!(status = %s, error = %e, "refused"),
         }
@@ -166,9 +172,8 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
 impl Gateway {
     /// The pipeline: parse route -> plan access -> identify -> decide -> forward.
     async fn handle(&self, mut req: Request) -> Result<Response, ApiError> {
-        let route = route::parse(req.uri().path()).map_err(route_error)?;
-        let plan = access::plan(req.method(), &route, req.uri().query())
-            .map_err(|e| access_error(e, &route))?;
+        let route = route::parse(req.uri().path())?;
+        let plan = access::plan(req.method(), &route, req.uri().query())?;
         if matches!(route, Route::UploadStart { .. }) {
             refuse_form_body(req.headers())?;
         }
@@ -214,133 +219,11 @@ impl Gateway {
         self.forward(req, &public, &plan).await
     }
 
-    /// Forwards an authorized request to the registry behind regate, with regate's own
-    /// credential for it if it needs one (the global pull secret).
-    async fn forward(
-        &self,
-        req: Request,
-        public: &PublicOrigin,
-        plan: &Plan,
-    ) -> Result<Response, ApiError> {
-        // Taken once: a reload during the transfer does not change what it uses.
-        let keyring = self.pull_secret.as_ref().map(|c| c.file.keyring());
-        let credentials = self.pull_secret.as_ref().zip(keyring.as_deref());
-        let image = match plan.repository() {
-            Some(name) => format!("{}/{name}", self.upstream.authority()),
-            None => self.upstream.authority().to_string(),
-        };
-        let target = Target {
-            upstream: &self.upstream,
-            credentials: credentials.map(|(c, k)| (&c.auth, k)),
-            image,
-            scope: upstream_scope(plan),
-        };
-        self.send(target, req, public).await
-    }
-
-    /// Forwards an authorized pull in a remote namespace to its registry: `NS/app` becomes
-    /// `PREFIX/app` there, and the credentials tried are the caller's service account's and the
-    /// namespace's pull secrets, then the global one.
-    async fn forward_remote(
-        &self,
-        mut req: Request,
-        public: &PublicOrigin,
-        remote: &Remote,
-        name: &Name,
-        caller: &Caller,
-    ) -> Result<Response, ApiError> {
-        let prefix = &remote.settings.prefix;
-        let repository = if prefix.is_empty() {
-            name.imagestream().to_string()
-        } else {
-            format!("{prefix}/{}", name.imagestream())
-        };
-        let path = req.uri().path();
-        let rest = path
-            .strip_prefix(&format!("/v2/{name}/"))
-            .ok_or(ApiError::NotFound)?;
-        let path = format!("/v2/{repository}/{rest}");
-        let query = req.uri().query().unwrap_or("").to_string();
-        *req.uri_mut() = with_query(&path.parse().map_err(|_| ApiError::NotFound)?, &query)?;
-        let mut keyring = self
-            .decisions
-            .authority()
-            .pull_keyring(&caller.user, name.namespace())
-            .await
-            .map_err(unavailable)?;
-        if let Some(global) = &self.pull_secret {
-            keyring = keyring.chain((*global.file.keyring()).clone());
-        }
-        let target = Target {
-            upstream: &remote.upstream,
-            credentials: Some((&remote.auth, &keyring)),
-            image: format!("{}/{repository}", remote.upstream.authority()),
-            scope: Some(format!("repository:{repository}:pull")),
-        };
-        self.send(target, req, public).await
-    }
-
-    /// Sends `req` to `target` with the credential its challenge asks for. A 401 from it is
-    /// never passed on: the client was authorized by regate, and a challenge naming the
-    /// registry's realm would only mislead it; it becomes a 502 naming the fix.
-    async fn send(
-        &self,
-        target: Target<'_>,
-        req: Request,
-        public: &PublicOrigin,
-    ) -> Result<Response, ApiError> {
-        let upstream = target.upstream;
-        let origin = upstream.origin();
-        let scope = target.scope.as_deref();
-        let credential = match target.credentials {
-            None => None,
-            Some((auth, keyring)) => auth
-                .authorization(keyring, &target.image, scope)
-                .await
-                .map_err(|e| upstream_credentials(origin, e.to_string()))?,
-        };
-        let sent = credential.is_some();
-        let response = upstream.forward(req, public, credential).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        if let Some((auth, _)) = target.credentials {
-            auth.rejected(scope);
-        }
-        Err(upstream_credentials(
-            origin,
-            if sent {
-                format!(
-                    "credentials rejected by the registry at {origin}: fix its entry in the pull \
-                     secret, e.g. `regate registry login --registry {} --auth-basic-stdin --to FILE`",
-                    upstream.authority()
-                )
-            } else {
-                format!(
-                    "the registry at {origin} asks for credentials and regate has none for it: \
-                     give regate a pull secret (upstream.pull_secret or --pull-secret, or a \
-                     namespace's docker-registry secret for a remote namespace)"
-                )
-            },
-        ))
-    }
-
-    /// The remote (pull-through) namespace `namespace` is, if it is one.
-    fn remote(&self, namespace: &str) -> Option<&Remote> {
-        self.remotes
-            .iter()
-            .find(|r| r.settings.namespace == namespace)
-    }
-
     /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,
     /// else the challenge that makes docker and skopeo send credentials.
     async fn anonymous_base(&self, public: &PublicOrigin) -> Result<(), ApiError> {
         let authority = self.decisions.authority();
-        if authority
-            .anonymous_has_grants()
-            .await
-            .map_err(unavailable)?
-        {
+        if authority.anonymous_has_grants().await? {
             Ok(())
         } else {
             Err(self.challenge(public, None, None, "authentication required"))
@@ -374,7 +257,7 @@ impl Gateway {
         let decision = self
             .decisions
             .decide(&caller.user, caller.token.as_ref(), attrs);
-        Ok(decision.await.map_err(unavailable)?.allowed())
+        Ok(decision.await?.allowed())
     }
 
     /// Allows, or refuses with 401 (anonymous: log in) or 403 (naming the role that grants it).
@@ -400,7 +283,7 @@ impl Gateway {
         Err(denied(user, attrs, plan))
     }
 
-    /// A 401 with the Bearer challenge of BEHAVIOUR §5.
+    /// A 401 with the Bearer challenge of docs/behaviour.md §5.
     fn challenge(
         &self,
         public: &PublicOrigin,
@@ -425,36 +308,6 @@ impl Gateway {
             message: message.to_string(),
         }
     }
-}
-
-/// Where [`Gateway::send`] sends a request, and with which credentials.
-struct Target<'a> {
-    upstream: &'a Upstream,
-    /// What answers the registry's challenge, and the pull secrets to answer it with.
-    credentials: Option<(
-        &'a crate::upstream::auth::UpstreamAuth,
-        &'a crate::upstream::keyring::Keyring,
-    )>,
-    /// `host[:port]/repository`, to pick pull-secret entries by.
-    image: String,
-    /// The scope a Bearer token for the request needs.
-    scope: Option<String>,
-}
-
-/// A 502 about regate's credentials toward a registry, logged for the operator.
-fn upstream_credentials(origin: &str, message: String) -> ApiError {
-    tracing::warn!(upstream = %origin, "{message}");
-    ApiError::UpstreamCredentials { message }
-}
-
-/// The scope regate asks the registry's realm for: the request's own, and for a mount also
-/// pull on its source, as distribution checks both.
-fn upstream_scope(plan: &Plan) -> Option<String> {
-    let scope = plan.scope.clone()?;
-    Some(match &plan.mount_source {
-        Some(mount) => format!("{scope} repository:{}:pull", mount.from),
-        None => scope,
-    })
 }
 
 /// The 403 for `user` refused `attrs`, with the command that would grant what the request needs.
@@ -491,31 +344,6 @@ fn denied(user: &UserInfo, attrs: &Attributes, plan: &Plan) -> ApiError {
             "namespace": attrs.namespace,
             "name": attrs.name,
         }),
-    }
-}
-
-fn unavailable(e: AuthorityError) -> ApiError {
-    tracing::error!(error = %e, "authority cannot answer; refusing (fail closed)");
-    ApiError::AuthorityUnavailable
-}
-
-fn route_error(e: route::RouteError) -> ApiError {
-    match e {
-        route::RouteError::NotFound => ApiError::NotFound,
-        e => ApiError::BadRequest {
-            code: e.code(),
-            message: e.to_string(),
-        },
-    }
-}
-
-fn access_error(e: access::AccessError, route: &Route) -> ApiError {
-    match e {
-        access::AccessError::MethodNotAllowed { .. } => ApiError::Unsupported {
-            message: e.to_string(),
-            allow: access::allowed_methods(route),
-        },
-        access::AccessError::InvalidMountSource(inner) => route_error(inner),
     }
 }
 
@@ -575,153 +403,6 @@ fn api_version(mut response: Response) -> Response {
         .entry(API_VERSION)
         .or_insert(API_VERSION_VALUE);
     response
-}
-
-/// `regate serve`: load the config, open the authority, listen, and serve until SIGTERM/Ctrl-C.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args)?;
-    let (authority, signer) = open_authority(&config).await?;
-    let upstream = Upstream::new(&config.upstream, config.upstream_timeout)?;
-    let decisions = Decisions::new(authority, &config.cache);
-    let token_server = match &config.token_server {
-        None => None,
-        Some(settings) => {
-            let key = crate::keys::LiveKey::open(&settings.keys).with_context(|| {
-                format!(
-                    "token_server.keys {}: create the keys with `regate keys init --dir {}`",
-                    settings.keys.display(),
-                    settings.keys.display()
-                )
-            })?;
-            key.spawn_reloader();
-            tracing::info!(
-                realm = %settings.realm_path,
-                service = %settings.service,
-                issuer = %settings.issuer,
-                key = %key.current().info().libtrust_id,
-                "token-server mode"
-            );
-            Some(TokenServer {
-                settings: settings.clone(),
-                key,
-            })
-        }
-    };
-    let pull_secret = match &config.pull_secret {
-        None => None,
-        Some(path) => {
-            let file = crate::upstream::pull_secret::PullSecretFile::open(path)
-                .with_context(|| format!("upstream.pull_secret {}", path.display()))?;
-            file.spawn_reloader();
-            let auth =
-                crate::upstream::auth::UpstreamAuth::new(&config.upstream, config.upstream_timeout)
-                    .context("upstream")?;
-            Some(UpstreamCredentials { file, auth })
-        }
-    };
-    let mut remotes = Vec::new();
-    for settings in &config.remotes {
-        let what = || format!("remotes: namespace {}", settings.namespace);
-        remotes.push(Remote {
-            upstream: Upstream::new(&settings.url, config.upstream_timeout).with_context(what)?,
-            auth: crate::upstream::auth::UpstreamAuth::new(&settings.url, config.upstream_timeout)
-                .with_context(what)?,
-            settings: settings.clone(),
-        });
-    }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
-    let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, "serving");
-    let failed_logins = failed_logins::FailedLogins::new(&config.failed_logins);
-    let connections = config.connections.clone();
-    let gateway = Arc::new(Gateway {
-        failed_logins,
-        config,
-        decisions,
-        signer,
-        upstream,
-        token_server,
-        pull_secret,
-        remotes,
-    });
-    // Printed only once the socket accepts, so a script can wait for this line.
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{bound}")?;
-        out.flush()?;
-    }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(connections::serve(
-        listener,
-        app(gateway),
-        connections,
-        stop_rx,
-        DRAIN_TIMEOUT,
-    ));
-    shutdown_signal().await;
-    tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
-    let _ = stop_tx.send(true);
-    server.await?;
-    Ok(())
-}
-
-/// The configured authority, and the key that signs registry tokens.
-async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>)> {
-    let key_file = |path: &std::path::Path| -> anyhow::Result<Arc<Signer>> {
-        Ok(Arc::new(Signer::load_or_create(path).with_context(
-            || format!("token.key_file {}", path.display()),
-        )?))
-    };
-    match &config.authority {
-        crate::config::Authority::Embedded => {
-            let embedded = Embedded::open(&config.state)
-                .with_context(|| format!("opening state directory {}", config.state.display()))?;
-            embedded.spawn_reloader();
-            let signer = match &config.token_key_file {
-                Some(path) => key_file(path)?,
-                None => embedded.signer(),
-            };
-            Ok((embedded, signer))
-        }
-        crate::config::Authority::Kubernetes(k8s) => {
-            let authority = Kubernetes::new(k8s.clone())
-                .await
-                .context("connecting to the Kubernetes API (authority: kubernetes)")?;
-            let signer = match &config.token_key_file {
-                Some(path) => key_file(path)?,
-                None => {
-                    tracing::info!(
-                        "registry tokens are signed with a key of this process only; set \
-                         token.key_file to a shared key when several replicas serve one address"
-                    );
-                    Arc::new(Signer::random())
-                }
-            };
-            Ok((authority, signer))
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 #[cfg(test)]

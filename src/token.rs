@@ -10,7 +10,6 @@
 //! from the same secret), and every use authenticates the API token again, so the identity is
 //! the authority's current one and the token dies with its credential.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::UserInfo;
 
 pub mod distribution;
+pub mod keys;
 
 /// The `iss` of every token regate signs.
 pub const ISSUER: &str = "regate";
@@ -180,23 +180,11 @@ impl Signer {
             source,
         };
         if !path.exists() {
-            let dir = path.parent().unwrap_or(Path::new("."));
             let mut secret = [0u8; SECRET_LEN];
             rand::fill(&mut secret);
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(key_err)?;
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(key_err)?;
             let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
-            tmp.write_all(encoded.as_bytes()).map_err(key_err)?;
-            tmp.as_file().sync_all().map_err(key_err)?;
-            // Another process may have won the race; then its key is the key.
-            if let Err(e) = tmp.persist_noclobber(path)
-                && e.error.kind() != std::io::ErrorKind::AlreadyExists
-            {
-                return Err(key_err(e.error));
-            }
+            // Another process may win the race; then its key is the key.
+            crate::fs::create_atomic(path, encoded.as_bytes(), 0o600).map_err(key_err)?;
         }
         let text = std::fs::read_to_string(path).map_err(key_err)?;
         let secret = base64::engine::general_purpose::STANDARD

@@ -1,4 +1,4 @@
-//! Credentials toward secured registries (BEHAVIOUR §8, issue 6): docker config files (pull
+//! Credentials toward secured registries (docs/behaviour.md §8): docker config files (pull
 //! secrets) and answering a registry's own challenges.
 //!
 //! [`keyring`] parses `.dockerconfigjson`/`.dockercfg` documents and picks the entries for an

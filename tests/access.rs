@@ -1,4 +1,4 @@
-//! Who may pull and push what (BEHAVIOUR.md §2, §7), and policy changes taking effect
+//! Who may pull and push what (docs/behaviour.md §2, §7), and policy changes taking effect
 //! without a restart.
 
 mod common;

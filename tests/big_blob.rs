@@ -1,5 +1,5 @@
 //! A 512 MiB blob pushed and pulled back through regate with skopeo: the digest matches and
-//! regate's peak RSS stays under 64 MiB, i.e. nothing buffers a blob (BEHAVIOUR.md §6).
+//! regate's peak RSS stays under 64 MiB, i.e. nothing buffers a blob (docs/behaviour.md §6).
 
 mod common;
 

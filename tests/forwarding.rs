@@ -1,4 +1,4 @@
-//! What regate forwards and how (BEHAVIOUR.md §5, §6): headers kept, headers removed,
+//! What regate forwards and how (docs/behaviour.md §5, §6): headers kept, headers removed,
 //! `Location`/`Link` rewriting, and the upstream going away. Where the real registry cannot
 //! show what it received, a [`Recorder`] plays the upstream.
 

@@ -1,4 +1,4 @@
-//! Malformed and hostile input, each with its status (BEHAVIOUR.md §1, §3, §5), and tokens
+//! Malformed and hostile input, each with its status (docs/behaviour.md §1, §3, §5), and tokens
 //! that must stop working.
 
 mod common;

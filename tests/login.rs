@@ -1,5 +1,5 @@
-//! `docker login` with API tokens (BEHAVIOUR.md §3, §4) and the challenge a client without
-//! credentials gets (§5).
+//! `docker login` with API tokens (docs/behaviour.md §3, §4) and the challenge a client without
+//! credentials gets (docs/behaviour.md §5).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The token endpoint `/openshift/token` (BEHAVIOUR.md §4) and the registry tokens it issues.
+//! The token endpoint `/openshift/token` (docs/behaviour.md §4) and the registry tokens it issues.
 
 mod common;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::*;
-use regate::keys::{SigningKey, Trust};
 use regate::token::distribution::{DistributionClaims, ResourceActions};
+use regate::token::keys::{SigningKey, Trust};
 
 const SERVICE: &str = TOKEN_SERVICE;
 const ISSUER: &str = TOKEN_ISSUER;

@@ -163,8 +163,9 @@ fn other_methods_are_not_allowed() {
             matches!(&err, AccessError::MethodNotAllowed { method, .. } if method == m),
             "{err:?}"
         );
-        assert_eq!(err.code(), "UNSUPPORTED");
-        assert_eq!(err.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+        let answer = crate::error::ApiError::from(err);
+        assert_eq!(answer.code(), "UNSUPPORTED");
+        assert_eq!(answer.status(), http::StatusCode::METHOD_NOT_ALLOWED);
     }
     let err =
         plan_of("PATCH", "/v2/project-a/app/web/manifests/latest", None).expect_err("refused");
@@ -265,8 +266,9 @@ fn invalid_mount_sources_are_name_invalid() {
             ),
             "{from}: {err:?}"
         );
-        assert_eq!(err.code(), "NAME_INVALID");
-        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        let answer = crate::error::ApiError::from(err);
+        assert_eq!(answer.code(), "NAME_INVALID");
+        assert_eq!(answer.status(), http::StatusCode::BAD_REQUEST);
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use super::StateArg;
 use crate::config::{Config, ServeArgs, default_state_dir, token_server_defaults as defaults};
-use crate::keys::{self, KeyAlgorithm, Published};
+use crate::token::keys::{self, KeyAlgorithm, Published};
 
 /// `realm` when neither `--realm` nor `--config` gives it: `regate serve`'s default address.
 const DEFAULT_REALM: &str = "http://127.0.0.1:8080/token";

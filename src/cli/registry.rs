@@ -1,11 +1,11 @@
 //! `regate registry login`, as `oc registry login`: puts a registry's credentials into a pull
 //! secret file (`.dockerconfigjson`), such as the global pull secret `regate serve` reads to
-//! authenticate to secured upstream registries (BEHAVIOUR §8).
+//! authenticate to secured upstream registries (docs/behaviour.md §8).
 //!
 //! The credentials are checked against the registry first (`--skip-check` leaves that out);
 //! the file is only written when they work, atomically and readable by its owner only.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -162,31 +162,10 @@ fn read_first_line(mut input: impl BufRead) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(text))
 }
 
-/// Replaces `file` with `content` atomically (a temporary file in the same directory, then a
-/// rename), readable and writable by its owner only.
+/// Replaces `file` with `content` atomically, readable and writable by its owner only.
 fn write_private(file: &Path, content: &[u8]) -> anyhow::Result<()> {
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let context = || format!("cannot write {}", file.display());
-    let mut temp = tempfile::Builder::new()
-        .prefix(".regate-login")
-        .tempfile_in(dir)
-        .with_context(context)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(context)?;
-    }
-    temp.write_all(content).with_context(context)?;
-    temp.as_file().sync_all().with_context(context)?;
-    temp.persist(file)
-        .map_err(|e| e.error)
-        .with_context(context)?;
-    Ok(())
+    crate::fs::write_atomic(file, content, 0o600)
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 #[cfg(test)]
@@ -194,6 +173,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+    use std::io::Write;
 
     fn split(pair: &str) -> anyhow::Result<(String, String)> {
         split_basic(&SecretString::from(pair)).map(|(u, p)| (u, p.expose_secret().to_string()))

@@ -166,7 +166,7 @@ fn the_keys_commands_parse() {
 
 /// The stdout of `regate keys init|rotate|show` as a registry's config.yml reads it.
 fn registry_auth(
-    published: &crate::keys::Published,
+    published: &crate::token::keys::Published,
     registry: &keys::Registry,
 ) -> serde_yaml::Value {
     let text = keys::registry_config(published, registry);
@@ -179,7 +179,8 @@ fn registry_auth(
 #[test]
 fn the_keys_output_is_the_registry_auth_section() {
     let tmp = tempfile::tempdir().unwrap();
-    let published = crate::keys::init(tmp.path(), crate::keys::KeyAlgorithm::Es256).unwrap();
+    let published =
+        crate::token::keys::init(tmp.path(), crate::token::keys::KeyAlgorithm::Es256).unwrap();
     let registry = keys::Registry {
         realm: "http://127.0.0.1:8080/token".into(),
         service: "registry".into(),
@@ -229,10 +230,10 @@ fn keys_init_rotate_and_show_run() {
     );
     run(parse(&["keys", "rotate", "--dir", dir, "--algorithm", "rs256"]).unwrap()).unwrap();
     run(parse(&["keys", "show", "--dir", dir]).unwrap()).unwrap();
-    let published = crate::keys::published(std::path::Path::new(dir)).unwrap();
+    let published = crate::token::keys::published(std::path::Path::new(dir)).unwrap();
     assert_eq!(
         published.signing.algorithm,
-        crate::keys::KeyAlgorithm::Rs256
+        crate::token::keys::KeyAlgorithm::Rs256
     );
     assert!(published.previous.is_some());
     let error = run(parse(&[

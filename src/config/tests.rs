@@ -82,7 +82,7 @@ fn token_server_mode_is_on_with_the_section_and_takes_defaults() {
     assert_eq!(ts.service, "registry");
     assert_eq!(ts.issuer, "regate");
     assert_eq!(ts.keys, std::path::PathBuf::from("/srv/regate/keys"));
-    assert_eq!(ts.trust, crate::keys::Trust::RootCertBundle);
+    assert_eq!(ts.trust, crate::token::keys::Trust::RootCertBundle);
     assert_eq!(ts.lifetime, std::time::Duration::from_secs(3600));
     let ts = load_yaml(
         "token_server:\n  service: reg.example.com\n  trust: jwks\n  lifetime: 20m\n",
@@ -92,7 +92,7 @@ fn token_server_mode_is_on_with_the_section_and_takes_defaults() {
     .token_server
     .unwrap();
     assert_eq!(ts.service, "reg.example.com");
-    assert_eq!(ts.trust, crate::keys::Trust::Jwks);
+    assert_eq!(ts.trust, crate::token::keys::Trust::Jwks);
     assert_eq!(ts.lifetime, std::time::Duration::from_secs(1200));
 }
 

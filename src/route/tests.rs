@@ -337,17 +337,25 @@ fn a_bad_name_is_reported_before_a_bad_reference() {
 
 #[test]
 fn codes_and_statuses() {
-    assert_eq!(RouteError::NotFound.code(), "NOT_FOUND");
-    assert_eq!(RouteError::NotFound.status(), http::StatusCode::NOT_FOUND);
-    let e = RouteError::NameInvalid("x".into());
-    assert_eq!(e.code(), "NAME_INVALID");
-    assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+    use crate::error::ApiError;
+    let answer = |e: RouteError| {
+        let a = ApiError::from(e);
+        (a.status(), a.code())
+    };
     assert_eq!(
-        RouteError::ReferenceInvalid("x".into()).status(),
-        http::StatusCode::BAD_REQUEST
+        answer(RouteError::NotFound),
+        (http::StatusCode::NOT_FOUND, "NOT_FOUND")
     );
     assert_eq!(
-        RouteError::DigestInvalid("x".into()).status(),
-        http::StatusCode::BAD_REQUEST
+        answer(RouteError::NameInvalid("x".into())),
+        (http::StatusCode::BAD_REQUEST, "NAME_INVALID")
+    );
+    assert_eq!(
+        answer(RouteError::ReferenceInvalid("x".into())),
+        (http::StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
+    );
+    assert_eq!(
+        answer(RouteError::DigestInvalid("x".into())),
+        (http::StatusCode::BAD_REQUEST, "DIGEST_INVALID")
     );
 }

@@ -121,21 +121,20 @@ impl Gateway {
             .method(Method::GET)
             .uri(target)
             .body(Body::empty())
-            .map_err(|_| ApiError::UpstreamUnreachable)?;
+            .map_err(ApiError::upstream)?;
         let response = self.forward(req, public, &catalog_plan()).await?;
         if !response.status().is_success() {
             return Ok(Err(response));
         }
         let bytes = axum::body::to_bytes(response.into_body(), PAGE_BYTES)
             .await
-            .map_err(|_| ApiError::UpstreamUnreachable)?;
+            .map_err(ApiError::upstream)?;
         #[derive(serde::Deserialize)]
         struct Page {
             #[serde(default)]
             repositories: Vec<String>,
         }
-        let page: Page =
-            serde_json::from_slice(&bytes).map_err(|_| ApiError::UpstreamUnreachable)?;
+        let page: Page = serde_json::from_slice(&bytes).map_err(ApiError::upstream)?;
         Ok(Ok(page.repositories))
     }
 }

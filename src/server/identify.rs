@@ -49,7 +49,7 @@ impl Gateway {
             // Not one of regate's registry tokens: an API token for the authority.
             Err(_) => self.authenticate(token).await,
         };
-        match authn.map_err(super::unavailable)? {
+        match authn? {
             Ok(caller) => Ok(caller),
             Err(reason) => Err(self.challenge(
                 public,

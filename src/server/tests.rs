@@ -1,8 +1,7 @@
 //! The pipeline in-process, with an authority that cannot answer: nothing may be forwarded.
 
 use super::*;
-use crate::authority::{Authn, Authority};
-use crate::cache::CacheSettings;
+use crate::authority::{Authn, Authority, AuthorityError};
 use crate::config::{Config, ServeArgs};
 use async_trait::async_trait;
 use axum::body::Body;
@@ -10,6 +9,7 @@ use axum::extract::ConnectInfo;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tower::ServiceExt;
 
 /// An authority that errors on every question.
@@ -55,6 +55,15 @@ fn gateway(upstream: &str) -> Arc<Gateway> {
 }
 
 fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway> {
+    built(upstream, Arc::new(Down), adjust)
+}
+
+/// A gateway built as `serve` builds one, in front of `authority`.
+fn built(
+    upstream: &str,
+    authority: Arc<dyn Authority>,
+    adjust: impl FnOnce(&mut Config),
+) -> Arc<Gateway> {
     let signer = Arc::new(Signer::from_secret(&[1u8; 32]));
     let mut config = Config::load(&ServeArgs {
         upstream: Some(upstream.to_string()),
@@ -63,16 +72,7 @@ fn gateway_with(upstream: &str, adjust: impl FnOnce(&mut Config)) -> Arc<Gateway
     })
     .unwrap();
     adjust(&mut config);
-    Arc::new(Gateway {
-        decisions: Decisions::new(Arc::new(Down), &CacheSettings::default()),
-        upstream: Upstream::new(upstream, Duration::from_secs(5)).unwrap(),
-        config,
-        signer,
-        token_server: None,
-        pull_secret: None,
-        remotes: Vec::new(),
-        failed_logins: crate::server::failed_logins::FailedLogins::new(&Default::default()),
-    })
+    Arc::new(Gateway::build(config, authority, signer).unwrap())
 }
 
 async fn send(gw: Arc<Gateway>, method: &str, path: &str, auth: Option<String>) -> Response {
@@ -263,22 +263,17 @@ impl Authority for PullPushInP {
 
 /// A gateway in token-server mode (keys in `dir`) in front of `authority`.
 fn token_server_gateway(authority: Arc<dyn Authority>, dir: &std::path::Path) -> Arc<Gateway> {
-    crate::keys::init(dir, crate::keys::KeyAlgorithm::Es256).unwrap();
+    crate::token::keys::init(dir, crate::token::keys::KeyAlgorithm::Es256).unwrap();
     let settings = crate::config::TokenServerSettings {
         realm_path: "/token".into(),
         service: "reg".into(),
         issuer: "regate-unit".into(),
         keys: dir.to_path_buf(),
-        trust: crate::keys::Trust::RootCertBundle,
+        trust: crate::token::keys::Trust::RootCertBundle,
         lifetime: Duration::from_secs(300),
     };
-    let key = crate::keys::LiveKey::open(dir).unwrap();
-    let gw = gateway("http://127.0.0.1:9");
-    let gw = Arc::into_inner(gw).unwrap();
-    Arc::new(Gateway {
-        decisions: Decisions::new(authority, &CacheSettings::default()),
-        token_server: Some(TokenServer { settings, key }),
-        ..gw
+    built("http://127.0.0.1:9", authority, |config| {
+        config.token_server = Some(settings);
     })
 }
 

@@ -24,9 +24,9 @@ use crate::access::{self, Scope};
 use crate::config::TokenServerSettings;
 use crate::error::ApiError;
 use crate::identity::{self, Caller, Credential, UserInfo};
-use crate::keys::LiveKey;
 use crate::token::Issued;
 use crate::token::distribution::{DistributionClaims, ResourceActions};
+use crate::token::keys::LiveKey;
 
 /// Largest OAuth2 form body read.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -173,13 +173,11 @@ async fn post(
                 })?;
             // The identity as the authority sees it now, from the API token the refresh token
             // carries: a refresh token dies with its API token and its subject.
-            let caller = gw
-                .reauthenticate(&claims)
-                .await
-                .map_err(super::unavailable)?
-                .map_err(|reason| ApiError::InvalidCredential {
+            let caller = gw.reauthenticate(&claims).await?.map_err(|reason| {
+                ApiError::InvalidCredential {
                     message: format!("{reason}: log in again"),
-                })?;
+                }
+            })?;
             // A refresh answers an access token only; the client keeps its refresh token.
             let params = Params {
                 offline: false,
@@ -197,8 +195,7 @@ async fn post(
 /// Who an API token belongs to; 401 when the authority refuses it.
 async fn authenticate_api_token(gw: &Gateway, token: SecretString) -> Result<Caller, ApiError> {
     gw.authenticate(token)
-        .await
-        .map_err(super::unavailable)?
+        .await?
         .map_err(|reason| ApiError::InvalidCredential {
             message: format!("{reason}: log in with a valid API token as the password"),
         })
@@ -271,9 +268,10 @@ async fn respond(
     Ok(response)
 }
 
-fn sign_error(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "cannot sign a token");
-    ApiError::AuthorityUnavailable
+/// A token that cannot be signed is a 503, as an authority that cannot answer: no token is
+/// better than a wrong one.
+fn sign_error(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::AuthorityUnavailable { cause: Box::new(e) }
 }
 
 /// The gateway realm's token: a registry token carrying the caller's API token sealed, or, when
@@ -349,7 +347,7 @@ async fn granted(
             let mut refused = None;
             for attrs in &checks {
                 let decision = gw.decisions.decide(user, token, attrs).await;
-                if !decision.map_err(super::unavailable)?.allowed() {
+                if !decision?.allowed() {
                     refused = Some(attrs);
                     break;
                 }

@@ -1,9 +1,9 @@
-//! The tokens of token-server mode: JWTs a distribution registry verifies itself (issue 5).
+//! The tokens of token-server mode: JWTs a distribution registry verifies itself.
 //!
 //! Their claims follow the Docker token spec as distribution checks them: `iss` is the
 //! registry's `auth.token.issuer`, `aud` its `service`, `exp`/`nbf`/`iat` bound the time the
 //! token may start requests, and `access` lists what the holder may do, per repository. They are
-//! signed by [`crate::keys::SigningKey`] with a key the registry trusts, never by the gateway's
+//! signed by [`crate::token::keys::SigningKey`] with a key the registry trusts, never by the gateway's
 //! own HS256 secret.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Answering a secured registry's own challenge (BEHAVIOUR §8, issue 6).
+//! Answering a secured registry's own challenge (docs/behaviour.md §8).
 //!
 //! A registry says how it wants to be authenticated in the `WWW-Authenticate` header of a 401
 //! to `GET /v2/`. [`UpstreamAuth`] asks once per registry and caches the answer:

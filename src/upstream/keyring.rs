@@ -1,5 +1,5 @@
 //! Docker config documents (pull secrets) and the kubelet's way of picking their entries for an
-//! image (BEHAVIOUR §8).
+//! image (docs/behaviour.md §8).
 //!
 //! Two formats are read, told apart by shape: `.dockerconfigjson`
 //! (`{"auths":{KEY:{...}}, ...}`, what `kubectl create secret docker-registry` and `docker login`

@@ -1,4 +1,4 @@
-//! The global pull-secret file (`upstream.pull_secret`), followed live (BEHAVIOUR §8).
+//! The global pull-secret file (`upstream.pull_secret`), followed live (docs/behaviour.md §8).
 //!
 //! The file is polled like the other reloaded files ([`crate::reload`]): a change of its
 //! modification time, size, inode or device — through symlinks, so the `..data` swap of a mounted
@@ -39,7 +39,7 @@ struct Seen {
 
 /// (mtime seconds, mtime nanoseconds, size, inode, device) of the file, following symlinks;
 /// `None` when it cannot be stat'ed.
-type Fingerprint = Option<(i64, i64, u64, u64, u64)>;
+type Fingerprint = Option<crate::fs::Stamp>;
 
 impl std::fmt::Debug for PullSecretFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,11 +140,8 @@ fn load(path: &Path) -> Result<(Keyring, [u8; 32]), KeyringError> {
 }
 
 fn fingerprint(path: &Path) -> Fingerprint {
-    use std::os::unix::fs::MetadataExt;
-    // metadata follows symlinks: a Secret mount's swap of `..data` changes the target's inode.
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino(), m.dev()))
+    // Follows symlinks: a Secret mount's swap of `..data` changes the target's inode.
+    crate::fs::stamp(path)
 }
 
 #[cfg(test)]

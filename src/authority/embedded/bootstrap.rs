@@ -1,5 +1,5 @@
 //! OpenShift's bootstrap policy, as far as the registry needs it: the ClusterRoles every state
-//! directory gets, and the objects every new namespace gets (BEHAVIOUR.md §7).
+//! directory gets, and the objects every new namespace gets (docs/behaviour.md §7).
 //!
 //! The objects are built without `uid` or `creationTimestamp`; the store stamps them when it
 //! writes them.
@@ -138,7 +138,7 @@ fn edit_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// The bootstrap ClusterRoles (BEHAVIOUR.md §7, plus OpenShift's `system:image-pruner` and
+/// The bootstrap ClusterRoles (docs/behaviour.md §7, plus OpenShift's `system:image-pruner` and
 /// Kubernetes' `system:auth-delegator` for gateways asking `regate authority serve`).
 pub fn cluster_roles() -> Vec<ClusterRole> {
     let mut registry_admin = registry_editor_rules();

@@ -39,7 +39,7 @@ use crate::token::{Signer, TokenError};
 use crate::upstream::keyring::Keyring;
 
 /// How often the reloader looks for changes. A change is in force within this plus the time a
-/// load takes, well under the one second BEHAVIOUR promises.
+/// load takes, well under the one second docs/behaviour.md promises.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The embedded authority over one state directory.
@@ -54,7 +54,7 @@ pub struct Embedded {
     /// The last reload failure logged, so each distinct failure is logged once.
     last_error: crate::reload::LastError,
     /// The change marker's stamp when the snapshot in force was loaded.
-    marker_seen: Mutex<Option<(u64, i128, u64)>>,
+    marker_seen: Mutex<Option<crate::fs::Stamp>>,
     /// Held for a whole reload, so a request that waits for one sees its result.
     reloading: Mutex<()>,
 }

@@ -244,7 +244,7 @@ impl Store {
         std::fs::remove_dir_all(dir).map_err(io_error(dir))
     }
 
-    /// Creates namespace `ns` with its service accounts and bindings (BEHAVIOUR.md §7); fails if
+    /// Creates namespace `ns` with its service accounts and bindings (docs/behaviour.md §7); fails if
     /// it exists.
     pub fn create_namespace(&self, ns: &str) -> Result<(), StoreError> {
         self.create_namespace_objects(ns).map(drop)

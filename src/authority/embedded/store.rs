@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -631,11 +631,8 @@ pub fn fingerprint(dir: &Path) -> Result<Fingerprint, StoreError> {
     Ok(Fingerprint(hasher.finish()))
 }
 
-/// (path, mtime seconds, mtime nanoseconds, size, inode) of every visible file under `dir`.
-fn collect_files(
-    dir: &Path,
-    out: &mut Vec<(PathBuf, i64, i64, u64, u64)>,
-) -> Result<(), StoreError> {
+/// (path, [`crate::fs::Stamp`]) of every visible file under `dir`.
+fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, crate::fs::Stamp)>) -> Result<(), StoreError> {
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         if is_hidden(&entry.file_name()) {
@@ -651,16 +648,9 @@ fn collect_files(
             }
             continue;
         }
-        match fs::metadata(&path) {
-            Ok(meta) => out.push((
-                path,
-                meta.mtime(),
-                meta.mtime_nsec(),
-                meta.size(),
-                meta.ino(),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&path)(e)),
+        // Gone while we walked (`stamp` is `None`): the next fingerprint sees the result.
+        if let Some(stamp) = crate::fs::stamp(&path) {
+            out.push((path, stamp));
         }
     }
     Ok(())
@@ -853,33 +843,18 @@ pub(crate) fn write_object<T: StateObject>(path: &Path, object: &T) -> Result<()
     write_atomic(path, text.as_bytes())
 }
 
-/// Replaces `path` with `bytes`: a reader sees the old file or the new one, never a part, and
-/// after a crash the file is one or the other too.
+/// Replaces `path` with `bytes` (0600) atomically, creating its directory if missing.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
-    // The leading dot keeps the temporary file out of loads and fingerprints.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_error(dir))?;
-    tmp.write_all(bytes).map_err(io_error(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_error(path))?;
-    tmp.persist(path).map_err(|e| io_error(path)(e.error))?;
-    sync_dir(dir)
+    crate::fs::write_atomic(path, bytes, 0o600).map_err(io_error(path))
 }
 
 /// Removes `path` durably.
 pub(crate) fn remove_file(path: &Path) -> Result<(), StoreError> {
     fs::remove_file(path).map_err(io_error(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::fs::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// Creates `dir` and its missing parents, readable by the owner only.
@@ -926,27 +901,17 @@ fn bump_marker(marker: &Path) -> io::Result<()> {
     file.write_all(b".")
 }
 
-/// What the change marker looks like now: (size, mtime ns, inode); `None` when it is missing.
-pub(crate) fn change_stamp(layout: &Layout) -> Option<(u64, i128, u64)> {
-    let meta = fs::metadata(layout.change_marker()).ok()?;
-    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-    Some((meta.size(), mtime, meta.ino()))
+/// What the change marker looks like now; `None` when it is missing.
+pub(crate) fn change_stamp(layout: &Layout) -> Option<crate::fs::Stamp> {
+    crate::fs::stamp(&layout.change_marker())
 }
 
 /// Takes the writers' exclusive lock; it is released when the returned guard is dropped.
 /// Locks are per open file, so threads of one process exclude each other as processes do.
 pub(crate) fn lock_exclusive(layout: &Layout) -> Result<WriteLock, StoreError> {
     let path = layout.lock_file();
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    file.lock().map_err(io_error(&path))?;
     Ok(WriteLock {
-        _file: file,
+        _file: crate::fs::lock_exclusive(&path).map_err(io_error(&path))?,
         marker: layout.change_marker(),
     })
 }
@@ -955,13 +920,7 @@ pub(crate) fn lock_exclusive(layout: &Layout) -> Result<WriteLock, StoreError> {
 /// released when the returned file is dropped.
 pub(crate) fn lock_shared(layout: &Layout) -> Result<Option<File>, StoreError> {
     let path = layout.lock_file();
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(&path)(e)),
-    };
-    file.lock_shared().map_err(io_error(&path))?;
-    Ok(Some(file))
+    crate::fs::lock_shared(&path).map_err(io_error(&path))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 use k8s_openapi::api::rbac::v1::ClusterRole;
 

@@ -14,7 +14,6 @@
 //! `next-cert.pem`) beside the signing one, the registry is restarted and trusts both, then
 //! [`rotate`] signs with the staged key while the old one stays published as previous.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -675,12 +674,11 @@ impl LiveKey {
     }
 }
 
-/// (mtime seconds, mtime nanoseconds, size, inode) of the files a [`SigningKey`] is loaded from;
-/// atomic replacement makes a new inode, so every write changes it.
-type Fingerprint = Vec<Option<(i64, i64, u64, u64)>>;
+/// The stamps of the files a [`SigningKey`] is loaded from; atomic replacement makes a new
+/// inode, so every write changes them.
+type Fingerprint = Vec<Option<crate::fs::Stamp>>;
 
 fn fingerprint(dir: &Path) -> Fingerprint {
-    use std::os::unix::fs::MetadataExt;
     let keys = KeyDir::new(dir);
     [
         keys.signing_key(),
@@ -688,11 +686,7 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         keys.previous_cert(),
     ]
     .iter()
-    .map(|path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()))
-    })
+    .map(|path| crate::fs::stamp(path))
     .collect()
 }
 
@@ -940,20 +934,13 @@ fn create_dir(dir: &Path) -> Result<(), KeyError> {
 /// Takes the directory's lock, so two `init`s or `rotate`s never interleave their writes.
 fn lock(keys: &KeyDir) -> Result<std::fs::File, KeyError> {
     let path = keys.lock();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => KeyError::Missing {
-                dir: keys.dir(),
-                path: keys.signing_key(),
-            },
-            _ => io_error(&path)(e),
-        })?;
-    file.lock().map_err(io_error(&path))?;
-    Ok(file)
+    crate::fs::lock_exclusive(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing {
+            dir: keys.dir(),
+            path: keys.signing_key(),
+        },
+        _ => io_error(&path)(e),
+    })
 }
 
 /// The text of `path`, `None` if it does not exist.
@@ -975,27 +962,12 @@ fn remove_if_exists(path: &Path) -> Result<(), KeyError> {
 /// Replaces `path` with `bytes` (mode `mode`) atomically: a reader sees the old or the new file,
 /// never a part.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = io_error(path);
-    let result = (|| {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        // Before the content, so the private key is never readable by others.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    })();
-    result.map_err(err)
+    crate::fs::write_atomic(path, bytes, mode).map_err(io_error(path))
 }
 
 /// Makes the renames durable.
 fn sync_dir(dir: &Path) -> Result<(), KeyError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    crate::fs::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// The PEM label of a certificate.

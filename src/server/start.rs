@@ -1,0 +1,186 @@
+//! Start-up: `regate serve` loads the config, opens the authority, builds the [`Gateway`]
+//! ([`Gateway::build`], the one way to build one: `serve`, in-process tests and benches use it),
+//! listens, and serves until SIGTERM or Ctrl-C, then drains transfers in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{Gateway, Remote, TokenServer, UpstreamCredentials, app, connections, failed_logins};
+use crate::authority::Authority;
+use crate::authority::embedded::Embedded;
+use crate::authority::kubernetes::Kubernetes;
+use crate::cache::Decisions;
+use crate::config::{Config, ServeArgs};
+use crate::proxy::Upstream;
+use crate::token::Signer;
+
+/// How long a graceful shutdown waits for transfers in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Gateway {
+    /// Everything a request needs, from a validated `config`, its `authority` and the key of
+    /// registry tokens. Starts the reloaders of token-server keys and the pull secret, so it
+    /// needs a tokio runtime. Errors name the config field to fix (this is start-up, the
+    /// binary's edge, hence `anyhow`).
+    pub fn build(
+        config: Config,
+        authority: Arc<dyn Authority>,
+        signer: Arc<Signer>,
+    ) -> anyhow::Result<Gateway> {
+        let upstream = Upstream::new(&config.upstream, config.upstream_timeout)
+            .with_context(|| format!("upstream {}", config.upstream))?;
+        let token_server = match &config.token_server {
+            None => None,
+            Some(settings) => {
+                let key = crate::token::keys::LiveKey::open(&settings.keys).with_context(|| {
+                    format!(
+                        "token_server.keys {}: create the keys with `regate keys init --dir {}`",
+                        settings.keys.display(),
+                        settings.keys.display()
+                    )
+                })?;
+                key.spawn_reloader();
+                tracing::info!(
+                    realm = %settings.realm_path,
+                    service = %settings.service,
+                    issuer = %settings.issuer,
+                    key = %key.current().info().libtrust_id,
+                    "token-server mode"
+                );
+                Some(TokenServer {
+                    settings: settings.clone(),
+                    key,
+                })
+            }
+        };
+        let pull_secret = match &config.pull_secret {
+            None => None,
+            Some(path) => {
+                let file = crate::upstream::pull_secret::PullSecretFile::open(path)
+                    .with_context(|| format!("upstream.pull_secret {}", path.display()))?;
+                file.spawn_reloader();
+                let auth = crate::upstream::auth::UpstreamAuth::new(
+                    &config.upstream,
+                    config.upstream_timeout,
+                )
+                .context("upstream")?;
+                Some(UpstreamCredentials { file, auth })
+            }
+        };
+        let mut remotes = Vec::new();
+        for settings in &config.remotes {
+            let what = || format!("remotes: namespace {}", settings.namespace);
+            remotes.push(Remote {
+                upstream: Upstream::new(&settings.url, config.upstream_timeout)
+                    .with_context(what)?,
+                auth: crate::upstream::auth::UpstreamAuth::new(
+                    &settings.url,
+                    config.upstream_timeout,
+                )
+                .with_context(what)?,
+                settings: settings.clone(),
+            });
+        }
+        Ok(Gateway {
+            decisions: Decisions::new(authority, &config.cache),
+            failed_logins: failed_logins::FailedLogins::new(&config.failed_logins),
+            signer,
+            upstream,
+            token_server,
+            pull_secret,
+            remotes,
+            config,
+        })
+    }
+}
+
+/// `regate serve`: load the config, open the authority, listen, and serve until SIGTERM/Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    let (authority, signer) = open_authority(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, "serving");
+    let connections = config.connections.clone();
+    let gateway = Arc::new(Gateway::build(config, authority, signer)?);
+    // Printed only once the socket accepts, so a script can wait for this line.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{bound}")?;
+        out.flush()?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(connections::serve(
+        listener,
+        app(gateway),
+        connections,
+        stop_rx,
+        DRAIN_TIMEOUT,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
+    let _ = stop_tx.send(true);
+    server.await?;
+    Ok(())
+}
+
+/// The configured authority, and the key that signs registry tokens.
+async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>)> {
+    let key_file = |path: &std::path::Path| -> anyhow::Result<Arc<Signer>> {
+        Ok(Arc::new(Signer::load_or_create(path).with_context(
+            || format!("token.key_file {}", path.display()),
+        )?))
+    };
+    match &config.authority {
+        crate::config::Authority::Embedded => {
+            let embedded = Embedded::open(&config.state)
+                .with_context(|| format!("opening state directory {}", config.state.display()))?;
+            embedded.spawn_reloader();
+            let signer = match &config.token_key_file {
+                Some(path) => key_file(path)?,
+                None => embedded.signer(),
+            };
+            Ok((embedded, signer))
+        }
+        crate::config::Authority::Kubernetes(k8s) => {
+            let authority = Kubernetes::new(k8s.clone())
+                .await
+                .context("connecting to the Kubernetes API (authority: kubernetes)")?;
+            let signer = match &config.token_key_file {
+                Some(path) => key_file(path)?,
+                None => {
+                    tracing::info!(
+                        "registry tokens are signed with a key of this process only; set \
+                         token.key_file to a shared key when several replicas serve one address"
+                    );
+                    Arc::new(Signer::random())
+                }
+            };
+            Ok((authority, signer))
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
