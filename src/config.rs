@@ -288,6 +288,48 @@ pub mod token_server_defaults {
     pub const KEYS_DIR: &str = "keys";
 }
 
+/// Connection limits and deadlines, validated.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// How long a request header may take to arrive, counted from when regate starts waiting.
+    pub header_timeout: std::time::Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: std::time::Duration,
+    /// Most connections kept at once (further capped by the open-file limit).
+    pub max: usize,
+}
+
+impl Default for ConnectionSettings {
+    /// 30 s for a header, 30 s idle, 10,000 connections.
+    fn default() -> Self {
+        ConnectionSettings {
+            header_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(30),
+            max: 10_000,
+        }
+    }
+}
+
+/// How many failed logins are let through, validated.
+#[derive(Clone, Debug)]
+pub struct FailedLoginSettings {
+    /// Failures allowed at once per address and per user name; 0 turns limiting off.
+    pub burst: u32,
+    /// After the burst, one more failure per this long.
+    pub refill: std::time::Duration,
+}
+
+impl Default for FailedLoginSettings {
+    /// 30 failures at once, then one a second: a client that typed its token wrong a few times
+    /// never notices, a guesser gets one try a second.
+    fn default() -> Self {
+        FailedLoginSettings {
+            burst: 30,
+            refill: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// Everything `regate serve` needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -323,9 +365,9 @@ pub struct Config {
     /// Remote (pull-through) namespaces.
     pub remotes: Vec<RemoteSettings>,
     /// Connection deadlines and cap.
-    pub connections: crate::server::ConnectionSettings,
+    pub connections: ConnectionSettings,
     /// Failed-login rate limits.
-    pub failed_logins: crate::server::FailedLoginSettings,
+    pub failed_logins: FailedLoginSettings,
 }
 
 fn duration(
@@ -348,8 +390,8 @@ fn duration(
 fn connections(
     section: &ConnectionsSection,
     origin: &str,
-) -> Result<crate::server::ConnectionSettings, ConfigError> {
-    let d = crate::server::ConnectionSettings::default();
+) -> Result<ConnectionSettings, ConfigError> {
+    let d = ConnectionSettings::default();
     let at_least_a_second = |field: &'static str, value: Option<&str>, default| {
         let v = duration(origin, field, value, default)?;
         if v < std::time::Duration::from_secs(1) {
@@ -369,7 +411,7 @@ fn connections(
             reason: "must be at least 1".into(),
         });
     }
-    Ok(crate::server::ConnectionSettings {
+    Ok(ConnectionSettings {
         header_timeout: at_least_a_second(
             "connections.header_timeout",
             section.header_timeout.as_deref(),
@@ -388,8 +430,8 @@ fn connections(
 fn failed_logins(
     section: &FailedLoginsSection,
     origin: &str,
-) -> Result<crate::server::FailedLoginSettings, ConfigError> {
-    let d = crate::server::FailedLoginSettings::default();
+) -> Result<FailedLoginSettings, ConfigError> {
+    let d = FailedLoginSettings::default();
     let refill = duration(
         origin,
         "failed_logins.refill",
@@ -404,7 +446,7 @@ fn failed_logins(
                 .into(),
         });
     }
-    Ok(crate::server::FailedLoginSettings {
+    Ok(FailedLoginSettings {
         burst: section.burst.unwrap_or(d.burst),
         refill,
     })

@@ -15,8 +15,6 @@ mod origin;
 mod start;
 mod token_endpoint;
 
-pub use connections::ConnectionSettings;
-pub use failed_logins::FailedLoginSettings;
 pub use start::serve;
 pub(crate) use start::shutdown_signal;
 pub use token_endpoint::TokenServer;

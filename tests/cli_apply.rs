@@ -7,20 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::thread;
 
 use common::*;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 
 /// No server: these commands only change the state directory.
-fn env() -> Env {
-    Env::builder()
-        .without_regate()
-        .upstream("http://127.0.0.1:9")
-        .run()
-}
-
 /// One document of every kind regate keeps.
 const ALL_KINDS: &str = r#"apiVersion: v1
 kind: Namespace
@@ -119,10 +111,6 @@ fn arg(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Every visible file under the state directory and its bytes.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
@@ -162,7 +150,7 @@ fn objects(dir: &Path) -> BTreeMap<PathBuf, serde_yaml::Value> {
 
 #[test]
 fn apply_of_every_kind_creates_then_is_unchanged() {
-    let env = env();
+    let env = Env::cli_only();
     let file = write(&env, "all.yaml", ALL_KINDS);
     let out = env.regate_ok(&["apply", "-f", arg(&file)]);
     assert_eq!(out, all_kinds_report("created"));
@@ -209,7 +197,7 @@ fn apply_of_every_kind_creates_then_is_unchanged() {
 
 #[test]
 fn apply_reads_stdin_and_directories() {
-    let env = env();
+    let env = Env::cli_only();
     let out = env.regate_with_stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-stdin\n",
@@ -235,7 +223,7 @@ fn apply_reads_stdin_and_directories() {
 
 #[test]
 fn a_malformed_document_names_file_document_line_and_field_and_writes_nothing() {
-    let env = env();
+    let env = Env::cli_only();
     env.regate_ok(&["create", "namespace", "team"]);
     let before = files(env.state_dir());
     let text = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: fine\n  namespace: team\n---\n# the second\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: [not, a, name]\n  namespace: team\n";
@@ -278,7 +266,7 @@ fn a_malformed_document_names_file_document_line_and_field_and_writes_nothing() 
 
 #[test]
 fn dry_runs_write_nothing() {
-    let env = env();
+    let env = Env::cli_only();
     env.regate_ok(&["create", "namespace", "team"]);
     env.regate_ok(&["create", "user", "alice"]);
     let before = files(env.state_dir());
@@ -304,7 +292,7 @@ fn dry_runs_write_nothing() {
 
 #[test]
 fn delete_by_file_and_by_kind_and_name() {
-    let env = env();
+    let env = Env::cli_only();
     let file = write(&env, "all.yaml", ALL_KINDS);
     env.regate_ok(&["apply", "-f", arg(&file)]);
 
@@ -363,7 +351,7 @@ fn delete_by_file_and_by_kind_and_name() {
 
 #[test]
 fn a_hundred_concurrent_writers_lose_nothing() {
-    let env = env();
+    let env = Env::cli_only();
     env.regate_ok(&["create", "namespace", "team"]);
     thread::scope(|scope| {
         for i in 0..100 {
@@ -402,7 +390,7 @@ fn a_hundred_concurrent_writers_lose_nothing() {
 
 #[test]
 fn get_yaml_then_delete_then_apply_restores_identical_state() {
-    let env = env();
+    let env = Env::cli_only();
     env.regate_ok(&["apply", "-f", arg(&write(&env, "all.yaml", ALL_KINDS))]);
     env.regate_ok(&["create", "namespace", "project-a"]);
     env.regate_ok(&["create", "serviceaccount", "robot", "-n", "project-a"]);
@@ -490,7 +478,7 @@ fn get_yaml_then_delete_then_apply_restores_identical_state() {
 
 #[test]
 fn creates_and_policy_changes_take_dry_run_and_creates_print_yaml() {
-    let env = env();
+    let env = Env::cli_only();
     env.regate_ok(&["create", "namespace", "team"]);
     let before = files(env.state_dir());
     let dry_runs: [(&[&str], &str); 5] = [

@@ -4,25 +4,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 
 /// `project-a` and `project-b`, and no server: these commands only read the state directory.
 fn env() -> Env {
-    Env::builder()
-        .namespaces(PROJECTS)
-        .without_regate()
-        .upstream("http://127.0.0.1:9")
-        .run()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Env::builder().namespaces(PROJECTS).cli_only().run()
 }
 
 /// Runs `args` and checks the exit code, returning stdout.

@@ -12,11 +12,7 @@ use common::*;
 /// `project-a` and `project-b`, user alice in group devs and pulling in project-a, registry-admin
 /// bound cluster-wide to group admins, a hand-written Role and Secret; no server.
 fn env() -> Env {
-    let env = Env::builder()
-        .namespaces(PROJECTS)
-        .without_regate()
-        .upstream("http://127.0.0.1:9")
-        .run();
+    let env = Env::builder().namespaces(PROJECTS).cli_only().run();
     env.regate_ok(&["create", "user", "alice", "--group", "devs"]);
     env.regate_ok(&[
         "policy",
@@ -56,14 +52,6 @@ fn write(path: &std::path::Path, text: &str) {
     let dir = path.parent().expect("a parent directory");
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `regate get ARGS`, checks the exit code and returns the output.

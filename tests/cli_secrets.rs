@@ -8,17 +8,13 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
 /// No server: these commands only change the state directory. Namespace `team` exists.
 fn env() -> Env {
-    let env = Env::builder()
-        .without_regate()
-        .upstream("http://127.0.0.1:9")
-        .run();
+    let env = Env::cli_only();
     env.regate_ok(&["create", "namespace", "team"]);
     env
 }
@@ -62,10 +58,6 @@ fn mount_secrets(sa: &ServiceAccount) -> Vec<String> {
         .flatten()
         .filter_map(|r| r.name.clone())
         .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 fn write(env: &Env, name: &str, text: &str) -> PathBuf {

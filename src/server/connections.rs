@@ -30,27 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt;
 
-/// Connection limits and deadlines, validated.
-#[derive(Clone, Debug)]
-pub struct ConnectionSettings {
-    /// How long a request header may take to arrive, counted from when regate starts waiting.
-    pub header_timeout: Duration,
-    /// How long a connection may stay open with no request in flight.
-    pub idle_timeout: Duration,
-    /// Most connections kept at once (further capped by the open-file limit).
-    pub max: usize,
-}
-
-impl Default for ConnectionSettings {
-    /// 30 s for a header, 30 s idle, 10,000 connections.
-    fn default() -> Self {
-        ConnectionSettings {
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            max: 10_000,
-        }
-    }
-}
+use crate::config::ConnectionSettings;
 
 /// One connection's state, shared by its task, its requests and the table.
 struct Conn {

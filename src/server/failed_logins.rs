@@ -29,32 +29,13 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use http::header;
 use moka::sync::Cache;
 
+use crate::config::FailedLoginSettings;
 use crate::error::ApiError;
 
 /// Most buckets kept, addresses and names together.
 const MAX_BUCKETS: u64 = 100_000;
 /// Longest user name kept as a key; a longer one is cut (it is only a key).
 const MAX_NAME_LEN: usize = 256;
-
-/// How many failed logins are let through, validated.
-#[derive(Clone, Debug)]
-pub struct FailedLoginSettings {
-    /// Failures allowed at once per address and per user name; 0 turns limiting off.
-    pub burst: u32,
-    /// After the burst, one more failure per this long.
-    pub refill: Duration,
-}
-
-impl Default for FailedLoginSettings {
-    /// 30 failures at once, then one a second: a client that typed its token wrong a few times
-    /// never notices, a guesser gets one try a second.
-    fn default() -> Self {
-        FailedLoginSettings {
-            burst: 30,
-            refill: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Who a login attempt is counted against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
