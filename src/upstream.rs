@@ -10,3 +10,4 @@
 pub mod auth;
 pub mod keyring;
 pub mod pull_secret;
+pub mod secret;

@@ -44,12 +44,12 @@ use serde::{Deserialize, Serialize};
 use super::embedded::bootstrap::{
     AUTH_DELEGATOR, AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, PULL_SECRET_READER,
 };
-use super::embedded::store::{SECRET_TYPES, io_error, write_atomic};
 use super::embedded::{Embedded, Snapshot, Store, StoreError, SubjectRef};
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::{UserInfo, service_account_user};
 use crate::policy::{Attributes, Decision};
 use crate::token::Issued;
+use crate::upstream::secret::SECRET_TYPES;
 
 /// `POST`: authenticate a token (TokenReview).
 pub const TOKEN_REVIEWS_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -104,7 +104,7 @@ pub enum ApiServerError {
         path: PathBuf,
         /// The failure.
         #[source]
-        source: StoreError,
+        source: std::io::Error,
     },
     /// The kubeconfig could not be serialised (a bug: the type always serialises).
     #[error("cannot serialise the kubeconfig")]
@@ -977,10 +977,15 @@ pub fn write_kubeconfig(path: &Path, config: &Kubeconfig) -> Result<(), ApiServe
         source,
     };
     let text = serde_yaml::to_string(config).map_err(ApiServerError::SerializeKubeconfig)?;
-    // Absolute, so that a bare file name has a directory to sync.
-    let absolute = std::path::absolute(path).map_err(|e| failed(io_error(path)(e)))?;
-    // The temporary file `write_atomic` renames into place is created 0600.
-    write_atomic(&absolute, text.as_bytes()).map_err(failed)
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
+    }
+    crate::fs::write_atomic(path, text.as_bytes(), 0o600).map_err(failed)
 }
 
 #[cfg(test)]

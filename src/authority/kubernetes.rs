@@ -38,11 +38,11 @@ use moka::future::Cache;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-use super::embedded::store::{SECRET_TYPES, chain_pull_secrets, check_secret};
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::{UserInfo, service_account_of};
 use crate::policy::{Attributes, Decision};
 use crate::upstream::keyring::Keyring;
+use crate::upstream::secret::{SECRET_TYPES, chain_pull_secrets, check_secret};
 use transport::{Answer, Pacing, Transport, redact};
 
 /// How regate asks the API server (`--review delegated|self`, config `authority.review`).

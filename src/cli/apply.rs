@@ -9,8 +9,9 @@ use clap::Args;
 use super::StateArg;
 use crate::authority::embedded::Store;
 use crate::authority::embedded::apply::{
-    Document, Object, Outcome, expand_sources, parse_manifests, read_source,
+    Document, Outcome, expand_sources, parse_manifests, read_source,
 };
+use crate::authority::embedded::object::Object;
 use crate::config::default_state_dir;
 
 /// Manifest files, as `kubectl apply -f` and `kubectl delete -f` take them.

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::StateArg;
-use super::apply::objects_yaml;
-use crate::authority::embedded::Store;
-use crate::authority::embedded::apply::Object;
+use super::{StateArg, WriteArgs};
+use crate::authority::embedded::object::Object;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum Create {
@@ -71,36 +69,6 @@ pub(super) enum Create {
             --from-file=.dockerconfigjson=config.json --type=kubernetes.io/dockerconfigjson"
     )]
     Secret(super::secrets::CreateSecret),
-}
-
-/// `--dry-run` and `-o yaml`, taken by every create that writes an object.
-#[derive(Debug, Args)]
-pub(super) struct WriteArgs {
-    /// Print what would change, and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the objects as stored (yaml) instead of one line.
-    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = ["yaml"])]
-    output: Option<String>,
-}
-
-impl WriteArgs {
-    /// Opens the state directory, in a dry run if asked.
-    pub(super) fn open(&self, state: &StateArg) -> anyhow::Result<Store> {
-        Ok(state.open()?.with_dry_run(self.dry_run))
-    }
-
-    /// Prints the objects as YAML with `-o yaml`, else `line` (marked as a dry run if so).
-    pub(super) fn report(&self, objects: &[Object], line: &str) -> anyhow::Result<()> {
-        if self.output.is_some() {
-            print!("{}", objects_yaml(&objects.iter().collect::<Vec<_>>())?);
-        } else if self.dry_run {
-            println!("{line} (dry run)");
-        } else {
-            println!("{line}");
-        }
-        Ok(())
-    }
 }
 
 #[derive(Debug, Args)]

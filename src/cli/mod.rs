@@ -206,5 +206,42 @@ fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `--dry-run` and `-o yaml`, taken by every create that writes an object.
+#[derive(Debug, Args)]
+struct WriteArgs {
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the objects as stored (yaml) instead of one line.
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = ["yaml"])]
+    output: Option<String>,
+}
+
+impl WriteArgs {
+    /// Opens the state directory, in a dry run if asked.
+    fn open(&self, state: &StateArg) -> anyhow::Result<Store> {
+        Ok(state.open()?.with_dry_run(self.dry_run))
+    }
+
+    /// Prints the objects as YAML with `-o yaml`, else `line` (marked as a dry run if so).
+    fn report(
+        &self,
+        objects: &[crate::authority::embedded::object::Object],
+        line: &str,
+    ) -> anyhow::Result<()> {
+        if self.output.is_some() {
+            print!(
+                "{}",
+                apply::objects_yaml(&objects.iter().collect::<Vec<_>>())?
+            );
+        } else if self.dry_run {
+            println!("{line} (dry run)");
+        } else {
+            println!("{line}");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,11 +17,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use super::StateArg;
-use super::create::WriteArgs;
-use crate::authority::embedded::apply::Object;
+use super::WriteArgs;
+use crate::authority::embedded::object::Object;
 use crate::authority::embedded::ops::LinkFor;
-use crate::authority::embedded::store::{SECRET_TYPES, check_secret};
 use crate::suggest::did_you_mean;
+use crate::upstream::secret::{SECRET_TYPES, check_secret};
 
 /// The registry `kubectl create secret docker-registry` writes credentials for by default.
 const DOCKER_HUB: &str = "https://index.docker.io/v1/";

@@ -11,19 +11,21 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::bootstrap;
-use super::ops::{
-    Store, validate_dns_label, validate_dns_subdomain, validate_path_segment, validate_user_name,
+use super::object::{
+    Kind, Object, UnknownKind, each, validate_dns_label, validate_dns_subdomain,
+    validate_path_segment, validate_user_name,
 };
+use super::ops::Store;
 use super::store::{
-    Layout, SECRET_TYPES, StateObject, StoreError, USER_API_VERSION, USER_KIND, User, check_secret,
-    exists, io_error, object_file, read_object, stamp,
+    StateObject, StoreError, USER_API_VERSION, USER_KIND, exists, io_error, object_file,
+    read_object, stamp,
 };
 use crate::suggest::did_you_mean;
+use crate::upstream::secret::{SECRET_TYPES, check_secret};
 
 /// Why a manifest could not be applied or deleted.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +43,8 @@ pub enum ApplyError {
         reason: String,
     },
     /// A kind regate does not know.
-    #[error("unknown kind {kind:?}{suggestion}; kinds: {}", KINDS_HELP)]
-    UnknownKind {
-        /// The kind given.
-        kind: String,
-        /// Close matches.
-        suggestion: String,
-    },
+    #[error(transparent)]
+    UnknownKind(#[from] UnknownKind),
     /// An object to delete does not exist.
     #[error("{kind} {name:?} not found{}{suggestion}", in_namespace(namespace.as_deref()))]
     NotFound {
@@ -73,279 +70,6 @@ fn in_namespace(namespace: Option<&str>) -> String {
     namespace
         .map(|ns| format!(" in namespace {ns:?}"))
         .unwrap_or_default()
-}
-
-const KINDS_HELP: &str = "namespace (ns), serviceaccount (sa), role, rolebinding, clusterrole, \
-                          clusterrolebinding, secret, user";
-
-/// The kinds of object the state directory keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    /// v1 Namespace.
-    Namespace,
-    /// rbac.authorization.k8s.io/v1 ClusterRole.
-    ClusterRole,
-    /// rbac.authorization.k8s.io/v1 ClusterRoleBinding.
-    ClusterRoleBinding,
-    /// user.openshift.io/v1 User.
-    User,
-    /// v1 ServiceAccount.
-    ServiceAccount,
-    /// rbac.authorization.k8s.io/v1 Role.
-    Role,
-    /// rbac.authorization.k8s.io/v1 RoleBinding.
-    RoleBinding,
-    /// v1 Secret.
-    Secret,
-}
-
-const ALL_KINDS: [Kind; 8] = [
-    Kind::Namespace,
-    Kind::ClusterRole,
-    Kind::ClusterRoleBinding,
-    Kind::User,
-    Kind::ServiceAccount,
-    Kind::Role,
-    Kind::RoleBinding,
-    Kind::Secret,
-];
-
-impl Kind {
-    /// kubectl's names for the kind: singular, plural, short, and `KIND.GROUP`.
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Kind::Namespace => &["namespace", "namespaces", "ns"],
-            Kind::ServiceAccount => &["serviceaccount", "serviceaccounts", "sa"],
-            Kind::Role => &["role", "roles", "role.rbac.authorization.k8s.io"],
-            Kind::RoleBinding => &[
-                "rolebinding",
-                "rolebindings",
-                "rolebinding.rbac.authorization.k8s.io",
-            ],
-            Kind::ClusterRole => &[
-                "clusterrole",
-                "clusterroles",
-                "clusterrole.rbac.authorization.k8s.io",
-            ],
-            Kind::ClusterRoleBinding => &[
-                "clusterrolebinding",
-                "clusterrolebindings",
-                "clusterrolebinding.rbac.authorization.k8s.io",
-            ],
-            Kind::Secret => &["secret", "secrets"],
-            Kind::User => &["user", "users", "user.user.openshift.io"],
-        }
-    }
-
-    /// The kind named `name` as kubectl takes it (`rolebindings`, `sa`, `Role`, ...); an
-    /// unknown name is an error naming the close matches.
-    pub fn parse(name: &str) -> Result<Kind, ApplyError> {
-        let lower = name.to_lowercase();
-        ALL_KINDS
-            .into_iter()
-            .find(|k| k.names().contains(&lower.as_str()))
-            .ok_or_else(|| ApplyError::UnknownKind {
-                kind: name.to_string(),
-                suggestion: did_you_mean(
-                    &lower,
-                    ALL_KINDS.iter().flat_map(|k| k.names().iter().copied()),
-                ),
-            })
-    }
-
-    /// `kind.group` as kubectl prints it before `/NAME` (`namespace`, `role.rbac...`).
-    pub fn resource(self) -> &'static str {
-        match self {
-            Kind::Namespace => "namespace",
-            Kind::ServiceAccount => "serviceaccount",
-            Kind::Secret => "secret",
-            other => other.names()[2],
-        }
-    }
-
-    /// Whether objects of the kind live in a namespace.
-    pub fn is_namespaced(self) -> bool {
-        matches!(
-            self,
-            Kind::ServiceAccount | Kind::Role | Kind::RoleBinding | Kind::Secret
-        )
-    }
-
-    /// The singular name, for messages.
-    fn singular(self) -> &'static str {
-        self.names()[0]
-    }
-
-    /// The directory holding objects of this kind (of namespace `ns` for namespaced kinds).
-    fn dir(self, layout: &Layout, ns: &str) -> PathBuf {
-        match self {
-            Kind::Namespace => layout.namespaces(),
-            Kind::ClusterRole => layout.cluster_roles(),
-            Kind::ClusterRoleBinding => layout.cluster_role_bindings(),
-            Kind::User => layout.users(),
-            Kind::ServiceAccount => layout.service_accounts(ns),
-            Kind::Role => layout.roles(ns),
-            Kind::RoleBinding => layout.role_bindings(ns),
-            Kind::Secret => layout.secrets(ns),
-        }
-    }
-
-    /// The file of object `name` (in `ns` for namespaced kinds).
-    fn file(self, layout: &Layout, ns: &str, name: &str) -> PathBuf {
-        match self {
-            Kind::Namespace => layout.namespace_file(name),
-            other => object_file(&other.dir(layout, ns), name),
-        }
-    }
-
-    /// The names of the existing objects of this kind (in `ns`), for close matches.
-    fn existing_names(self, layout: &Layout, ns: &str) -> Vec<String> {
-        let dir = self.dir(layout, ns);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| !n.starts_with('.'))
-            .map(|n| match self {
-                Kind::Namespace => n,
-                _ => n.strip_suffix(".yaml").unwrap_or(&n).to_string(),
-            })
-            .collect()
-    }
-}
-
-/// One object of a manifest, typed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    /// A Namespace.
-    Namespace(Namespace),
-    /// A ServiceAccount.
-    ServiceAccount(ServiceAccount),
-    /// A Role.
-    Role(Role),
-    /// A ClusterRole.
-    ClusterRole(ClusterRole),
-    /// A RoleBinding.
-    RoleBinding(RoleBinding),
-    /// A ClusterRoleBinding.
-    ClusterRoleBinding(ClusterRoleBinding),
-    /// A Secret of a docker config type.
-    Secret(Secret),
-    /// An OpenShift User.
-    User(User),
-}
-
-/// Runs `$body` with `$o` bound to the typed object inside `$object`.
-macro_rules! each {
-    ($object:expr, $o:ident => $body:expr) => {
-        match $object {
-            Object::Namespace($o) => $body,
-            Object::ServiceAccount($o) => $body,
-            Object::Role($o) => $body,
-            Object::ClusterRole($o) => $body,
-            Object::RoleBinding($o) => $body,
-            Object::ClusterRoleBinding($o) => $body,
-            Object::Secret($o) => $body,
-            Object::User($o) => $body,
-        }
-    };
-}
-
-impl Object {
-    /// Its kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Namespace(_) => Kind::Namespace,
-            Object::ServiceAccount(_) => Kind::ServiceAccount,
-            Object::Role(_) => Kind::Role,
-            Object::ClusterRole(_) => Kind::ClusterRole,
-            Object::RoleBinding(_) => Kind::RoleBinding,
-            Object::ClusterRoleBinding(_) => Kind::ClusterRoleBinding,
-            Object::Secret(_) => Kind::Secret,
-            Object::User(_) => Kind::User,
-        }
-    }
-
-    /// Its metadata.
-    pub fn meta(&self) -> &ObjectMeta {
-        each!(self, o => o.meta())
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        each!(self, o => o.meta_mut())
-    }
-
-    /// Its name ("" when missing).
-    pub fn name(&self) -> &str {
-        self.meta().name.as_deref().unwrap_or_default()
-    }
-
-    /// Its namespace ("" for cluster objects).
-    pub fn namespace(&self) -> &str {
-        if self.kind().is_namespaced() {
-            self.meta().namespace.as_deref().unwrap_or_default()
-        } else {
-            ""
-        }
-    }
-
-    /// `KIND.GROUP/NAME`, as kubectl prints it.
-    pub fn reference(&self) -> String {
-        format!("{}/{}", self.kind().resource(), self.name())
-    }
-
-    /// The object as YAML (Secret data included: only for `-o yaml`).
-    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
-        each!(self, o => serde_yaml::to_string(o))
-    }
-
-    /// An object of `kind` with only its name and namespace, to delete by name.
-    pub fn named(kind: Kind, name: &str, namespace: Option<&str>) -> Object {
-        let metadata = ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: namespace
-                .filter(|_| kind.is_namespaced())
-                .map(str::to_string),
-            ..ObjectMeta::default()
-        };
-        match kind {
-            Kind::Namespace => Object::Namespace(Namespace {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::ServiceAccount => Object::ServiceAccount(ServiceAccount {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::Role => Object::Role(Role {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::ClusterRole => Object::ClusterRole(ClusterRole {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::RoleBinding => Object::RoleBinding(RoleBinding {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::ClusterRoleBinding => Object::ClusterRoleBinding(ClusterRoleBinding {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::Secret => Object::Secret(Secret {
-                metadata,
-                ..Default::default()
-            }),
-            Kind::User => {
-                let mut user = User::new(name, Vec::new());
-                user.metadata = metadata;
-                Object::User(user)
-            }
-        }
-    }
 }
 
 /// An object and where it came from, for errors.

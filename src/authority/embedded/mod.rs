@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod list;
+pub mod object;
 pub mod ops;
 pub mod store;
 
@@ -28,15 +29,14 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use ops::{Store, SubjectRef};
-pub use store::{
-    Fingerprint, Layout, PullSecret, Snapshot, StoreError, StoredUser, User, fingerprint, load,
-};
+pub use store::{Fingerprint, Layout, Snapshot, StoreError, StoredUser, User, fingerprint, load};
 
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
 use crate::token::{Signer, TokenError};
 use crate::upstream::keyring::Keyring;
+pub use crate::upstream::secret::PullSecret;
 
 /// How often the reloader looks for changes. A change is in force within this plus the time a
 /// load takes, well under the one second docs/behaviour.md promises.

@@ -15,16 +15,19 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::apply::Object;
 use super::bootstrap::{self, RBAC_GROUP, cluster_role_ref};
+use super::object::{
+    Object, validate_dns_label, validate_dns_subdomain, validate_path_segment, validate_user_name,
+};
 use super::store::{
-    Layout, StateObject, StoreError, User, check_secret, create_private_dir, exists, io_error,
-    lock_exclusive, object_file, read_object, read_objects, remove_file, stamp, write_object,
+    Layout, StateObject, StoreError, User, create_private_dir, exists, io_error, lock_exclusive,
+    object_file, read_object, read_objects, remove_file, stamp, write_object,
 };
 use crate::identity::{service_account_of, service_account_user};
 use crate::policy::{CLUSTER_ROLE_KIND, GROUP_KIND, SERVICE_ACCOUNT_KIND, USER_KIND};
 use crate::suggest::did_you_mean;
 use crate::token::{Issued, Signer};
+use crate::upstream::secret::check_secret;
 
 /// Someone a role can be bound to, as `oc policy` names them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -875,83 +878,6 @@ fn remove_subjects<B: Binding>(
                 .collect::<Vec<_>>()
                 .join(", "),
         });
-    }
-    Ok(())
-}
-
-fn invalid(kind: &'static str, name: &str, reason: &str) -> StoreError {
-    StoreError::InvalidName {
-        kind,
-        name: name.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// A name usable as one file name: not empty, `.` or `..`, no `/`, no leading `.` (such files
-/// are ignored), no control characters.
-pub(super) fn validate_path_segment(kind: &'static str, name: &str) -> Result<(), StoreError> {
-    if name.is_empty() {
-        return Err(invalid(kind, name, "may not be empty"));
-    }
-    if name.starts_with('.') {
-        return Err(invalid(kind, name, "may not start with '.'"));
-    }
-    if name.contains('/') || name.contains('%') {
-        return Err(invalid(kind, name, "may not contain '/' or '%'"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid(kind, name, "may not contain control characters"));
-    }
-    Ok(())
-}
-
-/// An OpenShift user name: a path segment without `:` (names with `:` are reserved for
-/// `system:` identities) or whitespace.
-pub(super) fn validate_user_name(name: &str) -> Result<(), StoreError> {
-    validate_path_segment("user", name)?;
-    if name.contains(':') {
-        return Err(invalid("user", name, "may not contain ':'"));
-    }
-    if name.chars().any(char::is_whitespace) || name == "~" {
-        return Err(invalid(
-            "user",
-            name,
-            "may not contain whitespace or be '~'",
-        ));
-    }
-    Ok(())
-}
-
-/// A Kubernetes DNS-1123 label (what a namespace name is): 1 to 63 of `a-z`, `0-9`, `-`,
-/// starting and ending with a letter or digit. Such a name is also a valid first component of
-/// an OCI repository name.
-pub(super) fn validate_dns_label(kind: &'static str, name: &str) -> Result<(), StoreError> {
-    const RULE: &str = "must be 1 to 63 lower-case letters, digits or '-', starting and ending \
-                        with a letter or digit (e.g. 'project-a')";
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let valid_ends = !name.starts_with('-') && !name.ends_with('-');
-    if name.is_empty() || name.len() > 63 || !valid_chars || !valid_ends {
-        return Err(invalid(kind, name, RULE));
-    }
-    Ok(())
-}
-
-/// A Kubernetes DNS-1123 subdomain (what a service account name is): dot-separated labels, at
-/// most 253 characters.
-pub(super) fn validate_dns_subdomain(kind: &'static str, name: &str) -> Result<(), StoreError> {
-    if name.len() > 253
-        || name
-            .split('.')
-            .any(|label| validate_dns_label(kind, label).is_err())
-    {
-        return Err(invalid(
-            kind,
-            name,
-            "must be lower-case letters, digits, '-' and '.', each dot-separated part starting \
-             and ending with a letter or digit (e.g. 'builder')",
-        ));
     }
     Ok(())
 }
