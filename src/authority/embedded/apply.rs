@@ -19,7 +19,7 @@ use super::object::{
     Kind, Object, UnknownKind, each, validate_dns_label, validate_dns_subdomain,
     validate_path_segment, validate_user_name,
 };
-use super::ops::Store;
+use super::store::Store;
 use super::store::{
     StateObject, StoreError, USER_API_VERSION, USER_KIND, exists, io_error, object_file,
     read_object, stamp,

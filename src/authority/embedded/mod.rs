@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod list;
 pub mod object;
 pub mod ops;
+pub mod snapshot;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +29,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use ops::{Store, SubjectRef};
-pub use store::{Fingerprint, Layout, Snapshot, StoreError, StoredUser, User, fingerprint, load};
+pub use ops::SubjectRef;
+pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
+pub use store::{Layout, Store, StoreError, User};
 
 use super::{Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;

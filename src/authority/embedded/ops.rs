@@ -20,13 +20,12 @@ use super::object::{
     Object, validate_dns_label, validate_dns_subdomain, validate_path_segment, validate_user_name,
 };
 use super::store::{
-    Layout, StateObject, StoreError, User, create_private_dir, exists, io_error, lock_exclusive,
-    object_file, read_object, read_objects, remove_file, stamp, write_object,
+    StateObject, Store, StoreError, User, exists, object_file, read_object, read_objects, stamp,
 };
 use crate::identity::{service_account_of, service_account_user};
 use crate::policy::{CLUSTER_ROLE_KIND, GROUP_KIND, SERVICE_ACCOUNT_KIND, USER_KIND};
 use crate::suggest::did_you_mean;
-use crate::token::{Issued, Signer};
+use crate::token::Issued;
 use crate::upstream::secret::check_secret;
 
 /// Someone a role can be bound to, as `oc policy` names them.
@@ -155,98 +154,7 @@ fn is_binding_of(binding: &impl Binding, role: &str) -> bool {
     role_ref.kind == CLUSTER_ROLE_KIND && role_ref.name == role
 }
 
-/// A state directory opened for changes.
-#[derive(Debug)]
-pub struct Store {
-    layout: Layout,
-    signer: Signer,
-    /// When set, changes are checked and reported but nothing is written.
-    dry_run: bool,
-}
-
 impl Store {
-    /// Opens the state directory `dir` for changes: creates it (mode 0700) and its signing key
-    /// when missing, and creates any missing bootstrap ClusterRole (as OpenShift reconciles its
-    /// bootstrap policy at start; existing roles, edited or not, are left alone).
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let store = Store::open_without_bootstrap(dir)?;
-        let _lock = store.lock()?;
-        store.write_missing_bootstrap_roles()?;
-        Ok(store)
-    }
-
-    /// Opens the state directory like [`Store::open`] but leaves creating missing bootstrap
-    /// ClusterRoles to the caller ([`Store::apply`] does it after applying, so that applying a
-    /// saved copy of them restores their uids).
-    pub fn open_without_bootstrap(dir: &Path) -> Result<Store, StoreError> {
-        create_private_dir(dir)?;
-        let layout = Layout::new(dir);
-        let signer = Signer::load_or_create(&layout.signing_key())?;
-        Ok(Store {
-            layout,
-            signer,
-            dry_run: false,
-        })
-    }
-
-    /// Creates the bootstrap ClusterRoles that are missing; the caller holds the lock.
-    pub(super) fn write_missing_bootstrap_roles(&self) -> Result<(), StoreError> {
-        for mut role in bootstrap::cluster_roles() {
-            let name = role.metadata.name.clone().unwrap_or_default();
-            let path = object_file(&self.layout.cluster_roles(), &name);
-            if !exists(&path)? {
-                stamp(&mut role.metadata);
-                self.write(&path, &role)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The state directory's layout.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
-    /// The same store, checking changes without writing them when `dry_run` is set.
-    pub fn with_dry_run(mut self, dry_run: bool) -> Store {
-        self.dry_run = dry_run;
-        self
-    }
-
-    /// Whether changes are only checked, not written.
-    pub fn is_dry_run(&self) -> bool {
-        self.dry_run
-    }
-
-    /// Takes the writers' lock, held until the file is dropped.
-    pub(super) fn lock(&self) -> Result<super::store::WriteLock, StoreError> {
-        lock_exclusive(&self.layout)
-    }
-
-    /// Writes `object` to `path`, unless this is a dry run.
-    pub(super) fn write<T: StateObject>(&self, path: &Path, object: &T) -> Result<(), StoreError> {
-        if self.dry_run {
-            return Ok(());
-        }
-        write_object(path, object)
-    }
-
-    /// Removes the file `path`, unless this is a dry run.
-    pub(super) fn remove(&self, path: &Path) -> Result<(), StoreError> {
-        if self.dry_run {
-            return Ok(());
-        }
-        remove_file(path)
-    }
-
-    /// Removes the directory `dir` and everything in it, unless this is a dry run.
-    pub(super) fn remove_dir(&self, dir: &Path) -> Result<(), StoreError> {
-        if self.dry_run {
-            return Ok(());
-        }
-        std::fs::remove_dir_all(dir).map_err(io_error(dir))
-    }
-
     /// Creates namespace `ns` with its service accounts and bindings (docs/behaviour.md §7); fails if
     /// it exists.
     pub fn create_namespace(&self, ns: &str) -> Result<(), StoreError> {

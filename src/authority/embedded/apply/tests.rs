@@ -1,7 +1,7 @@
 //! Unit tests of manifests, apply and delete.
 
 use super::*;
-use crate::authority::embedded::store::load;
+use crate::authority::embedded::snapshot::load;
 
 fn opened() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");

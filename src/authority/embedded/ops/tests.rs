@@ -2,9 +2,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::authority::embedded::store::load;
+use crate::authority::embedded::snapshot::load;
+use crate::authority::embedded::store::{Layout, write_object};
 use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
+use crate::token::Signer;
 
 fn opened() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -5,7 +5,9 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 
 use super::*;
 use crate::authority::embedded::bootstrap;
-use crate::authority::embedded::ops::Store;
+use crate::authority::embedded::snapshot::{fingerprint, load};
+use crate::identity::UserInfo;
+use crate::policy::Policy;
 use crate::policy::{Attributes, IMAGE_GROUP};
 
 fn opened() -> (tempfile::TempDir, Store) {
