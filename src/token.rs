@@ -83,7 +83,7 @@ pub struct RegistryClaims {
     pub aud: String,
     /// User name when issued, for logs; the identity in force comes from `cred`.
     pub sub: String,
-    /// The API token, sealed by [`Signer::seal`]; absent for anonymous tokens only.
+    /// The API token, sealed (see `Signer::seal`); absent for anonymous tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cred: Option<String>,
     /// Issued at.

@@ -8,7 +8,7 @@
 //!
 //! Polling alone would leave a window after a CLI change (a deleted namespace's tokens working
 //! for a moment, a new service account's token refused). So every authentication also looks at
-//! the store's change marker (one `stat`, see [`store::WriteLock`]) and reloads first when a
+//! the store's change marker (one `stat`, see `store::WriteLock`) and reloads first when a
 //! writer has been there; and a token whose subject the snapshot lacks is checked against the
 //! directory itself before it is refused (docs/behaviour.md §10).
 

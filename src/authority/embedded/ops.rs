@@ -473,7 +473,7 @@ pub enum SecretError {
     /// The state directory could not be read or changed, or a name is invalid.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The Secret is not one regate keeps (see [`super::store::check_secret`]).
+    /// The Secret is not one regate keeps (see [`crate::upstream::secret::check_secret`]).
     #[error("secret {name:?}: {reason}")]
     Invalid {
         /// The Secret's name.
