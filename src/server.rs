@@ -156,7 +156,16 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
         gw.failed_logins.check(attempt)?;
     }
     let result = match realm {
-        Some(realm) => token_endpoint::handle(gw, realm, req, attempt.as_mut()).await,
+        Some(realm) => {
+            let endpoint = token_endpoint::Endpoint {
+                identities: gw.identities(),
+                decisions: &gw.decisions,
+                signer: &gw.signer,
+                token_lifetime: gw.config.token_lifetime,
+                failed_logins: &gw.failed_logins,
+            };
+            token_endpoint::handle(&endpoint, realm, req, attempt.as_mut()).await
+        }
         None => gw.handle(req).await,
     };
     match (result, attempt) {

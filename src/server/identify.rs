@@ -10,11 +10,11 @@ use http::{HeaderMap, header};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Gateway;
-use crate::authority::{Authn, AuthorityError};
+use crate::authority::{Authn, Authority, AuthorityError};
 use crate::error::ApiError;
 use crate::identity::{self, Caller, Credential, CredentialError};
 use crate::proxy::PublicOrigin;
-use crate::token::RegistryClaims;
+use crate::token::{RegistryClaims, Signer};
 
 impl Gateway {
     /// Who is calling: anonymous, a registry token's identity, or an API token's (asked of the
@@ -44,10 +44,11 @@ impl Gateway {
                 return Err(self.challenge(public, scope, Some("invalid_request"), &e.to_string()));
             }
         };
+        let identities = self.identities();
         let authn = match self.signer.verify_registry_token(token.expose_secret()) {
-            Ok(claims) => self.reauthenticate(&claims).await,
+            Ok(claims) => identities.reauthenticate(&claims).await,
             // Not one of regate's registry tokens: an API token for the authority.
-            Err(_) => self.authenticate(token).await,
+            Err(_) => identities.authenticate(token).await,
         };
         match authn? {
             Ok(caller) => Ok(caller),
@@ -60,20 +61,36 @@ impl Gateway {
         }
     }
 
+    /// What authenticating needs: the key of registry tokens and the authority.
+    pub(super) fn identities(&self) -> Identities<'_> {
+        Identities {
+            signer: &self.signer,
+            authority: self.decisions.authority().as_ref(),
+        }
+    }
+}
+
+/// Authentication of API tokens and of regate's registry and refresh tokens, for the gateway
+/// and the token endpoint alike.
+#[derive(Clone, Copy)]
+pub(super) struct Identities<'a> {
+    signer: &'a Signer,
+    authority: &'a dyn Authority,
+}
+
+impl Identities<'_> {
     /// Who an API token belongs to now; `Err(reason)` when the authority refuses it.
     pub(super) async fn authenticate(
         &self,
         token: SecretString,
     ) -> Result<Result<Caller, String>, AuthorityError> {
-        Ok(
-            match self.decisions.authority().authenticate(&token).await? {
-                Authn::User(user) => Ok(Caller {
-                    user,
-                    token: Some(token),
-                }),
-                Authn::Invalid { reason } => Err(reason),
-            },
-        )
+        Ok(match self.authority.authenticate(&token).await? {
+            Authn::User(user) => Ok(Caller {
+                user,
+                token: Some(token),
+            }),
+            Authn::Invalid { reason } => Err(reason),
+        })
     }
 
     /// Who the holder of a verified registry or refresh token is now: its sealed API token

@@ -18,13 +18,16 @@ use http::{Method, header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::Gateway;
 use super::failed_logins::Attempt;
+use super::failed_logins::FailedLogins;
+use super::identify::Identities;
 use crate::access::{self, Scope};
+use crate::cache::Decisions;
 use crate::config::TokenServerSettings;
 use crate::error::ApiError;
 use crate::identity::{self, Caller, Credential, UserInfo};
 use crate::token::Issued;
+use crate::token::Signer;
 use crate::token::distribution::{DistributionClaims, ResourceActions};
 use crate::token::keys::LiveKey;
 
@@ -39,6 +42,20 @@ pub struct TokenServer {
     pub settings: TokenServerSettings,
     /// The key directory's signing key, reloaded on rotation.
     pub key: std::sync::Arc<LiveKey>,
+}
+
+/// What the token endpoint uses of the gateway, and nothing more.
+pub(super) struct Endpoint<'a> {
+    /// Authentication of API, registry and refresh tokens.
+    pub identities: Identities<'a>,
+    /// Decisions, for the token server's `access` claim and the review mode.
+    pub decisions: &'a Decisions,
+    /// Signs registry and refresh tokens.
+    pub signer: &'a Signer,
+    /// `token.lifetime`.
+    pub token_lifetime: Duration,
+    /// Failed logins, to count the OAuth2 form's user name.
+    pub failed_logins: &'a FailedLogins,
 }
 
 /// Which realm a token request came to.
@@ -100,7 +117,7 @@ impl Params {
 
 /// Answers a token request made to `realm`.
 pub(super) async fn handle(
-    gw: &Gateway,
+    ep: &Endpoint<'_>,
     realm: Realm<'_>,
     req: Request,
     attempt: Option<&mut Attempt>,
@@ -115,10 +132,10 @@ pub(super) async fn handle(
             // The form's user name counts too, and may already be barred.
             if let Some(attempt) = attempt {
                 *attempt = std::mem::take(attempt).with_name(params.username.as_deref());
-                gw.failed_logins.check(attempt)?;
+                ep.failed_logins.check(attempt)?;
             }
             let grant = params.grant_type.take();
-            return post(gw, realm, params, grant.as_deref()).await;
+            return post(ep, realm, params, grant.as_deref()).await;
         }
         _ => {
             return Err(ApiError::Unsupported {
@@ -137,14 +154,14 @@ pub(super) async fn handle(
     })?;
     let caller = match credential {
         Credential::Anonymous => Caller::anonymous(),
-        Credential::Token(token) => authenticate_api_token(gw, token).await?,
+        Credential::Token(token) => authenticate_api_token(ep, token).await?,
     };
-    respond(gw, realm, &caller, &params).await
+    respond(ep, realm, &caller, &params).await
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
 async fn post(
-    gw: &Gateway,
+    ep: &Endpoint<'_>,
     realm: Realm<'_>,
     mut params: Params,
     grant: Option<&str>,
@@ -157,15 +174,15 @@ async fn post(
                 .take()
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
-            let caller = authenticate_api_token(gw, password).await?;
-            respond(gw, realm, &caller, &params).await
+            let caller = authenticate_api_token(ep, password).await?;
+            respond(ep, realm, &caller, &params).await
         }
         Some("refresh_token") => {
             let token = params
                 .refresh_token
                 .as_ref()
                 .ok_or_else(|| bad("grant_type=refresh_token needs refresh_token"))?;
-            let claims = gw
+            let claims = ep
                 .signer
                 .verify_refresh_token(token.expose_secret())
                 .map_err(|e| ApiError::InvalidCredential {
@@ -173,17 +190,19 @@ async fn post(
                 })?;
             // The identity as the authority sees it now, from the API token the refresh token
             // carries: a refresh token dies with its API token and its subject.
-            let caller = gw.reauthenticate(&claims).await?.map_err(|reason| {
-                ApiError::InvalidCredential {
+            let caller = ep
+                .identities
+                .reauthenticate(&claims)
+                .await?
+                .map_err(|reason| ApiError::InvalidCredential {
                     message: format!("{reason}: log in again"),
-                }
-            })?;
+                })?;
             // A refresh answers an access token only; the client keeps its refresh token.
             let params = Params {
                 offline: false,
                 ..params
             };
-            respond(gw, realm, &caller, &params).await
+            respond(ep, realm, &caller, &params).await
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -193,8 +212,12 @@ async fn post(
 }
 
 /// Who an API token belongs to; 401 when the authority refuses it.
-async fn authenticate_api_token(gw: &Gateway, token: SecretString) -> Result<Caller, ApiError> {
-    gw.authenticate(token)
+async fn authenticate_api_token(
+    ep: &Endpoint<'_>,
+    token: SecretString,
+) -> Result<Caller, ApiError> {
+    ep.identities
+        .authenticate(token)
         .await?
         .map_err(|reason| ApiError::InvalidCredential {
             message: format!("{reason}: log in with a valid API token as the password"),
@@ -204,7 +227,7 @@ async fn authenticate_api_token(gw: &Gateway, token: SecretString) -> Result<Cal
 /// The token response for `caller`: the realm's token, and a refresh token when asked for.
 /// Neither outlives the caller's API token where its expiry can be read.
 async fn respond(
-    gw: &Gateway,
+    ep: &Endpoint<'_>,
     realm: Realm<'_>,
     caller: &Caller,
     params: &Params,
@@ -217,12 +240,12 @@ async fn respond(
         .map(|exp| exp as u64);
     let (issued, scope) = match realm {
         Realm::Gateway => {
-            let issued = gateway_token(gw, caller, api_expiry)?;
+            let issued = gateway_token(ep, caller, api_expiry)?;
             let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
             (issued, scope)
         }
         Realm::TokenServer(ts) => {
-            let access = granted(gw, user, api_token, &params.asked).await?;
+            let access = granted(ep, user, api_token, &params.asked).await?;
             let scope = access
                 .iter()
                 .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
@@ -234,13 +257,13 @@ async fn respond(
     };
     // Reviewing as the caller hands the caller's own API token back as the access token: a
     // refresh token would add nothing, and OpenShift's registry issues none there either.
-    let reviews_as_caller = gw.decisions.authority().needs_caller_token();
+    let reviews_as_caller = ep.decisions.authority().needs_caller_token();
     let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller) {
         Some(api_token) => {
             let cap = crate::token::now() + REFRESH_MAX.as_secs();
             let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
             Some(
-                gw.signer
+                ep.signer
                     .issue_refresh_token(user, api_token, expires_at)
                     .map_err(sign_error)?
                     .token,
@@ -277,17 +300,17 @@ fn sign_error(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
 /// The gateway realm's token: a registry token carrying the caller's API token sealed, or, when
 /// the authority reviews as the caller, the caller's own API token handed back.
 fn gateway_token(
-    gw: &Gateway,
+    ep: &Endpoint<'_>,
     caller: &Caller,
     api_expiry: Option<u64>,
 ) -> Result<Issued, ApiError> {
     let issued_at = crate::token::now();
-    let lifetime_end = issued_at + gw.config.token_lifetime.as_secs();
+    let lifetime_end = issued_at + ep.token_lifetime.as_secs();
     let expires_at = api_expiry.map_or(lifetime_end, |e| e.min(lifetime_end));
     match caller
         .token
         .as_ref()
-        .filter(|_| gw.decisions.authority().needs_caller_token())
+        .filter(|_| ep.decisions.authority().needs_caller_token())
     {
         // As OpenShift's registry in this mode: every request must carry a token the cluster
         // knows, so the caller's own is the registry token.
@@ -296,7 +319,7 @@ fn gateway_token(
             issued_at,
             expires_at: api_expiry.unwrap_or(lifetime_end),
         }),
-        None => gw
+        None => ep
             .signer
             .issue_registry_token(&caller.user, caller.token.as_ref(), expires_at)
             .map_err(sign_error),
@@ -332,7 +355,7 @@ fn registry_token(
 /// A resource with nothing allowed is left out.
 /// An authority that cannot answer is a 503: no token is better than a wrong one.
 async fn granted(
-    gw: &Gateway,
+    ep: &Endpoint<'_>,
     user: &UserInfo,
     token: Option<&SecretString>,
     asked: &[Scope],
@@ -346,7 +369,7 @@ async fn granted(
             };
             let mut refused = None;
             for attrs in &checks {
-                let decision = gw.decisions.decide(user, token, attrs).await;
+                let decision = ep.decisions.decide(user, token, attrs).await;
                 if !decision?.allowed() {
                     refused = Some(attrs);
                     break;
