@@ -170,6 +170,17 @@ fn registry_settled(env: &Env) {
     });
 }
 
+/// Once the registry's log is settled, exactly `n` pulls of project-a/app's manifests reached it.
+fn assert_manifest_pulls(env: &Env, n: usize, what: &str) {
+    registry_settled(env);
+    let pulls = env
+        .registry_requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/project-a/app/manifests/"))
+        .count();
+    assert_eq!(pulls, n, "{what}: {:?}", env.registry_requests());
+}
+
 /// The claims of a JWT, or `Null` if `token` is not one.
 fn jwt_claims(token: &str) -> serde_json::Value {
     token
@@ -643,18 +654,7 @@ fn pipelined_request_is_never_judged_with_the_previous_ones_credentials() {
         }
         assert!(answers.len() <= 2, "{what}: {}", show(&got));
     }
-    registry_settled(&env);
-    let pulls = env
-        .registry_requests()
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/project-a/app/manifests/"))
-        .count();
-    assert_eq!(
-        pulls,
-        1,
-        "only the allowed pull reached the registry: {:?}",
-        env.registry_requests()
-    );
+    assert_manifest_pulls(&env, 1, "only the allowed pull reached the registry");
     env.assert_registry_never_saw("a refused request reached the registry", |r| {
         r.starts_with("GET /v2/project-b/") || r.contains("/v2/project-a/formcase/")
     });
@@ -1011,18 +1011,7 @@ fn h2c_upgrade_is_answered_over_http11() {
         show(&got)
     );
     assert!(!answers.iter().any(|r| r.status == 101), "{}", show(&got));
-    registry_settled(&env);
-    let pulls = env
-        .registry_requests()
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/project-a/app/manifests/"))
-        .count();
-    assert_eq!(
-        pulls,
-        1,
-        "only the allowed pull reached the registry: {:?}",
-        env.registry_requests()
-    );
+    assert_manifest_pulls(&env, 1, "only the allowed pull reached the registry");
 }
 
 /// The same upgrade through regate to a recording upstream: the registry never receives
@@ -1274,18 +1263,11 @@ fn token_kinds_cannot_stand_in_for_one_another() {
         "GET the token endpoint with the registry token",
     );
 
-    registry_settled(&env);
-    let pulls = env
-        .registry_requests()
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/project-a/app/manifests/"))
-        .count();
     let allowed = if refresh.is_some() { 2 } else { 1 };
-    assert_eq!(
-        pulls,
+    assert_manifest_pulls(
+        &env,
         allowed,
-        "only the pulls with a registry or access token reached the registry: {:?}",
-        env.registry_requests()
+        "only the pulls with a registry or access token reached the registry",
     );
     env.assert_registry_never_saw("an upload start with a refresh token", |r| {
         r.contains("/v2/project-a/refreshed/")
