@@ -208,6 +208,8 @@ impl Authority for Embedded {
         _token: Option<&SecretString>,
         attrs: &Attributes,
     ) -> Result<Decision, AuthorityError> {
+        // `regate authority serve` answers reviews here without authenticating first.
+        self.catch_up();
         Ok(self.snapshot.load().policy.evaluate(user, attrs))
     }
 
@@ -220,10 +222,14 @@ impl Authority for Embedded {
     }
 
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        self.catch_up();
         Ok(self.snapshot.load().anonymous_has_grants)
     }
 
     fn generation(&self) -> u64 {
+        // Asked before every cached decision: a CLI change (anonymous access included) is in
+        // force on the next request, not at the reloader's next tick.
+        self.catch_up();
         self.generation.load(Ordering::SeqCst)
     }
 }

@@ -353,3 +353,37 @@ async fn pull_keyring_takes_linked_secrets_from_the_service_accounts_namespace()
         .expect("keyring");
     assert_eq!(tried(&keyring), ["app-cred"]);
 }
+
+/// A grant made with the CLI is in force for the next decision, for anonymous callers too,
+/// without waiting for the reloader (not running here).
+#[tokio::test]
+async fn a_grant_is_in_force_for_the_next_decision() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("pub").expect("ns");
+    let before = embedded.generation();
+    let pull = Attributes::layers("get", "pub", "app");
+    let anonymous = UserInfo::anonymous();
+    assert!(
+        !embedded
+            .authorize(&anonymous, None, &pull)
+            .await
+            .expect("decide")
+            .allowed()
+    );
+    store
+        .add_role(
+            "pub",
+            "system:image-puller",
+            &[SubjectRef::Group("system:unauthenticated".into())],
+        )
+        .expect("grant");
+    assert_ne!(embedded.generation(), before, "a new generation at once");
+    assert!(
+        embedded
+            .authorize(&anonymous, None, &pull)
+            .await
+            .expect("decide")
+            .allowed()
+    );
+    assert!(embedded.anonymous_has_grants().await.expect("answer"));
+}
