@@ -3,6 +3,13 @@
 
 use std::path::PathBuf;
 
+mod file;
+mod sections;
+
+use file::*;
+pub use sections::MIN_TOKEN_LIFETIME;
+use sections::*;
+
 use crate::authority::kubernetes::{KubernetesSettings, ReviewMode};
 
 /// `regate serve` flags; each overrides the config file's field of the same name.
@@ -106,59 +113,6 @@ pub enum ConfigError {
     },
 }
 
-/// The config file's shape; every field is optional.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    upstream: Option<UpstreamField>,
-    state: Option<PathBuf>,
-    public_url: Option<String>,
-    service: Option<String>,
-    upstream_timeout: Option<String>,
-    trusted_proxies: Option<Vec<std::net::IpAddr>>,
-    #[serde(default)]
-    token: TokenSection,
-    #[serde(default)]
-    cache: CacheSection,
-    #[serde(default)]
-    authority: AuthoritySection,
-    token_server: Option<TokenServerSection>,
-    #[serde(default)]
-    remotes: Vec<RemoteSection>,
-    #[serde(default)]
-    connections: ConnectionsSection,
-    #[serde(default)]
-    failed_logins: FailedLoginsSection,
-}
-
-/// `connections:`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConnectionsSection {
-    header_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    max: Option<usize>,
-}
-
-/// `failed_logins:`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailedLoginsSection {
-    burst: Option<u32>,
-    refill: Option<String>,
-}
-
-/// One entry of `remotes:`: a namespace whose images are pulled from another registry.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoteSection {
-    namespace: String,
-    url: String,
-    #[serde(default)]
-    prefix: String,
-}
-
 /// A remote (pull-through) namespace, validated: `NAMESPACE/app` is pulled from
 /// `URL/v2/PREFIX/app`, with credentials from the caller's and the namespace's pull secrets
 /// and the global one. Pushes to it are refused.
@@ -170,80 +124,6 @@ pub struct RemoteSettings {
     pub url: String,
     /// The path at the remote the namespace stands for, e.g. `library`; empty for the root.
     pub prefix: String,
-}
-
-/// `upstream:` is the registry's URL, or a section with it and the pull secret.
-#[derive(Debug)]
-enum UpstreamField {
-    /// `upstream: http://127.0.0.1:5000`
-    Url(String),
-    /// `upstream: {url: ..., pull_secret: ...}`
-    Section(UpstreamSection),
-}
-
-impl<'de> serde::Deserialize<'de> for UpstreamField {
-    // By hand rather than `untagged`, whose error ("did not match any variant") hides the
-    // misspelt field.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match <serde_yaml::Value as serde::Deserialize>::deserialize(d)? {
-            serde_yaml::Value::String(url) => Ok(UpstreamField::Url(url)),
-            other => serde_yaml::from_value(other)
-                .map(UpstreamField::Section)
-                .map_err(|e| serde::de::Error::custom(format!("upstream: {e}"))),
-        }
-    }
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpstreamSection {
-    url: Option<String>,
-    pull_secret: Option<PathBuf>,
-}
-
-/// `token_server:` present turns token-server mode on: regate is the realm of a
-/// distribution registry configured with `auth: token`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenServerSection {
-    realm_path: Option<String>,
-    service: Option<String>,
-    issuer: Option<String>,
-    keys: Option<PathBuf>,
-    trust: Option<crate::token::keys::Trust>,
-    lifetime: Option<String>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthoritySection {
-    kind: Option<AuthorityKind>,
-    kubeconfig: Option<PathBuf>,
-    review: Option<ReviewMode>,
-    #[serde(default)]
-    audiences: Vec<String>,
-    qps: Option<f64>,
-    burst: Option<u32>,
-    timeout: Option<String>,
-    retries: Option<u32>,
-    token_cache_ttl: Option<String>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenSection {
-    realm_path: Option<String>,
-    lifetime: Option<String>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheSection {
-    allow_ttl: Option<String>,
-    deny_ttl: Option<String>,
-    max_entries: Option<u64>,
-    stale_if_error: Option<String>,
 }
 
 /// The authority, validated.
@@ -368,114 +248,6 @@ pub struct Config {
     pub connections: ConnectionSettings,
     /// Failed-login rate limits.
     pub failed_logins: FailedLoginSettings,
-}
-
-fn duration(
-    origin: &str,
-    field: &'static str,
-    value: Option<&str>,
-    default: std::time::Duration,
-) -> Result<std::time::Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v).map_err(|e| ConfigError::Field {
-            origin: origin.to_string(),
-            field,
-            reason: format!("{v:?} is not a duration ({e}); write e.g. 30s, 5m or 1h"),
-        }),
-    }
-}
-
-/// The `connections:` section, validated: deadlines of at least a second, a cap of at least one.
-fn connections(
-    section: &ConnectionsSection,
-    origin: &str,
-) -> Result<ConnectionSettings, ConfigError> {
-    let d = ConnectionSettings::default();
-    let at_least_a_second = |field: &'static str, value: Option<&str>, default| {
-        let v = duration(origin, field, value, default)?;
-        if v < std::time::Duration::from_secs(1) {
-            return Err(ConfigError::Field {
-                origin: origin.to_string(),
-                field,
-                reason: "must be at least 1s".into(),
-            });
-        }
-        Ok(v)
-    };
-    let max = section.max.unwrap_or(d.max);
-    if max == 0 {
-        return Err(ConfigError::Field {
-            origin: origin.to_string(),
-            field: "connections.max",
-            reason: "must be at least 1".into(),
-        });
-    }
-    Ok(ConnectionSettings {
-        header_timeout: at_least_a_second(
-            "connections.header_timeout",
-            section.header_timeout.as_deref(),
-            d.header_timeout,
-        )?,
-        idle_timeout: at_least_a_second(
-            "connections.idle_timeout",
-            section.idle_timeout.as_deref(),
-            d.idle_timeout,
-        )?,
-        max,
-    })
-}
-
-/// The `failed_logins:` section, validated.
-fn failed_logins(
-    section: &FailedLoginsSection,
-    origin: &str,
-) -> Result<FailedLoginSettings, ConfigError> {
-    let d = FailedLoginSettings::default();
-    let refill = duration(
-        origin,
-        "failed_logins.refill",
-        section.refill.as_deref(),
-        d.refill,
-    )?;
-    if refill.is_zero() {
-        return Err(ConfigError::Field {
-            origin: origin.to_string(),
-            field: "failed_logins.refill",
-            reason: "must be longer than 0s (set failed_logins.burst: 0 to turn limiting off)"
-                .into(),
-        });
-    }
-    Ok(FailedLoginSettings {
-        burst: section.burst.unwrap_or(d.burst),
-        refill,
-    })
-}
-
-/// Shortest registry token lifetime: the Docker token spec has clients assume 60 s, and skopeo
-/// and the Docker engine reuse a token that long whatever `expires_in` says.
-pub const MIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A registry token lifetime: a duration of at least [`MIN_TOKEN_LIFETIME`].
-fn token_lifetime(
-    origin: &str,
-    field: &'static str,
-    value: Option<&str>,
-    default: std::time::Duration,
-) -> Result<std::time::Duration, ConfigError> {
-    let lifetime = duration(origin, field, value, default)?;
-    if lifetime < MIN_TOKEN_LIFETIME {
-        return Err(ConfigError::Field {
-            origin: origin.to_string(),
-            field,
-            reason: format!(
-                "{} is shorter than the minimum of 60s (clients reuse a token for 60 s); write \
-                 60s or more",
-                humantime::format_duration(lifetime)
-            ),
-        });
-    }
-    Ok(lifetime)
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -654,99 +426,6 @@ impl Config {
             failed_logins: failed_logins(&file.failed_logins, &origin)?,
         })
     }
-}
-
-/// Validates `remotes:`.
-fn remotes(sections: Vec<RemoteSection>, origin: &str) -> Result<Vec<RemoteSettings>, ConfigError> {
-    let field = |reason: String| ConfigError::Field {
-        origin: origin.to_string(),
-        field: "remotes",
-        reason,
-    };
-    let mut remotes: Vec<RemoteSettings> = Vec::new();
-    for section in sections {
-        let namespace = section.namespace;
-        // A namespace is a repository name's first component: check it as one.
-        crate::route::Name::parse(&format!("{namespace}/x"))
-            .ok()
-            .filter(|_| !namespace.contains('/'))
-            .ok_or_else(|| field(format!("namespace {namespace:?} is not a namespace name")))?;
-        if remotes.iter().any(|r| r.namespace == namespace) {
-            return Err(field(format!("namespace {namespace:?} is listed twice")));
-        }
-        if public_origin(&section.url).is_none() {
-            return Err(field(format!(
-                "url {:?} of namespace {namespace:?} is not an origin; write e.g. https://quay.io",
-                section.url
-            )));
-        }
-        let prefix = section.prefix.trim_matches('/').to_string();
-        if !prefix.is_empty() && crate::route::Name::parse(&format!("{prefix}/x")).is_err() {
-            return Err(field(format!(
-                "prefix {prefix:?} of namespace {namespace:?} is not a repository path"
-            )));
-        }
-        remotes.push(RemoteSettings {
-            namespace,
-            url: section.url.trim_end_matches('/').to_string(),
-            prefix,
-        });
-    }
-    Ok(remotes)
-}
-
-/// Validates the `token_server:` section.
-fn token_server(
-    section: TokenServerSection,
-    origin: &str,
-    state: &std::path::Path,
-    gateway_realm: &str,
-) -> Result<TokenServerSettings, ConfigError> {
-    use token_server_defaults as d;
-    let field = |field, reason: String| ConfigError::Field {
-        origin: origin.to_string(),
-        field,
-        reason,
-    };
-    let realm_path = section.realm_path.unwrap_or_else(|| d::REALM_PATH.into());
-    if !realm_path.starts_with('/') || realm_path.starts_with("/v2") {
-        return Err(field(
-            "token_server.realm_path",
-            format!("{realm_path:?} must start with / and lie outside /v2/"),
-        ));
-    }
-    if realm_path == gateway_realm {
-        return Err(field(
-            "token_server.realm_path",
-            format!(
-                "{realm_path:?} is also token.realm_path (the gateway's own realm); give one of \
-                 them another path, e.g. /token"
-            ),
-        ));
-    }
-    let non_empty = |name: &'static str, value: Option<String>, default: &str| {
-        let value = value.unwrap_or_else(|| default.to_string());
-        if value.trim().is_empty() {
-            return Err(field(
-                name,
-                "is empty; it must equal the registry's auth.token setting of that name".into(),
-            ));
-        }
-        Ok(value)
-    };
-    Ok(TokenServerSettings {
-        realm_path,
-        service: non_empty("token_server.service", section.service, d::SERVICE)?,
-        issuer: non_empty("token_server.issuer", section.issuer, d::ISSUER)?,
-        keys: section.keys.unwrap_or_else(|| state.join(d::KEYS_DIR)),
-        trust: section.trust.unwrap_or_default(),
-        lifetime: token_lifetime(
-            origin,
-            "token_server.lifetime",
-            section.lifetime.as_deref(),
-            d::LIFETIME,
-        )?,
-    })
 }
 
 #[cfg(test)]
