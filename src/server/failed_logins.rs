@@ -99,7 +99,7 @@ impl FailedLogins {
             .filter(|&until| until > now);
         match barred {
             Some(until) => {
-                tracing::debug!(client = ?attempt.keys, "refused: barred for failed logins");
+                tracing::debug!(client = ?attempt.address(), "refused: barred for failed logins");
                 Err(too_many(until - now))
             }
             None => Ok(()),
@@ -130,7 +130,7 @@ impl FailedLogins {
         match wait {
             Some(left) => {
                 tracing::warn!(
-                    client = ?attempt.keys,
+                    client = ?attempt.address(),
                     "too many failed logins; refusing this client for {left:?}"
                 );
                 too_many(millis(left))
@@ -164,6 +164,15 @@ impl Attempt {
             keys.push(Key::Name(name));
         }
         Attempt { keys }
+    }
+
+    /// The client address counted, for logs. The user name is never logged: a client may have
+    /// typed a secret there.
+    fn address(&self) -> Option<IpAddr> {
+        self.keys.iter().find_map(|key| match key {
+            Key::Address(ip) => Some(*ip),
+            Key::Name(_) => None,
+        })
     }
 
     /// Also counts the user name a token request's form presents (`username`).
