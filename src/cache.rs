@@ -172,9 +172,7 @@ impl Decisions {
 
 /// The authority's error out of moka's shared `Arc`, without wrapping it again.
 fn unshared(error: Arc<AuthorityError>) -> AuthorityError {
-    match &*error {
-        AuthorityError::Unavailable(message) => AuthorityError::Unavailable(message.clone()),
-    }
+    AuthorityError::clone(&error)
 }
 
 #[cfg(test)]

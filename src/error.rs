@@ -20,6 +20,22 @@ const RETRY_AFTER_SECS: &str = "5";
 /// Why regate could not answer, kept for the log and never sent to the client.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
+/// `error` and its sources, `a: b: c`, each source left out when the text already says it:
+/// hyper's and kube's own messages often name only their layer.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// An answer regate gives itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -263,6 +279,59 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        response.extensions_mut().insert(Refusal::from(self));
         response
+    }
+}
+
+/// What an [`ApiError`] leaves on its response for the one layer that logs refusals
+/// ([`Refusal::log`]), so converting an error never logs and each refusal is logged once.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The status answered.
+    pub status: StatusCode,
+    /// The message the client got.
+    pub message: String,
+    /// True when the authority could not answer and the request was refused for that alone.
+    pub fail_closed: bool,
+    /// What went wrong inside regate, never sent to the client.
+    pub cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        let status = error.status();
+        let message = error.to_string();
+        let fail_closed = matches!(error, ApiError::AuthorityUnavailable { .. });
+        let cause = match error {
+            ApiError::AuthorityUnavailable { cause } | ApiError::UpstreamUnreachable { cause } => {
+                Some(std::sync::Arc::from(cause))
+            }
+            _ => None,
+        };
+        Refusal {
+            status,
+            message,
+            fail_closed,
+            cause,
+        }
+    }
+}
+
+impl Refusal {
+    /// Logs the refusal at the level operators need: denials are what they look for ("why can't
+    /// X pull?"), challenges are routine, and a failure inside regate carries its cause.
+    pub fn log(&self) {
+        let cause = self.cause.as_ref().map(tracing::field::display);
+        let (status, error) = (self.status, &self.message);
+        if self.fail_closed {
+            tracing::error!(cause, "authority cannot answer; refusing (fail closed)");
+        } else if status.is_server_error() {
+            tracing::warn!(%status, %error, cause, "refused");
+        } else if status == StatusCode::FORBIDDEN {
+            tracing::info!(%error, "denied");
+        } else {
+            tracing::debug!(%status, %error, "refused");
+        }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Every `/v2/` request runs one pipeline, each step a module of its own:
 //! [`route::parse`] (the OCI URL) -> [`access::plan`] (the RBAC checks it needs) ->
-//! [`identify`](Gateway::identify) (who is calling) -> [`decide`](Gateway::decide) (through the
-//! decision cache) -> [`Upstream::forward`] (streamed to the registry). Anything refused on the
-//! way is answered by regate itself with an [`ApiError`] and never reaches the registry.
+//! `Gateway::identify` (who is calling) -> `Gateway::decide` (through the decision cache) ->
+//! [`Upstream::forward`] (streamed to the registry). Anything refused on the way is answered by
+//! regate itself with an [`ApiError`] and never reaches the registry.
 
 mod catalog;
 mod connections;
@@ -32,7 +32,7 @@ use tower_http::trace::TraceLayer;
 use crate::access::{self, Plan};
 use crate::cache::Decisions;
 use crate::config::Config;
-use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
+use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError, Refusal};
 use crate::identity::{Caller, UserInfo};
 use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
@@ -96,6 +96,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .fallback(dispatch)
         .with_state(gateway)
+        .layer(axum::middleware::map_response(log_refusal))
         .layer(layers)
 }
 
@@ -105,25 +106,16 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(()) => route_request(&gw, req).await,
         Err(e) => Err(e),
     };
-    api_version(result.unwrap_or_else(|e| {
-        // The one place a refusal is logged. Denials are what operators look for ("why can't X
-        // pull?"); challenges are routine; a failure inside regate carries its cause.
-        match e.status() {
-            _ if matches!(e, ApiError::AuthorityUnavailable { .. }) => tracing::error!(
-                cause = e.cause().map(tracing::field::display),
-                "authority cannot answer; refusing (fail closed)"
-            ),
-            s if s.is_server_error() => tracing::warn!(
-                status = %s,
-                error = %e,
-                cause = e.cause().map(tracing::field::display),
-                "refused"
-            ),
-            StatusCode::FORBIDDEN => tracing::info!(error = %e, "denied"),
-            s => tracing::debug!(status = %s, error = %e, "refused"),
-        }
-        e.into_response()
-    }))
+    api_version(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// The one place a refusal is logged: whatever answered with an [`ApiError`] left a
+/// [`Refusal`] on the response.
+async fn log_refusal(response: Response) -> Response {
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        refusal.log();
+    }
+    response
 }
 
 /// The answer to a request whose target and `Host` are sound. A request that presents

@@ -10,13 +10,15 @@
 //! Identities are cached here (a TokenReview per token per [`KubernetesSettings::token_cache_ttl`],
 //! never past the token's own expiry), keyed by an HMAC of the token under a per-process random
 //! key. Decisions are not cached here: [`crate::cache::Decisions`] does that in front of every
-//! authority. Every call toward the API is paced and retried ([`transport`]); when the API cannot
-//! answer in time the result is [`AuthorityError::Unavailable`] and the gateway fails closed.
+//! authority. Every call toward the API is paced and retried (`kubernetes/transport.rs`); when
+//! the API cannot answer in time the result is [`AuthorityError::Unavailable`], its cause a
+//! [`ClusterError`], and the gateway fails closed.
 
+mod error;
+mod pull_secrets;
+mod settings;
 mod transport;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +32,6 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
     SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, ListParams};
-use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use moka::Expiry;
 use moka::future::Cache;
 use secrecy::{ExposeSecret, SecretString};
@@ -42,113 +41,10 @@ use super::{Authn, Authority, AuthorityError};
 use crate::identity::{UserInfo, service_account_of};
 use crate::policy::{Attributes, Decision};
 use crate::upstream::keyring::Keyring;
-use crate::upstream::secret::{SECRET_TYPES, chain_pull_secrets, check_secret};
+pub use error::{ClusterError, Failure};
+pub use settings::{KubernetesError, KubernetesSettings, ReviewMode};
+use settings::{load_config, validate};
 use transport::{Answer, Pacing, Transport, redact};
-
-/// How regate asks the API server (`--review delegated|self`, config `authority.review`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReviewMode {
-    /// `TokenReview` and `SubjectAccessReview` with regate's own credentials (needs the
-    /// `system:auth-delegator` ClusterRole).
-    #[default]
-    Delegated,
-    /// `SelfSubjectReview` and `SelfSubjectAccessReview` with the caller's own token, as
-    /// OpenShift's registry does; regate needs no privilege.
-    #[value(name = "self")]
-    #[serde(rename = "self")]
-    SelfReview,
-}
-
-/// How to reach the API server and how hard to lean on it.
-#[derive(Clone, Debug)]
-pub struct KubernetesSettings {
-    /// The kubeconfig file; `None` means `KUBECONFIG`, else `~/.kube/config`, else in-cluster.
-    pub kubeconfig: Option<PathBuf>,
-    /// Who asks: regate (`Delegated`) or the caller (`SelfReview`).
-    pub review: ReviewMode,
-    /// `spec.audiences` of each TokenReview; empty means the API server's own audience.
-    pub audiences: Vec<String>,
-    /// Requests per second toward the API, sustained.
-    pub qps: f64,
-    /// Requests toward the API allowed at once above `qps`.
-    pub burst: u32,
-    /// How long one attempt may take.
-    pub timeout: Duration,
-    /// Attempts after the first on 429, 5xx and connection or timeout errors.
-    pub retries: u32,
-    /// The first retry waits up to this long (full jitter); each later one up to twice as long.
-    pub retry_backoff: Duration,
-    /// How long one review may take, attempts, waits and rate limit included.
-    pub deadline: Duration,
-    /// How long an identity is reused (never past the token's own `exp`).
-    pub token_cache_ttl: Duration,
-    /// How long a token the API rejected stays rejected without asking again.
-    pub invalid_token_ttl: Duration,
-    /// Most tokens whose identity is kept.
-    pub token_cache_size: u64,
-}
-
-impl Default for KubernetesSettings {
-    /// 50 requests/s with bursts of 100, 5 s per attempt, 2 retries from 100 ms within 10 s,
-    /// identities kept 2 min (rejections 10 s), at most 10,000 tokens.
-    fn default() -> Self {
-        KubernetesSettings {
-            kubeconfig: None,
-            review: ReviewMode::Delegated,
-            audiences: Vec::new(),
-            qps: 50.0,
-            burst: 100,
-            timeout: Duration::from_secs(5),
-            retries: 2,
-            retry_backoff: Duration::from_millis(100),
-            deadline: Duration::from_secs(10),
-            token_cache_ttl: Duration::from_secs(120),
-            invalid_token_ttl: Duration::from_secs(10),
-            token_cache_size: 10_000,
-        }
-    }
-}
-
-/// Why the Kubernetes authority cannot start; each message names the flag or file to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum KubernetesError {
-    /// Neither a kubeconfig nor an in-cluster service account was found.
-    #[error(
-        "no Kubernetes configuration found: pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, or run in a pod with a service account (in-cluster: {in_cluster})"
-    )]
-    NotFound {
-        /// Why the in-cluster configuration could not be read.
-        #[source]
-        in_cluster: InClusterError,
-    },
-    /// A kubeconfig file exists but cannot be read or used.
-    #[error("{origin}: cannot load the kubeconfig: {source}")]
-    Kubeconfig {
-        /// The file (or `KUBECONFIG=...` when it came from the environment).
-        origin: String,
-        /// kube's error.
-        #[source]
-        source: KubeconfigError,
-    },
-    /// A client for the API server cannot be built (TLS material, proxy, exec plugin).
-    #[error("cannot build a client for the kubernetes API {api}: {source}")]
-    Client {
-        /// The API server.
-        api: String,
-        /// kube's error.
-        #[source]
-        source: kube::Error,
-    },
-    /// A setting has a value that cannot work.
-    #[error("kubernetes authority: `{field}` {reason}")]
-    Setting {
-        /// The field of [`KubernetesSettings`].
-        field: &'static str,
-        /// What is wrong and what would be right.
-        reason: String,
-    },
-}
 
 /// How long the pull secrets read for one (service account, namespace) are reused, at most:
 /// never longer than identities (`token_cache_ttl`), so a short identity cache also makes a new
@@ -288,7 +184,7 @@ impl Kubernetes {
             ReviewMode::Delegated => self.token_review(token).await,
             ReviewMode::SelfReview => self.self_subject_review(token).await,
         }
-        .map_err(AuthorityError::Unavailable)?;
+        .map_err(AuthorityError::unavailable)?;
         let ttl = match &authn {
             Authn::User(_) => expiry_of(token)
                 .map(|left| left.min(self.token_cache_ttl))
@@ -298,7 +194,7 @@ impl Kubernetes {
         Ok(Cached { authn, ttl })
     }
 
-    async fn token_review(&self, token: &SecretString) -> Result<Authn, String> {
+    async fn token_review(&self, token: &SecretString) -> Result<Authn, ClusterError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.expose_secret().to_string(),
@@ -309,7 +205,7 @@ impl Kubernetes {
         let review = match self.transport.create(&review, None, Some(token)).await? {
             Answer::Object(review) => review,
             Answer::Refused { status, message } => {
-                return Err(self.refused_as_regate("tokenreviews", status, &message));
+                return Err(self.refused_as_regate("tokenreviews", status, message));
             }
         };
         let status = review.status.unwrap_or_default();
@@ -337,7 +233,7 @@ impl Kubernetes {
         Ok(user_of(status.user))
     }
 
-    async fn self_subject_review(&self, token: &SecretString) -> Result<Authn, String> {
+    async fn self_subject_review(&self, token: &SecretString) -> Result<Authn, ClusterError> {
         let Some(bearer) = bearer(token) else {
             return Ok(Authn::Invalid {
                 reason: "the token has characters not allowed in an HTTP header".into(),
@@ -369,16 +265,12 @@ impl Kubernetes {
                 status: StatusCode::NOT_FOUND,
                 ..
             } => {
-                return Err(format!(
-                    "kubernetes API {}: selfsubjectreviews is not served (Kubernetes 1.28 or later is needed); use `review: delegated`",
-                    self.api()
-                ));
+                return Err(ClusterError::NoSelfReviews {
+                    api: self.api().to_string(),
+                });
             }
             Answer::Refused { status, message } => {
-                return Err(format!(
-                    "kubernetes API {}: POST selfsubjectreviews answered {status}: {message}",
-                    self.api()
-                ));
+                return Err(self.refused("selfsubjectreviews", status, message, None));
             }
         };
         Ok(user_of(review.status.and_then(|s| s.user_info)))
@@ -388,7 +280,7 @@ impl Kubernetes {
         &self,
         user: &UserInfo,
         attrs: &Attributes,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, ClusterError> {
         // The user as reviews carry it, spread over the spec's own fields.
         let KubeUserInfo {
             username,
@@ -410,7 +302,7 @@ impl Kubernetes {
         match self.transport.create(&review, None, None).await? {
             Answer::Object(review) => Ok(decision_of(review.status)),
             Answer::Refused { status, message } => {
-                Err(self.refused_as_regate("subjectaccessreviews", status, &message))
+                Err(self.refused_as_regate("subjectaccessreviews", status, message))
             }
         }
     }
@@ -420,7 +312,7 @@ impl Kubernetes {
         user: &UserInfo,
         token: Option<&SecretString>,
         attrs: &Attributes,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, ClusterError> {
         let bearer = match token {
             Some(token) => match bearer(token) {
                 Some(bearer) => Some(bearer),
@@ -456,117 +348,19 @@ impl Kubernetes {
                 status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN,
                 ..
             } => Ok(Decision::Deny),
-            Answer::Refused { status, message } => Err(format!(
-                "kubernetes API {}: POST selfsubjectaccessreviews answered {status}: {message}",
-                self.api()
-            )),
+            Answer::Refused { status, message } => {
+                Err(self.refused("selfsubjectaccessreviews", status, message, None))
+            }
         }
     }
 
-    /// Reads from the cluster what [`Authority::pull_keyring`] chains: the Secrets `account`
-    /// lists in `imagePullSecrets` (looked up among its namespace's docker config Secrets), then
-    /// `namespace`'s by name. When regate may not read them (403) it says so once per cache
-    /// period and pulls without them; other failures are errors.
-    async fn read_pull_keyring(
+    /// A 4xx answer to a review regate made as itself, with what to fix.
+    fn refused_as_regate(
         &self,
-        account: Option<&(String, String)>,
-        namespace: &str,
-    ) -> Result<Keyring, String> {
-        let mut chosen: Vec<(String, String, Result<Keyring, String>)> = Vec::new();
-        let mut linked_names: Vec<String> = Vec::new();
-        if let Some((sa_ns, sa)) = account {
-            let accounts: Api<ServiceAccount> = Api::namespaced(self.transport.client(), sa_ns);
-            let what = format!("get serviceaccount {sa_ns}/{sa}");
-            let Some(found) = self.read(&what, accounts.get_opt(sa)).await? else {
-                return Ok(Keyring::default());
-            };
-            let linked = found.and_then(|a| a.image_pull_secrets).unwrap_or_default();
-            if !linked.is_empty() {
-                let Some(mut secrets) = self.docker_secrets(sa_ns).await? else {
-                    return Ok(Keyring::default());
-                };
-                for reference in linked {
-                    if linked_names.contains(&reference.name) {
-                        continue;
-                    }
-                    linked_names.push(reference.name.clone());
-                    match secrets.remove(&reference.name) {
-                        Some(parsed) => chosen.push((sa_ns.clone(), reference.name, parsed)),
-                        None => tracing::debug!(
-                            namespace = %sa_ns,
-                            secret = %reference.name,
-                            service_account = %sa,
-                            "a Secret linked for pull does not exist; skipped"
-                        ),
-                    }
-                }
-            }
-        }
-        let Some(secrets) = self.docker_secrets(namespace).await? else {
-            return Ok(Keyring::default());
-        };
-        let same_namespace = account.is_some_and(|(sa_ns, _)| sa_ns == namespace);
-        for (name, parsed) in secrets {
-            if !(same_namespace && linked_names.contains(&name)) {
-                chosen.push((namespace.to_string(), name, parsed));
-            }
-        }
-        Ok(chain_pull_secrets(chosen.iter().map(
-            |(ns, name, parsed)| (ns.as_str(), name.as_str(), parsed),
-        )))
-    }
-
-    /// `ns`'s docker config Secrets by name, each parsed; `None` when regate may not list them.
-    async fn docker_secrets(
-        &self,
-        ns: &str,
-    ) -> Result<Option<BTreeMap<String, Result<Keyring, String>>>, String> {
-        let mut found = BTreeMap::new();
-        for (secret_type, _) in SECRET_TYPES {
-            let secrets: Api<Secret> = Api::namespaced(self.transport.client(), ns);
-            let params = ListParams::default().fields(&format!("type={secret_type}"));
-            let what = format!("list secrets in namespace {ns} of type {secret_type}");
-            let Some(list) = self.read(&what, secrets.list(&params)).await? else {
-                return Ok(None);
-            };
-            for secret in list.items {
-                let name = secret.metadata.name.clone().unwrap_or_default();
-                let parsed = check_secret(&secret).and_then(|pull| pull.keyring);
-                found.insert(name, parsed);
-            }
-        }
-        Ok(Some(found))
-    }
-
-    /// Awaits one read of the API within the deadline; `Ok(None)` (logged) when regate is not
-    /// allowed to make it.
-    async fn read<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<Option<T>, String> {
-        let deadline = self.transport.deadline();
-        match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(answer)) => Ok(Some(answer)),
-            Ok(Err(kube::Error::Api(status))) if status.is_forbidden() => {
-                tracing::warn!(
-                    api = %self.api(),
-                    "regate may not {what} ({}); pulling without the namespace's pull secrets. Grant regate's identity get on serviceaccounts and list on secrets (deploy/kubernetes/) to use them",
-                    status.message
-                );
-                Ok(None)
-            }
-            Ok(Err(error)) => Err(format!("kubernetes API {}: {what}: {error}", self.api())),
-            Err(_) => Err(format!(
-                "kubernetes API {}: {what}: no answer within {}",
-                self.api(),
-                humantime::format_duration(deadline)
-            )),
-        }
-    }
-
-    /// The operator-facing message for a 4xx answer to a review regate made as itself.
-    fn refused_as_regate(&self, resource: &str, status: StatusCode, message: &str) -> String {
+        resource: &'static str,
+        status: StatusCode,
+        message: String,
+    ) -> ClusterError {
         let hint = match status {
             StatusCode::UNAUTHORIZED => {
                 "regate's own credentials were rejected; check the kubeconfig or the pod's service account token"
@@ -576,10 +370,23 @@ impl Kubernetes {
             }
             _ => "unexpected answer",
         };
-        format!(
-            "kubernetes API {}: POST {resource} answered {status}: {message}; {hint}",
-            self.api()
-        )
+        self.refused(resource, status, message, Some(hint))
+    }
+
+    fn refused(
+        &self,
+        resource: &'static str,
+        status: StatusCode,
+        message: String,
+        hint: Option<&'static str>,
+    ) -> ClusterError {
+        ClusterError::Refused {
+            api: self.api().to_string(),
+            resource,
+            status,
+            message,
+            hint,
+        }
     }
 }
 
@@ -593,11 +400,7 @@ impl Authority for Kubernetes {
             .try_get_with(key, self.review_token(token))
             .await
             .map(|cached| cached.authn)
-            .map_err(|error| match error.as_ref() {
-                AuthorityError::Unavailable(message) => {
-                    AuthorityError::Unavailable(message.clone())
-                }
-            })
+            .map_err(|error| AuthorityError::clone(&error))
     }
 
     async fn authorize(
@@ -610,7 +413,7 @@ impl Authority for Kubernetes {
             ReviewMode::Delegated => self.subject_access_review(user, attrs).await,
             ReviewMode::SelfReview => self.self_subject_access_review(user, token, attrs).await,
         };
-        decision.map_err(AuthorityError::Unavailable)
+        decision.map_err(AuthorityError::unavailable)
     }
 
     fn needs_caller_token(&self) -> bool {
@@ -633,14 +436,10 @@ impl Authority for Kubernetes {
         let read = self.read_pull_keyring(key.0.as_ref(), namespace);
         self.pull_keyrings
             .try_get_with_by_ref(&key, async {
-                read.await.map_err(AuthorityError::Unavailable)
+                read.await.map_err(AuthorityError::unavailable)
             })
             .await
-            .map_err(|error| match error.as_ref() {
-                AuthorityError::Unavailable(message) => {
-                    AuthorityError::Unavailable(message.clone())
-                }
-            })
+            .map_err(|error| AuthorityError::clone(&error))
     }
 
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
@@ -653,68 +452,6 @@ impl Authority for Kubernetes {
         // RBAC changes in the cluster are not observed; cached decisions age out by their TTL.
         0
     }
-}
-
-/// Reads the kubeconfig named by `path`, else `KUBECONFIG`, else `~/.kube/config`, else the
-/// in-cluster service account (kube's `Config::infer` order, but a kubeconfig that exists and
-/// is broken is an error rather than a silent fall back to in-cluster).
-async fn load_config(path: Option<&PathBuf>) -> Result<kube::Config, KubernetesError> {
-    let options = KubeConfigOptions::default();
-    if let Some(path) = path {
-        let origin = path.display().to_string();
-        let kubeconfig =
-            Kubeconfig::read_from(path).map_err(|source| KubernetesError::Kubeconfig {
-                origin: origin.clone(),
-                source,
-            })?;
-        return kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|source| KubernetesError::Kubeconfig { origin, source });
-    }
-    if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        return kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|source| KubernetesError::Kubeconfig {
-                origin: format!("KUBECONFIG={}", value.to_string_lossy()),
-                source,
-            });
-    }
-    match kube::Config::from_kubeconfig(&options).await {
-        Ok(config) => Ok(config),
-        Err(KubeconfigError::FindPath) => in_cluster(),
-        Err(KubeconfigError::ReadConfig(error, _))
-            if error.kind() == std::io::ErrorKind::NotFound =>
-        {
-            in_cluster()
-        }
-        Err(source) => Err(KubernetesError::Kubeconfig {
-            origin: "~/.kube/config".into(),
-            source,
-        }),
-    }
-}
-
-fn in_cluster() -> Result<kube::Config, KubernetesError> {
-    kube::Config::incluster().map_err(|in_cluster| KubernetesError::NotFound { in_cluster })
-}
-
-fn validate(settings: &KubernetesSettings) -> Result<(), KubernetesError> {
-    let bad = |field, reason: &str| {
-        Err(KubernetesError::Setting {
-            field,
-            reason: reason.to_string(),
-        })
-    };
-    if !(settings.qps.is_finite() && settings.qps > 0.0) {
-        return bad("qps", "must be a positive number of requests per second");
-    }
-    if settings.burst == 0 {
-        return bad("burst", "must be at least 1");
-    }
-    if settings.timeout.is_zero() || settings.deadline.is_zero() {
-        return bad("timeout", "and the deadline must be longer than zero");
-    }
-    Ok(())
 }
 
 /// `scheme://host:port` of the API server, without any user info or path.

@@ -10,6 +10,8 @@ pub mod apiserver;
 pub mod embedded;
 pub mod kubernetes;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use secrecy::SecretString;
 
@@ -30,11 +32,20 @@ pub enum Authn {
 }
 
 /// The authority could not answer; the gateway fails closed with 503.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AuthorityError {
-    /// The authority is unreachable or failed; nothing may be forwarded.
+    /// The authority is unreachable or failed; nothing may be forwarded. The cause is the
+    /// authority's own error type (for example [`kubernetes::ClusterError`]), shared so that
+    /// cached failures can be handed to every waiter.
     #[error("authority unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl AuthorityError {
+    /// The authority could not answer because of `cause`.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        AuthorityError::Unavailable(Arc::from(cause.into()))
+    }
 }
 
 /// Authentication and authorization, answered by the embedded store or a cluster.

@@ -26,7 +26,7 @@ impl Authority for Counting {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         if self.failing.load(Ordering::SeqCst) {
-            return Err(AuthorityError::Unavailable("down".into()));
+            return Err(AuthorityError::unavailable("down"));
         }
         Ok(if a.verb == "get" {
             Decision::Allow { by: "test".into() }

@@ -7,11 +7,9 @@ use anyhow::Context;
 use clap::Args;
 
 use super::StateArg;
+use crate::authority::embedded::Object;
 use crate::authority::embedded::Store;
-use crate::authority::embedded::apply::{
-    Document, Outcome, expand_sources, parse_manifests, read_source,
-};
-use crate::authority::embedded::object::Object;
+use crate::authority::embedded::{Document, Outcome, expand_sources, parse_manifests, read_source};
 use crate::config::default_state_dir;
 
 /// Manifest files, as `kubectl apply -f` and `kubectl delete -f` take them.

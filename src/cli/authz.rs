@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::StateArg;
-use crate::authority::embedded::bootstrap::{IMAGE_PRUNER, IMAGE_PULLER, IMAGE_PUSHER};
+use crate::authority::embedded::{IMAGE_PRUNER, IMAGE_PULLER, IMAGE_PUSHER};
 use crate::authority::embedded::{Snapshot, load};
 use crate::config::default_state_dir;
 use crate::identity::{

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::{StateArg, WriteArgs};
-use crate::authority::embedded::object::Object;
+use crate::authority::embedded::Object;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum Create {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::StateArg;
 use super::apply::Files;
-use crate::authority::embedded::object::{Kind, Object};
+use crate::authority::embedded::{Kind, Object};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \

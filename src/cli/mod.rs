@@ -226,7 +226,7 @@ impl WriteArgs {
     /// Prints the objects as YAML with `-o yaml`, else `line` (marked as a dry run if so).
     fn report(
         &self,
-        objects: &[crate::authority::embedded::object::Object],
+        objects: &[crate::authority::embedded::Object],
         line: &str,
     ) -> anyhow::Result<()> {
         if self.output.is_some() {

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::StateArg;
 use super::WriteArgs;
-use crate::authority::embedded::object::Object;
-use crate::authority::embedded::ops::LinkFor;
+use crate::authority::embedded::LinkFor;
+use crate::authority::embedded::Object;
 use crate::suggest::did_you_mean;
 use crate::upstream::secret::{SECRET_TYPES, check_secret};
 

@@ -18,7 +18,7 @@ struct Down;
 #[async_trait]
 impl Authority for Down {
     async fn authenticate(&self, _: &SecretString) -> Result<Authn, AuthorityError> {
-        Err(AuthorityError::Unavailable("connection refused".into()))
+        Err(AuthorityError::unavailable("connection refused"))
     }
     async fn authorize(
         &self,
@@ -26,10 +26,10 @@ impl Authority for Down {
         _: Option<&SecretString>,
         _: &Attributes,
     ) -> Result<policy::Decision, AuthorityError> {
-        Err(AuthorityError::Unavailable("connection refused".into()))
+        Err(AuthorityError::unavailable("connection refused"))
     }
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
-        Err(AuthorityError::Unavailable("connection refused".into()))
+        Err(AuthorityError::unavailable("connection refused"))
     }
     fn generation(&self) -> u64 {
         0

@@ -17,24 +17,27 @@
 //! `Authorization` never leaves regate. Passwords and tokens are kept as [`SecretString`] and
 //! never appear in logs, `Debug` output or errors.
 
+mod challenge;
+mod check;
+mod client;
+
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::upstream::keyring::{Credential, Entry, Keyring};
+pub use challenge::{Challenge, parse_challenge};
+pub use check::check_credential;
+use client::Http;
+pub(crate) use client::https_connector;
 
 /// How long a token lives when the realm does not say (`expires_in` absent or 0), per the
 /// distribution token spec.
@@ -44,30 +47,8 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// How many tokens one registry's cache keeps (one per realm, service and scope).
 const TOKEN_CACHE_CAPACITY: u64 = 10_000;
-/// The largest body read from a registry's `/v2/` or a realm; a token response is a few KiB.
-const MAX_BODY: usize = 1 << 20;
 /// The OAuth2 `client_id` regate names itself with when it refreshes an identity token.
 const CLIENT_ID: &str = "regate";
-const USER_AGENT: &str = concat!("regate/", env!("CARGO_PKG_VERSION"));
-
-/// A registry's challenge, from `WWW-Authenticate`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Challenge {
-    /// Username and password on every request.
-    Basic {
-        /// The protection space, informational only.
-        realm: Option<String>,
-    },
-    /// A token from `realm`, for `service` and `scope`.
-    Bearer {
-        /// The token endpoint's URL.
-        realm: String,
-        /// The `service` to ask the realm a token for.
-        service: Option<String>,
-        /// The scope the registry named, used when the caller names none.
-        scope: Option<String>,
-    },
-}
 
 /// Why regate cannot authenticate to a registry.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -155,153 +136,6 @@ pub enum AuthError {
         /// Who refused what (entry keys and statuses, never a secret).
         reason: String,
     },
-}
-
-/// Parses a `WWW-Authenticate` value: one or more challenges, each a case-insensitive scheme
-/// and `name=value` parameters whose values may be quoted (with commas and `\"` inside).
-/// Of several challenges, Bearer is preferred over Basic; other schemes are ignored. `None`
-/// when the value is malformed or offers neither Basic nor a Bearer with a realm.
-pub fn parse_challenge(value: &str) -> Option<Challenge> {
-    let mut basic = None;
-    for (scheme, params) in parse_challenges(value)? {
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let Some(realm) = param("realm").filter(|r| !r.trim().is_empty()) else {
-                continue;
-            };
-            return Some(Challenge::Bearer {
-                realm,
-                service: param("service"),
-                scope: param("scope"),
-            });
-        }
-        if scheme.eq_ignore_ascii_case("basic") && basic.is_none() {
-            basic = Some(Challenge::Basic {
-                realm: param("realm"),
-            });
-        }
-    }
-    basic
-}
-
-/// A challenge's scheme and parameters (names as given).
-type RawChallenge = (String, Vec<(String, String)>);
-
-/// Splits a `WWW-Authenticate` value into challenges (RFC 9110 §11.6.1); `None` when it is
-/// malformed (an unterminated quote, a stray character).
-fn parse_challenges(value: &str) -> Option<Vec<RawChallenge>> {
-    let mut p = Cursor {
-        s: value.as_bytes(),
-        pos: 0,
-    };
-    let mut challenges = Vec::new();
-    loop {
-        p.skip(b" \t,");
-        if p.at_end() {
-            break;
-        }
-        let scheme = p.token()?;
-        let mut params = Vec::new();
-        loop {
-            let before = p.pos;
-            p.skip(b" \t,");
-            if p.at_end() {
-                break;
-            }
-            let name = p.token()?;
-            p.skip(b" \t");
-            if p.peek() != Some(b'=') {
-                // Not a parameter: the next challenge's scheme.
-                p.pos = before;
-                break;
-            }
-            p.pos += 1;
-            p.skip(b" \t");
-            let value = if p.peek() == Some(b'"') {
-                p.quoted()?
-            } else {
-                p.bare()?
-            };
-            params.push((name, value));
-            p.skip(b" \t");
-            if !matches!(p.peek(), None | Some(b',')) {
-                return None;
-            }
-        }
-        challenges.push((scheme, params));
-    }
-    Some(challenges)
-}
-
-/// A position in a header value being parsed.
-struct Cursor<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn at_end(&self) -> bool {
-        self.pos >= self.s.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    fn skip(&mut self, set: &[u8]) {
-        while self.peek().is_some_and(|c| set.contains(&c)) {
-            self.pos += 1;
-        }
-    }
-
-    /// A run of bytes that `accept`s, as text; `None` when empty.
-    fn run(&mut self, accept: impl Fn(u8) -> bool) -> Option<String> {
-        let start = self.pos;
-        while self.peek().is_some_and(&accept) {
-            self.pos += 1;
-        }
-        // Runs stop only at ASCII bytes, so the slice is whole UTF-8 characters.
-        let text = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
-        (!text.is_empty()).then(|| text.to_string())
-    }
-
-    /// An RFC 9110 token (a scheme or a parameter name).
-    fn token(&mut self) -> Option<String> {
-        self.run(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
-    }
-
-    /// An unquoted parameter value: anything up to a comma or a blank (lenient, as registries
-    /// write `realm=https://...` unquoted).
-    fn bare(&mut self) -> Option<String> {
-        self.run(|c| !b", \t\"".contains(&c))
-    }
-
-    /// A quoted string, its `\x` escapes resolved.
-    fn quoted(&mut self) -> Option<String> {
-        self.pos += 1; // the opening quote
-        let mut out = Vec::new();
-        loop {
-            match self.peek()? {
-                b'"' => {
-                    self.pos += 1;
-                    return String::from_utf8(out).ok();
-                }
-                b'\\' => {
-                    out.push(*self.s.get(self.pos + 1)?);
-                    self.pos += 2;
-                }
-                c => {
-                    out.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
-    }
 }
 
 /// Gets and caches what to send a registry. One per upstream (cheap to clone: `Arc` inside).
@@ -547,103 +381,6 @@ impl UpstreamAuth {
     }
 }
 
-/// `GET {registry}/v2/` with `credential` answered as the registry challenges (Basic, or Bearer
-/// via its realm): `Ok` when it ends in 200 (or when the registry needs no credentials at
-/// all), `Err(Rejected)` on 401/403. For `regate registry login` without `--skip-check`.
-///
-/// `registry` is a `host[:port]` (a path after it is ignored; https is tried first, then http
-/// for `127.0.0.1`, `localhost` and `[::1]` only), or a full `http(s)://` URL.
-pub async fn check_credential(
-    registry: &str,
-    credential: &Credential,
-    timeout: Duration,
-) -> Result<(), AuthError> {
-    let http = Http::new(timeout)?;
-    // The first origin that answers; an unreachable https one falls back to http on loopback.
-    let mut found = Err(AuthError::BadOrigin {
-        origin: registry.to_string(),
-        reason: "no host".to_string(),
-    });
-    for origin in candidate_origins(registry)? {
-        found = discover(&http, &origin, None).await.map(|d| (origin, d));
-        if !matches!(found, Err(AuthError::Unreachable { .. })) {
-            break;
-        }
-    }
-    let (origin, discovered) = found?;
-    let name = host_port(&origin);
-    let rejected = |reason: String| AuthError::Rejected {
-        registry: name.clone(),
-        reason,
-    };
-    let header = match discovered {
-        Discovered::Open => return Ok(()),
-        Discovered::Challenged(Challenge::Basic { .. }) => match credential {
-            Credential::Basic { username, password } => basic_header(username, password),
-            Credential::IdentityToken(_) => {
-                return Err(rejected(
-                    "it asks for a username and password (Basic), not an identity token".into(),
-                ));
-            }
-        },
-        Discovered::Challenged(Challenge::Bearer {
-            realm,
-            service,
-            scope,
-        }) => {
-            let url = parse_realm(&realm, &name)?;
-            let fetched = request_token(
-                &http,
-                &url,
-                service.as_deref(),
-                scope.as_deref(),
-                Some(credential),
-            )
-            .await?;
-            match fetched {
-                Fetched::Token(token) => bearer_header(&token.secret, &realm)?,
-                Fetched::Refused(status) => {
-                    return Err(rejected(format!(
-                        "its token realm {} answered {status}",
-                        without_query(&url)
-                    )));
-                }
-            }
-        }
-    };
-    match discover(&http, &origin, Some(header)).await {
-        Ok(Discovered::Open) => Ok(()),
-        Ok(Discovered::Challenged(_)) => Err(rejected("GET /v2/ answered 401".into())),
-        Err(AuthError::UnexpectedStatus { status: 403, .. }) => {
-            Err(rejected("GET /v2/ answered 403 Forbidden".into()))
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// The origins to try for `registry` (`host[:port][/path]` or a URL), in order.
-fn candidate_origins(registry: &str) -> Result<Vec<Url>, AuthError> {
-    if registry.contains("://") {
-        let url = Url::parse(registry).map_err(|e| AuthError::BadOrigin {
-            origin: registry.to_string(),
-            reason: e.to_string(),
-        })?;
-        return Ok(vec![parse_origin(&format!(
-            "{}://{}",
-            url.scheme(),
-            host_port(&url)
-        ))?]);
-    }
-    let authority = registry.split('/').next().unwrap_or_default();
-    let https = parse_origin(&format!("https://{authority}"))?;
-    let loopback = matches!(https.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    let mut origins = vec![https];
-    if loopback {
-        origins.push(parse_origin(&format!("http://{authority}"))?);
-    }
-    Ok(origins)
-}
-
 /// Checks that `origin` is `http(s)://host[:port]` with nothing else.
 fn parse_origin(origin: &str) -> Result<Url, AuthError> {
     let bad = |reason: &str| AuthError::BadOrigin {
@@ -885,132 +622,6 @@ fn parse_token(body: &[u8], realm: &str) -> Result<Token, AuthError> {
     };
     bearer_header(&token.secret, realm)?;
     Ok(token)
-}
-
-/// An HTTP(S) client with a deadline per exchange.
-struct Http {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    timeout: Duration,
-}
-
-/// A response, its body read.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Http {
-    fn new(timeout: Duration) -> Result<Http, AuthError> {
-        let connector = https_connector(timeout)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Ok(Http { client, timeout })
-    }
-
-    /// Sends `request` with `body` and reads the answer, all within the timeout. `shown` names
-    /// the request in errors (no query: it may name an account).
-    async fn exchange(
-        &self,
-        request: http::request::Builder,
-        body: Bytes,
-        shown: &str,
-    ) -> Result<Answer, AuthError> {
-        let unreachable = |reason: String| AuthError::Unreachable {
-            url: shown.to_string(),
-            reason,
-        };
-        let request = request
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                unreachable(format!(
-                    "no answer within {}",
-                    humantime::format_duration(self.timeout)
-                ))
-            })?
-    }
-}
-
-/// `error` and its sources, `: `-separated (hyper's own message says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// A connector for `http://` and `https://` registries (TLS as [`tls_config`]), giving up on a
-/// connection after `connect_timeout`. Shared by the proxy and the token fetcher.
-pub(crate) fn https_connector(
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, AuthError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    Ok(HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
-}
-
-/// The TLS settings: the ring provider and the system's CA certificates, loaded once.
-fn tls_config() -> Result<rustls::ClientConfig, AuthError> {
-    static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let builder = || {
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())
-            };
-            match builder()?.with_native_roots() {
-                Ok(config) => Ok(config.with_no_client_auth()),
-                Err(error) => {
-                    tracing::warn!(
-                        %error,
-                        "no CA certificates found: https registries and token realms will be \
-                         refused; install the system's CA certificates or set SSL_CERT_FILE"
-                    );
-                    Ok(builder()?
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth())
-                }
-            }
-        })
-        .clone()
-        .map_err(|reason| AuthError::Tls { reason })
 }
 
 #[cfg(test)]

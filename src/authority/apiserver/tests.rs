@@ -1,22 +1,33 @@
 //! The Kubernetes-API face of the embedded authority, in-process: each endpoint's answers, the
 //! errors as Kubernetes `Status`, the client provisioning, and a real `kube` client against it.
+//!
+//! One file past the usual size: the endpoints share one fixture (a provisioned state directory
+//! and the server over it), and each section is one endpoint.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use axum::body::Body;
+use http::HeaderValue;
 use http::Request;
 use http_body_util::BodyExt;
-use k8s_openapi::api::authentication::v1::TokenReviewSpec;
-use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SelfSubjectAccessReviewSpec, SubjectAccessReviewSpec,
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, TokenReview, TokenReviewSpec, UserInfo as K8sUserInfo,
 };
-use secrecy::ExposeSecret;
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::config::Kubeconfig;
+use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceExt;
 
 use super::*;
-use crate::authority::embedded::Embedded;
+use crate::authority::embedded::{Embedded, Store, SubjectRef};
 use crate::identity::UNAUTHENTICATED;
+use crate::identity::service_account_user;
 
 /// A state directory with the gateway's client provisioned, namespace `project-a`, and user
 /// `alice`; the server over it.
@@ -613,7 +624,7 @@ async fn an_anonymous_caller_may_ask_about_itself() {
     fx.store
         .add_role(
             "project-a",
-            crate::authority::embedded::bootstrap::IMAGE_PULLER,
+            crate::authority::embedded::IMAGE_PULLER,
             &[SubjectRef::Group(UNAUTHENTICATED.to_string())],
         )
         .expect("grant anonymous pull");
@@ -874,7 +885,7 @@ fn pull_secret(store: &Store, ns: &str, name: &str, user: &str) {
 fn with_pull_secrets(fx: &Fixture) {
     pull_secret(&fx.store, "project-a", "beta", "beta");
     pull_secret(&fx.store, "project-a", "alpha", "alpha");
-    let pull = crate::authority::embedded::ops::LinkFor {
+    let pull = crate::authority::embedded::LinkFor {
         pull: true,
         mount: false,
     };

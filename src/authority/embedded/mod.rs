@@ -1,5 +1,5 @@
 //! The embedded authority: regate's own RBAC store, a directory of Kubernetes-style YAML objects
-//! (see [`store`] for the layout) that the CLI changes ([`ops`]) while the server runs.
+//! (see [`Store`] for the layout) that the CLI changes (`ops.rs`) while the server runs.
 //!
 //! [`Embedded`] answers the gateway from an in-memory [`Snapshot`] held in an [`ArcSwap`], so a
 //! request never touches the disk. A background task ([`Embedded::spawn_reloader`]) polls the
@@ -12,13 +12,13 @@
 //! writer has been there; and a token whose subject the snapshot lacks is checked against the
 //! directory itself before it is refused (docs/behaviour.md §10).
 
-pub mod apply;
-pub mod bootstrap;
-pub mod list;
-pub mod object;
-pub mod ops;
-pub mod snapshot;
-pub mod store;
+mod apply;
+mod bootstrap;
+mod list;
+mod object;
+mod ops;
+mod snapshot;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,18 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use ops::SubjectRef;
+// The facade: the CLI and the sibling authorities use the store through these names only.
+pub use apply::{
+    Action, ApplyError, Document, Outcome, expand_sources, parse_manifests, read_source,
+};
+pub use bootstrap::{
+    AUTH_DELEGATOR, AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, IMAGE_BUILDER, IMAGE_PRUNER,
+    IMAGE_PULLER, IMAGE_PUSHER, NamespaceObjects, PULL_SECRET_READER, cluster_role_ref,
+    cluster_roles, namespace_objects,
+};
+pub use list::{Objects, list};
+pub use object::{Kind, Object, UnknownKind};
+pub use ops::{LinkFor, SecretError, SubjectRef};
 pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
 pub use store::{Layout, Store, StoreError, User};
 

@@ -1,5 +1,9 @@
 //! Unit tests of the Kubernetes authority against a fake API server on 127.0.0.1, reached
 //! through kube's real client stack, so what the fake records is what a cluster would receive.
+//!
+//! One file past the usual size: every test drives the same fake API server fixture, and the
+//! sections (identity, decisions, review modes, retries and deadlines, pull secrets, secrets in
+//! messages) read best side by side.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +17,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::authentication::v1::{SelfSubjectReviewStatus, TokenReviewStatus};
 use kube::config::{
-    AuthInfo, Cluster, Context, InClusterError, NamedAuthInfo, NamedCluster, NamedContext,
+    AuthInfo, Cluster, Context, InClusterError, Kubeconfig, NamedAuthInfo, NamedCluster,
+    NamedContext,
 };
 
 use super::*;
@@ -306,7 +311,13 @@ async fn authorize(
 
 fn unavailable(result: Result<impl std::fmt::Debug, AuthorityError>) -> String {
     match result {
-        Err(AuthorityError::Unavailable(message)) => message,
+        Err(AuthorityError::Unavailable(cause)) => {
+            assert!(
+                cause.downcast_ref::<ClusterError>().is_some(),
+                "the cause is typed: {cause:?}"
+            );
+            cause.to_string()
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

@@ -3,7 +3,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
 use crate::authority::embedded::StoredUser;
-use crate::authority::embedded::bootstrap::{cluster_role_ref, cluster_roles, namespace_objects};
+use crate::authority::embedded::{cluster_role_ref, cluster_roles, namespace_objects};
 
 /// project-a and project-b as `regate create namespace` makes them, user alice (group
 /// developers), and alice bound to system:image-puller in project-b.

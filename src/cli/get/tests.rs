@@ -2,9 +2,16 @@
 //! and the errors, over fixed objects and a fixed `now`.
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::columns::human_duration;
 use super::*;
+use crate::authority::embedded::User;
 
 /// 2026-11-22T12:00:00Z, "now" in every test.
 const NOW: i64 = 1_795_348_800;

@@ -2,6 +2,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use jsonwebtoken::{EncodingKey, Validation};
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::DecodingKey;
+
+use super::material::{PublicKey, base32, pem_certificates};
 use super::*;
 
 /// The SubjectPublicKeyInfo of a P-256 key made with `openssl ecparam -genkey` and printed by

@@ -1,3 +1,7 @@
+//! Authenticating to secured registries against a fake registry and token realm on 127.0.0.1:
+//! challenge parsing, Basic and Bearer flows, token caching, delegated realms and the login
+//! check. One file past the usual size: the tests share the fake's fixture.
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -7,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::Method;
 
+use http::HeaderMap;
+
+use super::check::candidate_origins;
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(5);

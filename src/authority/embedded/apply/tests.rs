@@ -1,5 +1,6 @@
 //! Unit tests of manifests, apply and delete.
 
+use super::manifests::redact_strings;
 use super::*;
 use crate::authority::embedded::snapshot::load;
 

@@ -1,3 +1,4 @@
+use k8s_openapi::api::core::v1::Secret;
 use std::sync::Arc;
 use std::time::Duration;
 

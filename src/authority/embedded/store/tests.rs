@@ -3,6 +3,7 @@ use std::os::unix::fs::MetadataExt;
 
 use k8s_openapi::api::rbac::v1::ClusterRole;
 
+use super::files::write_atomic;
 use super::*;
 use crate::authority::embedded::bootstrap;
 use crate::authority::embedded::snapshot::{fingerprint, load};

@@ -1,5 +1,8 @@
 //! Unit tests of the pacing pieces: token bucket, backoff, Retry-After.
 
+use http::HeaderMap;
+
+use super::layers::*;
 use super::*;
 
 #[tokio::test]
