@@ -45,6 +45,20 @@ pub struct ServeArgs {
     /// needs system:auth-delegator) or `self` (as the caller, needs no privilege).
     #[arg(long, value_enum)]
     pub review: Option<ReviewMode>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `--tls-cert` and `--tls-key`: serve HTTPS (and HTTP/2) instead of plain HTTP.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct TlsArgs {
+    /// PEM certificate chain, server certificate first (tls.cert_file); reloaded when it
+    /// changes.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (tls.key_file).
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Which authority decides.
@@ -248,6 +262,8 @@ pub struct Config {
     pub connections: ConnectionSettings,
     /// Failed-login rate limits.
     pub failed_logins: FailedLoginSettings,
+    /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -424,6 +440,7 @@ impl Config {
             remotes: remotes(file.remotes, &origin)?,
             connections: connections(&file.connections, &origin)?,
             failed_logins: failed_logins(&file.failed_logins, &origin)?,
+            tls: tls(&args.tls, file.tls, &origin)?,
         })
     }
 }

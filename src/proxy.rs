@@ -154,6 +154,8 @@ impl Upstream {
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ApiError::NotFound)?;
+        // The client may speak HTTP/2 to regate; the registry is spoken to in HTTP/1.1.
+        parts.version = http::Version::HTTP_11;
         strip_request_headers(&mut parts.headers);
         // regate's own credential for the registry (a pull secret), never the client's.
         if let Some(credential) = credential {

@@ -7,7 +7,7 @@
 //! regate itself with an [`ApiError`] and never reaches the registry.
 
 mod catalog;
-mod connections;
+
 mod failed_logins;
 mod forward;
 mod identify;
@@ -15,8 +15,8 @@ mod origin;
 mod start;
 mod token_endpoint;
 
-pub use start::serve;
 pub(crate) use start::shutdown_signal;
+pub use start::{serve, serving_tls};
 pub use token_endpoint::TokenServer;
 
 use std::sync::Arc;
@@ -188,12 +188,7 @@ impl Gateway {
                 allow: "GET, HEAD",
             });
         }
-        let public = origin::public_origin(
-            &req,
-            self.config.public_url.as_ref(),
-            &self.config.trusted_proxies,
-            self.config.listen,
-        )?;
+        let public = origin::public_origin(&req, &self.config)?;
         let caller = self
             .identify(req.headers(), &public, plan.scope.as_deref())
             .await?;

@@ -421,33 +421,31 @@ fn only_get(route: MethodRouter<Arc<ApiServer>>) -> MethodRouter<Arc<ApiServer>>
     route.fallback(|| async { StatusError::MethodNotAllowed { allow: "GET, HEAD" } })
 }
 
-/// Serves `server` on `listener` until `shutdown` completes, then lets reviews in flight finish
-/// for at most `drain`.
+/// Serves `server` on `listener` (over TLS when `tls` is given, with the gateway's connection
+/// deadlines and cap) until `shutdown` completes, then lets reviews in flight finish for at
+/// most `drain`: bounded, since with injected latency (a "hung" authority) waiting for every
+/// review could take as long as the latency.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<ApiServer>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
-) -> std::io::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let serving = axum::serve(listener, app(server)).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
     });
-    let mut serving = tokio::spawn(async move { serving.await });
-    tokio::select! {
-        result = &mut serving => return result.map_err(std::io::Error::other)?,
-        () = shutdown => {}
-    }
-    let _ = stop_tx.send(true);
-    // Bounded: with injected latency (a "hung" authority) waiting for every review could take
-    // as long as the latency.
-    match tokio::time::timeout(drain, serving).await {
-        Ok(result) => result.map_err(std::io::Error::other)?,
-        Err(_) => {
-            tracing::warn!("reviews still in flight after {drain:?}; stopping anyway");
-            Ok(())
-        }
-    }
+    crate::connections::serve(
+        listener,
+        app(server),
+        crate::config::ConnectionSettings::default(),
+        tls,
+        stop_rx,
+        drain,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -42,6 +42,13 @@ pub(super) struct ServeArgs {
     /// system:auth-delegator.
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    tls: crate::config::TlsArgs,
+    /// The CA written into the kubeconfig as certificate-authority-data when serving TLS
+    /// (default: the last certificate of --tls-cert, right for a self-signed certificate or a
+    /// chain that ends with its CA).
+    #[arg(long = "tls-ca", value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
     /// Fault injection for tests: answer every review after this delay, e.g. 5ms.
     #[arg(long, hide = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     inject_latency: Option<Duration>,
@@ -56,6 +63,18 @@ impl Authority {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let files = match (&args.tls.tls_cert, &args.tls.tls_key) {
+        (Some(cert_file), Some(key_file)) => Some(crate::tls::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        }),
+        _ => None,
+    };
+    let tls = crate::server::serving_tls(files.as_ref())?;
+    let ca_pem = match &files {
+        Some(files) => Some(kubeconfig_ca(args.tls_ca.as_deref(), &files.cert_file)?),
+        None => None,
+    };
     let store = args.state.open()?;
     let dir = store.layout().root().to_path_buf();
     // Before the snapshot is loaded, so the kubeconfig's token works from the first request.
@@ -78,9 +97,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", args.listen))?;
     let bound = listener.local_addr()?;
-    let url = apiserver::client_url(bound);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = apiserver::client_url(bound, scheme);
     if let (Some(path), Some(token)) = (&args.kubeconfig, client_token) {
-        apiserver::write_kubeconfig(path, &apiserver::kubeconfig(&url, token))?;
+        let config = apiserver::kubeconfig(&url, token, ca_pem.as_deref());
+        apiserver::write_kubeconfig(path, &config)?;
         tracing::info!(kubeconfig = %path.display(), "wrote the gateways' kubeconfig");
     }
     tracing::info!(listen = %bound, state = %dir.display(), "serving the authority");
@@ -89,17 +110,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{bound}")?;
+        writeln!(out, "listening on {scheme}://{bound}")?;
         out.flush()?;
     }
     apiserver::serve(
         listener,
         Arc::new(server),
+        tls,
         crate::server::shutdown_signal(),
         DRAIN_TIMEOUT,
     )
-    .await?;
+    .await;
     Ok(())
+}
+
+/// The PEM of the CA clients should trust: `ca_file` whole, else the last certificate of the
+/// served chain.
+fn kubeconfig_ca(
+    ca_file: Option<&std::path::Path>,
+    chain: &std::path::Path,
+) -> anyhow::Result<String> {
+    let (path, certificates) = match ca_file {
+        Some(path) => (path, crate::tls::read_chain(path)?),
+        None => (chain, crate::tls::read_chain(chain)?),
+    };
+    let pick: Vec<_> = match ca_file {
+        Some(_) => certificates.iter().collect(),
+        None => certificates.last().into_iter().collect(),
+    };
+    let blocks: Vec<pem::Pem> = pick
+        .into_iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.to_vec()))
+        .collect();
+    anyhow::ensure!(!blocks.is_empty(), "{}: no certificate", path.display());
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    Ok(pem::encode_many_config(&blocks, config))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -30,6 +30,15 @@ pub(super) struct FileConfig {
     pub(super) connections: ConnectionsSection,
     #[serde(default)]
     pub(super) failed_logins: FailedLoginsSection,
+    pub(super) tls: Option<TlsSection>,
+}
+
+/// `tls:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsSection {
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
 }
 
 /// `connections:`.

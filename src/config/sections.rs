@@ -208,3 +208,31 @@ pub(super) fn token_server(
         )?,
     })
 }
+
+/// `tls:` and `--tls-cert`/`--tls-key`: both files or neither; flags win over the file. The
+/// files are read when the server starts (errors then name the file).
+pub(super) fn tls(
+    flags: &TlsArgs,
+    section: Option<TlsSection>,
+    origin: &str,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    if let (Some(cert_file), Some(key_file)) = (&flags.tls_cert, &flags.tls_key) {
+        return Ok(Some(crate::tls::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        }));
+    }
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let missing = |field| ConfigError::Field {
+        origin: origin.to_string(),
+        field,
+        reason: "is missing: tls needs both cert_file (the PEM chain) and key_file (its key)"
+            .to_string(),
+    };
+    Ok(Some(crate::tls::TlsFiles {
+        cert_file: section.cert_file.ok_or_else(|| missing("tls.cert_file"))?,
+        key_file: section.key_file.ok_or_else(|| missing("tls.key_file"))?,
+    }))
+}

@@ -6,11 +6,12 @@
 //! bracketed IPv6 address), one `Host` header, an origin-form target, and no `CONNECT`. Anything
 //! else is a 400 (405 for `CONNECT`) that never reaches the registry.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request};
 use http::{HeaderMap, Method, Version, header};
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::proxy::PublicOrigin;
 
@@ -32,6 +33,11 @@ pub(super) fn check_target(req: &Request) -> Result<(), ApiError> {
             "an absolute-form request target is for proxies; send the path only",
         ));
     }
+    if let Some(authority) = req.uri().authority()
+        && !is_authority(authority.as_str())
+    {
+        return Err(bad("the :authority must be host[:port]"));
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     if let Some(host) = hosts.next() {
         if hosts.next().is_some() {
@@ -44,17 +50,14 @@ pub(super) fn check_target(req: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The origin clients reach regate at: `configured`, else a trusted proxy's `X-Forwarded-Proto`
-/// and `X-Forwarded-Host` (each checked like `Host`), else `Host`, else `listen`.
-pub(super) fn public_origin(
-    req: &Request,
-    configured: Option<&PublicOrigin>,
-    trusted_proxies: &[IpAddr],
-    listen: SocketAddr,
-) -> Result<PublicOrigin, ApiError> {
-    if let Some(origin) = configured {
+/// The origin clients reach regate at: `public_url`, else a trusted proxy's
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (each checked like `Host`), else `Host` (HTTP/2's
+/// `:authority`), else the listen address; the scheme is `https` when regate serves TLS.
+pub(super) fn public_origin(req: &Request, config: &Config) -> Result<PublicOrigin, ApiError> {
+    if let Some(origin) = &config.public_url {
         return Ok(origin.clone());
     }
+    let (trusted_proxies, listen) = (&config.trusted_proxies, config.listen);
     let headers = req.headers();
     let peer = req
         .extensions()
@@ -67,10 +70,12 @@ pub(super) fn public_origin(
         Some(_) => return Err(bad("X-Forwarded-Host must be host[:port]")),
         // Checked by `check_target` already.
         None => text(headers, "host")
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .filter(|h| is_authority(h))
             .map_or_else(|| listen.to_string(), str::to_string),
     };
     let scheme = match forwarded("x-forwarded-proto") {
+        None if config.tls.is_some() => "https",
         None => "http",
         Some(p) if p.eq_ignore_ascii_case("http") => "http",
         Some(p) if p.eq_ignore_ascii_case("https") => "https",

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Gateway, Remote, TokenServer, UpstreamCredentials, app, connections, failed_logins};
+use super::{Gateway, Remote, TokenServer, UpstreamCredentials, app, failed_logins};
 use crate::authority::Authority;
 use crate::authority::embedded::Embedded;
 use crate::authority::kubernetes::Kubernetes;
 use crate::cache::Decisions;
 use crate::config::{Config, ServeArgs};
+use crate::connections;
 use crate::proxy::Upstream;
 use crate::token::Signer;
 
@@ -99,19 +100,21 @@ impl Gateway {
 /// `regate serve`: load the config, open the authority, listen, and serve until SIGTERM/Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
+    let tls = serving_tls(config.tls.as_ref())?;
     let (authority, signer) = open_authority(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, "serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, tls = tls.is_some(), "serving");
     let connections = config.connections.clone();
     let gateway = Arc::new(Gateway::build(config, authority, signer)?);
     // Printed only once the socket accepts, so a script can wait for this line.
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{bound}")?;
+        writeln!(out, "listening on {scheme}://{bound}")?;
         out.flush()?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -119,6 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         app(gateway),
         connections,
+        tls,
         stop_rx,
         DRAIN_TIMEOUT,
     ));
@@ -127,6 +131,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await?;
     Ok(())
+}
+
+/// The TLS configuration to serve with, its certificate reloaded as it changes; `None` for
+/// plain HTTP. Needs a tokio runtime.
+pub fn serving_tls(
+    files: Option<&crate::tls::TlsFiles>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let live = crate::tls::LiveCert::open(files.clone())
+        .context("TLS (tls.cert_file and tls.key_file, or --tls-cert and --tls-key)")?;
+    live.spawn_reloader();
+    Ok(Some(live.server_config()))
 }
 
 /// The configured authority, and the key that signs registry tokens.

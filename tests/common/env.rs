@@ -26,6 +26,8 @@ pub struct EnvBuilder {
     serve_args: Vec<String>,
     token_server: bool,
     registry_config: String,
+    listen: String,
+    regate_env: Vec<(String, String)>,
 }
 
 impl Default for EnvBuilder {
@@ -42,11 +44,25 @@ impl Default for EnvBuilder {
             serve_args: Vec::new(),
             token_server: false,
             registry_config: String::new(),
+            listen: "127.0.0.1:0".to_string(),
+            regate_env: Vec::new(),
         }
     }
 }
 
 impl EnvBuilder {
+    /// Where `regate serve` listens (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
+    /// An environment variable of `regate serve` (e.g. `SSL_CERT_FILE`).
+    pub fn regate_env(mut self, name: &str, value: &str) -> Self {
+        self.regate_env.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Namespaces created with `regate create namespace` before regate starts.
     pub fn namespaces(mut self, names: &[&str]) -> Self {
         self.namespaces.extend(names.iter().map(|n| n.to_string()));
@@ -134,6 +150,8 @@ impl EnvBuilder {
             upstream: String::new(),
             public_url: self.public_url.clone(),
             serve_args: self.serve_args.clone(),
+            listen: self.listen.clone(),
+            regate_env: self.regate_env.clone(),
             dir,
         };
         fs::write(env.authfile(), "{\"auths\":{}}\n").expect("write skopeo authfile");
@@ -197,6 +215,8 @@ pub struct Env {
     upstream: String,
     public_url: Option<String>,
     serve_args: Vec<String>,
+    listen: String,
+    regate_env: Vec<(String, String)>,
     // Dropped last: the processes above write into it.
     dir: tempfile::TempDir,
 }
@@ -243,9 +263,14 @@ impl Env {
         self.addr().to_string()
     }
 
-    /// `http://127.0.0.1:PORT` of regate.
+    /// `http://127.0.0.1:PORT` of regate (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.regate_proc().https {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr())
     }
 
     pub fn regate_pid(&self) -> u32 {
@@ -359,6 +384,16 @@ impl Env {
         }
     }
 
+    /// The upstream `start_regate` passes from now on.
+    pub fn set_upstream(&mut self, url: &str) {
+        self.upstream = url.to_string();
+    }
+
+    /// The config file `start_regate` passes from now on.
+    pub fn set_gateway_config(&mut self, yaml: &str) {
+        self.gateway_config = Some(yaml.to_string());
+    }
+
     /// Kill regate.
     pub fn stop_regate(&mut self) {
         if let Some(mut r) = self.regate.take() {
@@ -372,7 +407,7 @@ impl Env {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            self.listen.clone(),
             "--upstream".into(),
             self.upstream.clone(),
             "--state".into(),
@@ -405,7 +440,7 @@ impl Env {
             }
         }
         args.extend(self.serve_args.iter().cloned());
-        self.regate = Some(Regate::start(self.dir(), &args));
+        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
     }
 
     /// The authority mode of this Env.

@@ -18,6 +18,7 @@ mod http;
 mod oci;
 mod process;
 mod recorder;
+mod tls;
 
 // Each test file uses some of these; the rest are unused there.
 #[allow(unused_imports)]
@@ -32,6 +33,8 @@ pub use oci::*;
 pub use process::*;
 #[allow(unused_imports)]
 pub use recorder::*;
+#[allow(unused_imports)]
+pub use tls::*;
 
 /// The binary under test, built once by cargo for every test file.
 pub const REGATE: &str = env!("CARGO_BIN_EXE_regate");

@@ -22,7 +22,8 @@ pub(crate) struct Registry {
 impl Registry {
     /// Start `docker-registry` on a free loopback port (picked by binding port 0 and letting
     /// go; retried if another process takes it first) and wait until `GET /v2/` answers (200,
-    /// or 401 when `extra` configures auth). Its files are named after `name`.
+    /// or 401 when `extra` configures auth; 400 to plain HTTP when it configures TLS). Its files
+    /// are named after `name`.
     pub(crate) fn start(dir: &Path, name: &str, extra: &str) -> Registry {
         let root = dir.join(format!("{name}-data"));
         fs::create_dir_all(&root).expect("create registry root");
@@ -58,7 +59,11 @@ impl Registry {
                     break;
                 }
                 let probe = build_raw("GET", "/v2/", &addr.to_string(), &[], b"");
-                if raw_http(addr, &probe).is_ok_and(|reply| matches!(reply.status, 200 | 401)) {
+                // A registry serving TLS answers plain HTTP with 400: it is up.
+                let tls = extra.contains("tls:");
+                if raw_http(addr, &probe).is_ok_and(|reply| {
+                    matches!(reply.status, 200 | 401) || (tls && reply.status == 400)
+                }) {
                     return Registry { child, addr, log };
                 }
                 if Instant::now() > deadline {
@@ -81,11 +86,18 @@ pub(crate) struct Regate {
     pub(crate) addr: SocketAddr,
     pub(crate) stderr: PathBuf,
     pub(crate) stdout: PathBuf,
+    /// It said `listening on https://…`.
+    pub(crate) https: bool,
 }
 
 impl Regate {
-    /// Spawn `regate ARGS` and wait (bounded) for its `listening on http://ADDR` line.
+    /// Spawn `regate ARGS` and wait (bounded) for its `listening on http(s)://ADDR` line.
     pub(crate) fn start(dir: &Path, args: &[String]) -> Regate {
+        Regate::start_with(dir, args, &[])
+    }
+
+    /// [`Regate::start`] with `envs` set in its environment.
+    pub(crate) fn start_with(dir: &Path, args: &[String], envs: &[(String, String)]) -> Regate {
         let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let stderr = dir.join(format!("regate-{n}.stderr"));
         let stdout = dir.join(format!("regate-{n}.stdout"));
@@ -97,6 +109,7 @@ impl Regate {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.envs(envs.iter().map(|(k, v)| (k, v)));
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn regate serve");
         let pipe = child.stdout.take().expect("regate stdout");
@@ -110,7 +123,7 @@ impl Regate {
                 if let Some(f) = file.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
-                if let Some(rest) = line.trim().strip_prefix("listening on http://")
+                if let Some(rest) = line.trim().strip_prefix("listening on ")
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(rest.trim().to_string());
@@ -118,6 +131,12 @@ impl Regate {
             }
         });
         let got = rx.recv_timeout(STARTUP);
+        let https = got.as_deref().is_ok_and(|url| url.starts_with("https://"));
+        let got = got.map(|url| {
+            url.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_string()
+        });
         let addr = match got.as_deref().map(str::parse::<SocketAddr>) {
             Ok(Ok(addr)) => addr,
             other => {
@@ -142,6 +161,7 @@ impl Regate {
             addr,
             stderr,
             stdout,
+            https,
         }
     }
 }

@@ -4,6 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
@@ -51,18 +54,19 @@ fn ignore_existing(result: Result<(), StoreError>) -> Result<(), StoreError> {
 
 /// The URL clients reach a server bound to `bound` at: an unspecified address (`0.0.0.0`,
 /// `::`) becomes the loopback address of its family, which always reaches it.
-pub fn client_url(bound: SocketAddr) -> String {
+pub fn client_url(bound: SocketAddr, scheme: &str) -> String {
     let ip = match bound.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, bound.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
 }
 
 /// The kubeconfig of a client of the server at `server_url` authenticating with `token`: one
-/// cluster, one user, one context, all current.
-pub fn kubeconfig(server_url: &str, token: SecretString) -> Kubeconfig {
+/// cluster, one user, one context, all current. `ca_pem` (the CA that signed an https
+/// server's certificate) becomes `certificate-authority-data`.
+pub fn kubeconfig(server_url: &str, token: SecretString, ca_pem: Option<&str>) -> Kubeconfig {
     let user = service_account_user(CLIENT_NAMESPACE, CLIENT_SERVICE_ACCOUNT);
     Kubeconfig {
         api_version: Some("v1".to_string()),
@@ -71,6 +75,7 @@ pub fn kubeconfig(server_url: &str, token: SecretString) -> Kubeconfig {
             name: KUBECONFIG_CLUSTER.to_string(),
             cluster: Some(Cluster {
                 server: Some(server_url.to_string()),
+                certificate_authority_data: ca_pem.map(|pem| STANDARD.encode(pem)),
                 ..Cluster::default()
             }),
             ..NamedCluster::default()

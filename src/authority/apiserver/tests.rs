@@ -756,7 +756,7 @@ async fn provisioning_is_repeatable_and_every_token_works() {
 
 #[test]
 fn the_client_url_replaces_an_unspecified_address() {
-    let url = |addr: &str| client_url(addr.parse().expect("address"));
+    let url = |addr: &str| client_url(addr.parse().expect("address"), "http");
     assert_eq!(url("0.0.0.0:6443"), "http://127.0.0.1:6443");
     assert_eq!(url("[::]:6443"), "http://[::1]:6443");
     assert_eq!(url("10.0.0.1:80"), "http://10.0.0.1:80");
@@ -767,7 +767,7 @@ fn the_kubeconfig_is_private_and_kube_reads_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sub").join("authority.kubeconfig");
     let token = "header.payload.signature";
-    let config = kubeconfig("http://127.0.0.1:6443", secret(token.to_string()));
+    let config = kubeconfig("http://127.0.0.1:6443", secret(token.to_string()), None);
     write_kubeconfig(&path, &config).expect("write");
     // Written again over itself (a restart): still private.
     write_kubeconfig(&path, &config).expect("rewrite");
@@ -800,18 +800,19 @@ async fn a_kube_client_reviews_through_the_written_kubeconfig() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = client_url(listener.local_addr().expect("address"));
+    let url = client_url(listener.local_addr().expect("address"), "http");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(serve(
         listener,
         fx.server.clone(),
+        None,
         async {
             let _ = stopped.await;
         },
         Duration::from_secs(1),
     ));
     let path = fx.dir.path().join("kubeconfig");
-    write_kubeconfig(&path, &kubeconfig(&url, fx.gateway.clone())).expect("write");
+    write_kubeconfig(&path, &kubeconfig(&url, fx.gateway.clone(), None)).expect("write");
 
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&path).expect("read"),
@@ -871,7 +872,7 @@ async fn a_kube_client_reviews_through_the_written_kubeconfig() {
 
     assert_eq!(fx.server.reviews().tokenreviews, 1);
     let _ = stop.send(());
-    serving.await.expect("join").expect("served");
+    serving.await.expect("join");
 }
 
 // --- service accounts and Secrets, for gateways' pull credentials ---
@@ -959,11 +960,12 @@ async fn the_kubernetes_authority_reads_pull_keyrings_through_the_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = client_url(listener.local_addr().expect("address"));
+    let url = client_url(listener.local_addr().expect("address"), "http");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(serve(
         listener,
         fx.server.clone(),
+        None,
         async {
             let _ = stopped.await;
         },
@@ -1009,5 +1011,5 @@ async fn the_kubernetes_authority_reads_pull_keyrings_through_the_server() {
     assert!(keyring.is_empty());
 
     let _ = stop.send(());
-    serving.await.expect("join").expect("served");
+    serving.await.expect("join");
 }

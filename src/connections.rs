@@ -12,6 +12,9 @@
 //!
 //! "In flight" lasts from the request's head to the last byte of its response body, so a long
 //! pull or push is never mistaken for an idle connection.
+//!
+//! With TLS ([`crate::tls`]) the handshake must also end within `header_timeout`; a client
+//! that negotiates `h2` by ALPN is served HTTP/2, any other HTTP/1.1.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,9 +28,12 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::ConnectionSettings;
@@ -164,15 +170,17 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets requests in flight finish
-/// (up to `drain`) and returns.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
+/// lets requests in flight finish (up to `drain`) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: ConnectionSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
+    let tls = tls.map(TlsAcceptor::from);
     let open_files = raise_open_file_limit();
     let max = match open_files {
         Some(limit) => {
@@ -214,7 +222,7 @@ pub async fn serve(
                     settings: settings.clone(),
                     stop: stop.clone(),
                 };
-                tokio::spawn(task.run(stream, peer));
+                tokio::spawn(task.accept(stream, peer, tls.clone()));
             }
             Err(error) => {
                 // Out of descriptors (EMFILE/ENFILE) or a connection reset before accept: free
@@ -239,6 +247,13 @@ pub async fn serve(
     }
 }
 
+/// The HTTP version a connection speaks: HTTP/2 only when TLS negotiated `h2`.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// What one connection's task needs.
 struct Connection {
     table: Arc<Table>,
@@ -248,8 +263,30 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Completes the TLS handshake, if any, within the header deadline, then serves.
+    async fn accept(self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
+        let Some(acceptor) = tls else {
+            return self.run(stream, peer, Protocol::Http1).await;
+        };
+        let handshake = tokio::time::timeout(self.settings.header_timeout, acceptor.accept(stream));
+        match handshake.await {
+            Ok(Ok(stream)) => {
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                self.run(stream, peer, protocol).await;
+            }
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not done within the header deadline"),
+        }
+    }
+
+    async fn run<S>(mut self, stream: S, peer: SocketAddr, protocol: Protocol)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(self.table.now_ms()),
@@ -273,11 +310,17 @@ impl Connection {
                 }
             })
         };
-        let mut builder = hyper::server::conn::http1::Builder::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.settings.header_timeout)
             .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let builder = match protocol {
+            Protocol::Http1 => builder.http1_only(),
+            Protocol::Http2 => builder.http2_only(),
+        };
         let http = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(http);
         let mut closing = false;

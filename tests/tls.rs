@@ -1,0 +1,625 @@
+//! regate over HTTPS and HTTP/2 with a CA made in the test: curl (h2 and HTTP/1.1), skopeo with
+//! verification on, the Docker engine trusting the CA through `certs.d`, containerd through
+//! `hosts.toml`; a certificate replaced on disk during a pull; and a registry that itself serves
+//! TLS, as the upstream and as a remote.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An Env whose regate serves TLS with a certificate of `ca` for the local names.
+fn tls_env(ca: &TestCa, builder: EnvBuilder) -> Env {
+    let names = local_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cert = ca.server("gateway", &names);
+    builder
+        .serve_arg("--tls-cert")
+        .serve_arg(cert.cert_file.to_str().expect("utf-8 path"))
+        .serve_arg("--tls-key")
+        .serve_arg(cert.key_file.to_str().expect("utf-8 path"))
+        .run()
+}
+
+fn cert_dir(dir: &Path) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("regate-ca-")
+        .tempdir_in(dir)
+        .expect("create the CA dir")
+}
+
+/// `curl ARGS`, bounded.
+fn curl(args: &[&str]) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120"]).args(args);
+    run_bounded(cmd, Duration::from_secs(150))
+}
+
+/// `HTTP_VERSION STATUS` of `curl -o /dev/null URL` with `extra` flags.
+fn version_and_status(url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_version} %{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = curl(&args);
+    assert!(out.status.success(), "curl {url}: {}", show_output(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn https_serves_h2_and_http1_and_only_to_clients_trusting_the_ca() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let env = tls_env(&ca, Env::builder().namespaces(PROJECTS));
+    assert!(env.url().starts_with("https://"), "{}", env.url());
+    let base = format!("{}/v2/", env.url());
+    let ca_file = ca.ca_file.to_str().expect("utf-8 path");
+
+    assert_eq!(
+        version_and_status(&base, &["--cacert", ca_file, "--http2"]),
+        "2 401"
+    );
+    assert_eq!(
+        version_and_status(&base, &["--cacert", ca_file, "--http1.1"]),
+        "1.1 401"
+    );
+    // The challenge points at the https realm, over h2 too (no Host header there).
+    let out = curl(&[
+        "--cacert",
+        ca_file,
+        "--http2",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &base,
+    ]);
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        head.contains(&format!("realm=\"https://{}/openshift/token\"", env.host())),
+        "{head}"
+    );
+
+    // A token and a manifest over h2: the whole pipeline, not only the challenge.
+    let image = Image::unique(10_000);
+    env.seed("project-a/app", "v1", &image);
+    let token = env.token("default", "project-a");
+    let creds = format!("anything:{token}");
+    let manifest_url = format!("{}/v2/project-a/app/manifests/v1", env.url());
+    let token_url = format!(
+        "{}/openshift/token?service=regate&scope=repository:project-a/app:pull",
+        env.url()
+    );
+    let out = curl(&["--cacert", ca_file, "--http2", "-u", &creds, &token_url]);
+    assert!(out.status.success(), "{}", show_output(&out));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        body["token"].as_str().expect("token")
+    );
+    assert_eq!(
+        version_and_status(
+            &manifest_url,
+            &[
+                "--cacert",
+                ca_file,
+                "--http2",
+                "-H",
+                &bearer,
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json"
+            ]
+        ),
+        "2 200"
+    );
+
+    // Without the CA, verification fails: nothing is trusted by accident.
+    let out = curl(&["-o", "/dev/null", &base]);
+    assert!(!out.status.success(), "{}", show_output(&out));
+    // Plain HTTP to the TLS port is not answered as HTTP.
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{}/v2/", env.host()),
+    ]);
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "401");
+}
+
+/// `skopeo copy` with verification on and `cert_dir` trusted for the docker side.
+fn skopeo_verified(env: &Env, src: &str, dst: &str, token: &str, cert_dir: &Path) -> Output {
+    let mut cmd = Command::new("skopeo");
+    let creds = format!("anything:{token}");
+    cmd.arg("--insecure-policy")
+        .arg("--tmpdir")
+        .arg(env.dir())
+        .args(["copy", "--preserve-digests"]);
+    if src.starts_with("docker://") {
+        cmd.args(["--src-tls-verify=true", "--src-creds", &creds])
+            .arg("--src-cert-dir")
+            .arg(cert_dir);
+    }
+    if dst.starts_with("docker://") {
+        cmd.args(["--dest-tls-verify=true", "--dest-creds", &creds])
+            .arg("--dest-cert-dir")
+            .arg(cert_dir);
+    }
+    cmd.arg(src).arg(dst);
+    run_bounded(cmd, Duration::from_secs(600))
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_over_https_with_verification() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let env = tls_env(&ca, Env::builder().namespaces(PROJECTS));
+    let certs = cert_dir(work.path());
+    fs::copy(&ca.ca_file, certs.path().join("ca.crt")).expect("copy the CA");
+    let image = oci_layout(&env.dir().join("img"), &unique_bytes(200_000));
+    let builder = env.token("builder", "project-a");
+
+    let untrusted = skopeo_verified(
+        &env,
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        &builder,
+        work.path(),
+    );
+    expect_failure(&untrusted, "a push that does not trust the CA");
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        stderr.contains("certificate") || stderr.contains("x509"),
+        "{stderr}"
+    );
+
+    let push = skopeo_verified(
+        &env,
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        &builder,
+        certs.path(),
+    );
+    env.expect_success(&push, "skopeo push over https");
+    let pull = skopeo_verified(
+        &env,
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("pulled"),
+        &env.token("default", "project-a"),
+        certs.path(),
+    );
+    env.expect_success(&pull, "skopeo pull over https");
+    let pulled = env.dir().join("pulled");
+    assert_eq!(oci_manifest_digest(&pulled), image.manifest_digest);
+    assert_eq!(
+        digest_file(&oci_blob(&pulled, &image.layer_digest)),
+        image.layer_digest
+    );
+}
+
+/// `/etc/docker/certs.d/HOST/ca.crt`, removed on drop.
+struct DockerTrust(PathBuf);
+
+impl DockerTrust {
+    fn new(host: &str, ca: &TestCa) -> DockerTrust {
+        let dir = Path::new("/etc/docker/certs.d").join(host);
+        fs::create_dir_all(&dir).expect("create certs.d (tests run as root)");
+        fs::write(dir.join("ca.crt"), ca.pem()).expect("write certs.d/ca.crt");
+        DockerTrust(dir)
+    }
+}
+
+impl Drop for DockerTrust {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_docker_engine_logs_in_pushes_and_pulls_trusting_the_ca_in_certs_d() {
+    // The engine skips verification for 127.0.0.0/8; the Docker bridge's address is verified.
+    let bridge = docker_bridge_ip().expect("the Docker bridge docker0 has an IPv4 address");
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let env = tls_env(
+        &ca,
+        Env::builder()
+            .namespaces(PROJECTS)
+            .listen(&format!("{bridge}:0")),
+    );
+    let host = env.host();
+    let docker = env.docker();
+    let builder = env.token("builder", "project-a");
+
+    let login = docker.login(&host, "anything", &builder);
+    expect_failure(&login, "docker login before the CA is trusted");
+
+    let _trust = DockerTrust::new(&host, &ca);
+    let login = docker.login(&host, "anything", &builder);
+    env.expect_success(&login, "docker login over https");
+    let tag = format!("{host}/project-a/app:v1");
+    docker.image(&tag);
+    let push = docker.run(&["push", &tag]);
+    env.expect_success(&push, "docker push over https");
+    docker.ok(&["rmi", &tag]);
+    let login = docker.login(&host, "anything", &env.token("default", "project-a"));
+    env.expect_success(&login, "docker login as default");
+    let pull = docker.pull(&tag);
+    env.expect_success(&pull, "docker pull over https");
+    assert!(docker.has_image(&tag));
+}
+
+/// A containerd of the test's own (root, state and socket in `dir`), killed on drop: the
+/// engine's containerd, if any, is not touched.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        let dir = dir.join("containerd");
+        fs::create_dir_all(&dir).expect("containerd dir");
+        let socket = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                sock = socket.display()
+            ),
+        )
+        .expect("write containerd config");
+        let log = fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("start containerd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not listen: {}",
+                fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd { child, socket }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_pulls_with_the_ca_in_hosts_toml() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let env = tls_env(&ca, Env::builder().namespaces(PROJECTS));
+    let image = Image::runnable();
+    env.seed("project-a/app", "v1", &image);
+    let host = env.host();
+    let hosts_dir = work.path().join("hosts");
+    let host_dir = hosts_dir.join(&host);
+    fs::create_dir_all(&host_dir).expect("create hosts dir");
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            ca.ca_file.display()
+        ),
+    )
+    .expect("write hosts.toml");
+    let reference = format!("{host}/project-a/app:v1");
+    let containerd = Containerd::start(work.path());
+    let creds = format!("anything:{}", env.token("default", "project-a"));
+    let ctr = |args: &[&str]| {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&containerd.socket).args(args);
+        run_bounded(cmd, Duration::from_secs(300))
+    };
+    let untrusted = ctr(&["images", "pull", "--user", &creds, &reference]);
+    expect_failure(&untrusted, "ctr pull without the CA");
+    let hosts = hosts_dir.to_str().expect("utf-8 path");
+    let pull = ctr(&[
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--hosts-dir",
+        hosts,
+        "--user",
+        &creds,
+        &reference,
+    ]);
+    env.expect_success(&pull, "ctr pull over https");
+    assert!(
+        String::from_utf8_lossy(&pull.stdout).contains("done"),
+        "{}",
+        show_output(&pull)
+    );
+}
+
+#[test]
+fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connections() {
+    let work = tempfile::tempdir().expect("dir");
+    let first = TestCa::new(&work.path().join("first"), "first");
+    let second = TestCa::new(&work.path().join("second"), "second");
+    let names = local_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let served = first.server("gateway", &names);
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .serve_arg("--tls-cert")
+        .serve_arg(served.cert_file.to_str().expect("utf-8 path"))
+        .serve_arg("--tls-key")
+        .serve_arg(served.key_file.to_str().expect("utf-8 path"))
+        .run();
+    let layout = work.path().join("big");
+    let image = oci_layout_big(&layout, 256 << 20);
+    let seed = env.skopeo_copy(
+        &format!("oci:{}:latest", layout.display()),
+        &env.registry_ref("project-a/big:v1"),
+        None,
+    );
+    env.expect_success(&seed, "seeding 256 MiB straight into the registry");
+    fs::remove_dir_all(&layout).expect("free the layout");
+    let digest = image.layer_digest.clone();
+    let token = env.token("default", "project-a");
+    let token_url = format!(
+        "{}/openshift/token?service=regate&scope=repository:project-a/big:pull",
+        env.url()
+    );
+    let first_ca = first.ca_file.to_str().expect("utf-8 path");
+    let out = curl(&[
+        "--cacert",
+        first_ca,
+        "-u",
+        &format!("anything:{token}"),
+        &token_url,
+    ]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        body["token"].as_str().expect("token")
+    );
+    let target = work.path().join("pulled");
+    // Slow enough (about 8 s) for the swap to happen mid-transfer.
+    let mut pull = Command::new("curl");
+    pull.args(["-sS", "--fail", "--http2", "--limit-rate", "32M", "-L"])
+        .args(["--cacert", first_ca, "-H", &bearer, "-o"])
+        .arg(&target)
+        .arg(format!("{}/v2/project-a/big/blobs/{digest}", env.url()));
+    let mut pull = pull.spawn().expect("start the pull");
+    let started = Instant::now();
+    while fs::metadata(&target).map_or(0, |m| m.len()) < 16 << 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the pull did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Rotate as cert-manager does: a new certificate, from another CA, over the same files.
+    let replacement = second.server("replacement", &names);
+    fs::copy(&replacement.key_file, &served.key_file).expect("replace the key");
+    fs::copy(&replacement.cert_file, &served.cert_file).expect("replace the certificate");
+    let base = format!("{}/v2/", env.url());
+    let second_ca = second.ca_file.to_str().expect("utf-8 path");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = curl(&[
+            "--cacert",
+            second_ca,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &base,
+        ]);
+        if String::from_utf8_lossy(&out.stdout).trim() == "401" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new connections never got the new certificate: {}\n{}",
+            show_output(&out),
+            env.regate_log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let still_pulling = pull.try_wait().expect("poll the pull").is_none();
+    let status = pull.wait().expect("the pull ends");
+    assert!(status.success(), "the pull in flight completed");
+    assert!(still_pulling, "the swap happened while the pull ran");
+    assert_eq!(digest_file(&target), digest, "byte-exact");
+    // The old CA no longer verifies new connections.
+    let out = curl(&["--cacert", first_ca, "-o", "/dev/null", &base]);
+    assert!(!out.status.success(), "{}", show_output(&out));
+}
+
+/// A registry serving TLS with a certificate of `ca`.
+fn tls_registry_config(ca: &TestCa, name: &str) -> String {
+    let cert = ca.server(name, &["127.0.0.1", "localhost"]);
+    format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.cert_file.display(),
+        cert.key_file.display()
+    )
+}
+
+#[test]
+fn a_registry_serving_tls_works_as_the_upstream_and_as_a_remote() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    // The upstream: the Env's own registry over https, trusted through SSL_CERT_FILE.
+    let mut env = Env::builder()
+        .namespaces(&["project-a", "mirror"])
+        .registry_config(&tls_registry_config(&ca, "upstream"))
+        .regate_env("SSL_CERT_FILE", ca.ca_file.to_str().expect("utf-8 path"))
+        .without_regate()
+        .run();
+    let upstream = format!("https://{}", env.registry_addr());
+    // The remote: a second TLS registry holding library/app:v1.
+    let remote_dir = work.path().join("remote");
+    fs::create_dir_all(&remote_dir).expect("remote dir");
+    let remote = Registry::start(&remote_dir, "remote", &tls_registry_config(&ca, "remote"));
+    let remote_url = format!("https://{}", remote.addr);
+    let image = oci_layout(&env.dir().join("img"), &unique_bytes(60_000));
+    let certs = cert_dir(work.path());
+    fs::copy(&ca.ca_file, certs.path().join("ca.crt")).expect("copy the CA");
+    let mut seed = Command::new("skopeo");
+    seed.args([
+        "--insecure-policy",
+        "copy",
+        "--preserve-digests",
+        "--dest-cert-dir",
+    ])
+    .arg(certs.path())
+    .arg(env.oci_ref("img"))
+    .arg(format!("docker://{}/library/app:v1", remote.addr));
+    let out = run_bounded(seed, Duration::from_secs(300));
+    env.expect_success(&out, "seeding the TLS remote");
+
+    let mut config =
+        format!("remotes:\n  - namespace: mirror\n    url: {remote_url}\n    prefix: library\n");
+    if env.mode().is_kubernetes() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    env.set_gateway_config(&config);
+    env.set_upstream(&upstream);
+    env.start_regate();
+
+    let builder = env.token("builder", "project-a");
+    let push = env.skopeo_copy(
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        Some(&builder),
+    );
+    env.expect_success(&push, "push through regate to a TLS upstream");
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("pulled"),
+        Some(&env.token("default", "project-a")),
+    );
+    env.expect_success(&pull, "pull through regate from a TLS upstream");
+    assert_eq!(
+        oci_manifest_digest(&env.dir().join("pulled")),
+        image.manifest_digest
+    );
+    let mirrored = env.skopeo_copy(
+        &env.docker_ref("mirror/app:v1"),
+        &env.oci_ref("mirrored"),
+        Some(&env.token("default", "mirror")),
+    );
+    env.expect_success(&mirrored, "pull from the TLS remote");
+    assert_eq!(
+        oci_manifest_digest(&env.dir().join("mirrored")),
+        image.manifest_digest
+    );
+}
+
+#[test]
+fn authority_serve_over_tls_writes_a_kubeconfig_trusting_its_ca_and_gateways_review_through_it() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let cert = ca.server("authority", &["127.0.0.1", "localhost"]);
+    let env = Env::builder()
+        .authority(AuthorityMode::Kubernetes)
+        .authority_arg("--tls-cert")
+        .authority_arg(cert.cert_file.to_str().expect("utf-8 path"))
+        .authority_arg("--tls-key")
+        .authority_arg(cert.key_file.to_str().expect("utf-8 path"))
+        .namespaces(PROJECTS)
+        .run();
+    let text = fs::read_to_string(env.kubeconfig()).expect("the kubeconfig");
+    let kubeconfig: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("server");
+    assert!(server.starts_with("https://127.0.0.1:"), "{server}");
+    let ca_data = cluster["certificate-authority-data"]
+        .as_str()
+        .expect("certificate-authority-data");
+    use base64::Engine as _;
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(ca_data)
+        .expect("base64");
+    assert_eq!(String::from_utf8_lossy(&ca_pem).trim(), ca.pem().trim());
+
+    // The gateway (kubernetes mode, that kubeconfig) authenticates and authorizes over TLS.
+    let image = oci_layout(&env.dir().join("img"), &unique_bytes(30_000));
+    let push = env.skopeo_copy(
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        Some(&env.token("builder", "project-a")),
+    );
+    env.expect_success(&push, "a push reviewed by the authority over TLS");
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("pulled"),
+        Some(&env.token("default", "project-a")),
+    );
+    env.expect_success(&pull, "a pull reviewed over TLS");
+    assert_eq!(
+        oci_manifest_digest(&env.dir().join("pulled")),
+        image.manifest_digest
+    );
+    let denied = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("denied"),
+        Some(&env.token("default", "project-b")),
+    );
+    expect_failure(&denied, "another project's pull, refused over TLS");
+}
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_closed_after_the_header_deadline() {
+    use std::io::{Read, Write};
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let mut config = "connections:\n  header_timeout: 1s\n".to_string();
+    if AuthorityMode::from_env().is_kubernetes() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    let env = tls_env(&ca, Env::builder().gateway_config(&config));
+    for hello in [
+        &b""[..],
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+    ] {
+        let mut stream = std::net::TcpStream::connect(env.addr()).expect("connect");
+        stream.write_all(hello).expect("send");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let closed = matches!(stream.read(&mut buf), Ok(0) | Err(_));
+        let took = started.elapsed();
+        assert!(closed, "the connection was closed");
+        assert!(
+            took < Duration::from_secs(5),
+            "closed after the 1 s deadline, not {took:?}"
+        );
+    }
+    // Service goes on.
+    let out = curl(&[
+        "--cacert",
+        ca.ca_file.to_str().expect("utf-8 path"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}/v2/", env.url()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
+}
