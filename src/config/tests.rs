@@ -232,3 +232,48 @@ fn token_lifetimes_under_60s_are_refused() {
     let c = load_yaml("token:\n  lifetime: 60s\n", ServeArgs::default()).unwrap();
     assert_eq!(c.token_lifetime, std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn tls_takes_both_files_from_the_section_or_the_flags() {
+    let config = load_yaml(
+        "tls:\n  cert_file: /etc/tls/tls.crt\n  key_file: /etc/tls/tls.key\n",
+        ServeArgs::default(),
+    )
+    .expect("valid");
+    let files = config.tls.expect("tls");
+    assert_eq!(files.cert_file, PathBuf::from("/etc/tls/tls.crt"));
+    assert_eq!(files.key_file, PathBuf::from("/etc/tls/tls.key"));
+
+    let e = load_yaml(
+        "tls:\n  cert_file: /etc/tls/tls.crt\n",
+        ServeArgs::default(),
+    )
+    .expect_err("no key");
+    let message = e.to_string();
+    assert!(message.contains("tls.key_file"), "{message}");
+    assert!(message.contains("regate.yaml"), "{message}");
+
+    let e = load_yaml("tls:\n  cert: /etc/tls/tls.crt\n", ServeArgs::default())
+        .expect_err("unknown field");
+    assert!(e.to_string().contains("cert"), "{e}");
+
+    let flags = ServeArgs {
+        tls: TlsArgs {
+            tls_cert: Some("/flag/tls.crt".into()),
+            tls_key: Some("/flag/tls.key".into()),
+        },
+        ..ServeArgs::default()
+    };
+    let config = load_yaml("tls:\n  cert_file: /etc/tls/tls.crt\n", flags).expect("flags win");
+    assert_eq!(
+        config.tls.expect("tls").cert_file,
+        PathBuf::from("/flag/tls.crt")
+    );
+    assert!(
+        load_yaml("", ServeArgs::default())
+            .expect("valid")
+            .tls
+            .is_none(),
+        "plain HTTP without a certificate"
+    );
+}
