@@ -22,10 +22,15 @@
 //!   token-auth registry, Bearer from regate's `/token`), against the same blob through regate
 //!   in proxy mode and direct to the plain registry, in interleaved rounds.
 //!
+//! - `tls`: a second regate serving TLS in front of the same registry: manifest GET
+//!   requests/s (h2load, 64 in flight) and the 1 GiB blob pull (curl, best of 3) over HTTP/1.1
+//!   and HTTP/2, with regate's CPU per GiB, against direct (plain HTTP) in the same run.
+//!
 //! The load generator for the request rates is in this file (a hyper client: wrk cannot do
 //! HEAD, it waits for a body that never comes). Targets are ratios to the direct baseline;
-//! nothing here asserts on time. Needs `nginx` and `curl` (Debian packages `nginx-light`,
-//! `curl`). `BENCH_SECONDS` sets the length of each request-rate run (default 10).
+//! nothing here asserts on time. Needs `nginx`, `curl` and `h2load` (Debian packages
+//! `nginx-light`, `curl`, `nghttp2-client`). `BENCH_SECONDS` sets the length of each
+//! request-rate run (default 10).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -43,7 +48,7 @@ const BLOB_BYTES: u64 = 1 << 30;
 /// Connections of the request-rate loads.
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
-const MEASURES: [&str; 4] = ["head", "pull", "token", "tokenpull"];
+const MEASURES: [&str; 5] = ["head", "pull", "token", "tokenpull", "tls"];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =
     "scope=repository:project-a/app:pull&scope=repository:project-a/app:push";
@@ -54,7 +59,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    for tool in ["nginx", "curl"] {
+    for tool in ["nginx", "curl", "h2load"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -62,7 +67,7 @@ fn main() {
             .map(|s| !s.success())
             .unwrap_or(true)
         {
-            eprintln!("benchmark needs {tool}: apt-get install nginx-light curl");
+            eprintln!("benchmark needs {tool}: apt-get install nginx-light curl nghttp2-client");
             std::process::exit(1);
         }
     }
@@ -83,7 +88,8 @@ fn main() {
     if runs("head") {
         proxy_rows.push(measure_head(&bench, seconds));
     }
-    let pull_blob = (runs("pull") || runs("tokenpull")).then(|| seed_pull_blob(&bench));
+    let pull_blob =
+        (runs("pull") || runs("tokenpull") || runs("tls")).then(|| seed_pull_blob(&bench));
     if let Some(blob) = pull_blob.as_ref().filter(|_| runs("pull")) {
         proxy_rows.extend(measure_pull(&bench, blob));
     }
@@ -95,6 +101,14 @@ fn main() {
     }
     if let Some(blob) = pull_blob.as_ref().filter(|_| runs("tokenpull")) {
         token_rows.extend(measure_token_pull(&bench, blob));
+    }
+    let mut tls_rows = Vec::new();
+    if let Some(blob) = pull_blob.as_ref().filter(|_| runs("tls")) {
+        // `measure_head` seeds the manifest; a run without it seeds it here.
+        if !runs("head") {
+            bench.env.seed("bench/app", "v1", &Image::unique(4096));
+        }
+        tls_rows.extend(measure_tls(&bench, blob, seconds));
     }
 
     let mut report = String::new();
@@ -108,6 +122,13 @@ fn main() {
     if !token_rows.is_empty() {
         report.push_str("\nToken-server mode:\n\n| measure | value(s) | ratio |\n|---|---|---|\n");
         report.extend(token_rows.iter().map(|r| format!("{r}\n")));
+    }
+    if !tls_rows.is_empty() {
+        report.push_str(
+            "\nOver TLS (regate serving HTTPS; direct is plain HTTP to the registry; ratios to direct):\n\n\
+             | measure | direct | regate TLS HTTP/1.1 | regate TLS HTTP/2 |\n|---|---|---|---|\n",
+        );
+        report.extend(tls_rows.iter().map(|r| format!("{r}\n")));
     }
     println!("\n{report}");
     if only.is_empty() {
@@ -548,7 +569,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// MiB/s of one GET of `url`, body discarded.
 fn curl_pull(url: &str, auth: &str) -> f64 {
+    curl_pull_with(url, auth, &[])
+}
+
+/// [`curl_pull`] with `extra` curl flags (a CA, an HTTP version).
+fn curl_pull_with(url: &str, auth: &str, extra: &[&str]) -> f64 {
     let out = Command::new("curl")
+        .args(extra)
         .args([
             "-sS",
             "-o",
@@ -632,4 +659,92 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `tls`: a second regate serving TLS (a CA made here) in front of the same registry: manifest
+/// GET requests/s with h2load over HTTP/1.1 and HTTP/2, and the 1 GiB blob pull with curl over
+/// each, against direct (plain HTTP to the registry) in the same run.
+fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
+    let ca = common::TestCa::new(&bench.env.dir().join("tls-ca"), "bench-ca");
+    let cert = ca.server("gateway", &["127.0.0.1", "localhost"]);
+    let tls = Env::builder()
+        .namespaces(&["bench"])
+        .upstream(&bench.env.registry_url())
+        .serve_arg("--tls-cert")
+        .serve_arg(cert.cert_file.to_str().expect("utf-8 path"))
+        .serve_arg("--tls-key")
+        .serve_arg(cert.key_file.to_str().expect("utf-8 path"))
+        .run();
+    let ca_file = ca.ca_file.to_str().expect("utf-8 path").to_string();
+    let api = tls.token("builder", "bench");
+    let token_url = format!(
+        "{}/openshift/token?service=regate&scope=repository:bench/app:pull&scope=repository:bench/big:pull",
+        tls.url()
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", &ca_file, "-u", &format!("anything:{api}"), &token_url])
+        .output()
+        .expect("run curl");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+    let tls_bearer = format!("Bearer {}", body["token"].as_str().expect("token"));
+
+    let manifest = "/v2/bench/app/manifests/v1";
+    let direct = h2load(&format!("{}{manifest}", bench.env.registry_url()), &bench.bearer, "h1", seconds);
+    let h1 = h2load(&format!("{}{manifest}", tls.url()), &tls_bearer, "h1", seconds);
+    let h2 = h2load(&format!("{}{manifest}", tls.url()), &tls_bearer, "h2", seconds);
+    eprintln!("GET manifest: direct {direct:.0}, TLS h1 {h1:.0}, TLS h2 {h2:.0} req/s");
+
+    let blob_path = format!("/v2/bench/big/blobs/{}", blob.digest);
+    let best = |url: &str, auth: &str, extra: &[&str]| {
+        (0..3)
+            .map(|_| curl_pull_with(url, auth, extra))
+            .fold(0.0_f64, f64::max)
+    };
+    let pid = tls.regate_pid();
+    let direct_pull = best(&format!("{}{blob_path}", bench.env.registry_url()), &bench.bearer, &[]);
+    let before = cpu_seconds(pid);
+    let h1_pull = best(&format!("{}{blob_path}", tls.url()), &tls_bearer, &["--cacert", &ca_file, "--http1.1"]);
+    let h1_cpu = (cpu_seconds(pid) - before) / 3.0;
+    let before = cpu_seconds(pid);
+    let h2_pull = best(&format!("{}{blob_path}", tls.url()), &tls_bearer, &["--cacert", &ca_file, "--http2"]);
+    let h2_cpu = (cpu_seconds(pid) - before) / 3.0;
+    eprintln!("pull: direct {direct_pull:.0}, TLS h1 {h1_pull:.0}, TLS h2 {h2_pull:.0} MiB/s");
+    vec![
+        format!(
+            "| manifest GET req/s, 64 concurrent, {seconds} s | {direct:.0} | {h1:.0} ({:.2}) | {h2:.0} ({:.2}) |",
+            h1 / direct,
+            h2 / direct
+        ),
+        format!(
+            "| 1 GiB blob pull, MiB/s (best of 3) | {direct_pull:.0} | {h1_pull:.0} ({:.2}) | {h2_pull:.0} ({:.2}) |",
+            h1_pull / direct_pull,
+            h2_pull / direct_pull
+        ),
+        format!("| regate CPU seconds per 1 GiB pulled | | {h1_cpu:.2} | {h2_cpu:.2} |"),
+    ]
+}
+
+/// Requests/s of `h2load` GETting `url` for `seconds` (after a 2 s warm-up) with 64 requests
+/// in flight: 64 HTTP/1.1 connections (`h1`), or 8 HTTP/2 connections of 8 streams (`h2`).
+fn h2load(url: &str, auth: &str, protocol: &str, seconds: u32) -> f64 {
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-D", &seconds.to_string(), "--warm-up-time", "2"])
+        .args(["-H", &format!("authorization: {auth}")])
+        .args(["-H", "accept: application/vnd.oci.image.manifest.v1+json"]);
+    match protocol {
+        "h1" => cmd.args(["--h1", "-c", "64", "-m", "1", "-t", "1"]),
+        _ => cmd.args(["-c", "8", "-m", "8", "-t", "1"]),
+    };
+    let out = cmd.arg(url).output().expect("run h2load (apt-get install nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status_ok = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .is_some_and(|l| l.contains(" 0 3xx, 0 4xx, 0 5xx"));
+    assert!(status_ok, "h2load {url}: every answer 2xx:\n{text}");
+    text.lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.trim_end_matches(" req/s").trim().parse().ok())
+        .unwrap_or_else(|| panic!("h2load {url}: no rate in\n{text}"))
 }
