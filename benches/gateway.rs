@@ -682,16 +682,38 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
         tls.url()
     );
     let out = Command::new("curl")
-        .args(["-sS", "--cacert", &ca_file, "-u", &format!("anything:{api}"), &token_url])
+        .args([
+            "-sS",
+            "--cacert",
+            &ca_file,
+            "-u",
+            &format!("anything:{api}"),
+            &token_url,
+        ])
         .output()
         .expect("run curl");
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
     let tls_bearer = format!("Bearer {}", body["token"].as_str().expect("token"));
 
     let manifest = "/v2/bench/app/manifests/v1";
-    let direct = h2load(&format!("{}{manifest}", bench.env.registry_url()), &bench.bearer, "h1", seconds);
-    let h1 = h2load(&format!("{}{manifest}", tls.url()), &tls_bearer, "h1", seconds);
-    let h2 = h2load(&format!("{}{manifest}", tls.url()), &tls_bearer, "h2", seconds);
+    let direct = h2load(
+        &format!("{}{manifest}", bench.env.registry_url()),
+        &bench.bearer,
+        "h1",
+        seconds,
+    );
+    let h1 = h2load(
+        &format!("{}{manifest}", tls.url()),
+        &tls_bearer,
+        "h1",
+        seconds,
+    );
+    let h2 = h2load(
+        &format!("{}{manifest}", tls.url()),
+        &tls_bearer,
+        "h2",
+        seconds,
+    );
     eprintln!("GET manifest: direct {direct:.0}, TLS h1 {h1:.0}, TLS h2 {h2:.0} req/s");
 
     let blob_path = format!("/v2/bench/big/blobs/{}", blob.digest);
@@ -701,12 +723,24 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
             .fold(0.0_f64, f64::max)
     };
     let pid = tls.regate_pid();
-    let direct_pull = best(&format!("{}{blob_path}", bench.env.registry_url()), &bench.bearer, &[]);
+    let direct_pull = best(
+        &format!("{}{blob_path}", bench.env.registry_url()),
+        &bench.bearer,
+        &[],
+    );
     let before = cpu_seconds(pid);
-    let h1_pull = best(&format!("{}{blob_path}", tls.url()), &tls_bearer, &["--cacert", &ca_file, "--http1.1"]);
+    let h1_pull = best(
+        &format!("{}{blob_path}", tls.url()),
+        &tls_bearer,
+        &["--cacert", &ca_file, "--http1.1"],
+    );
     let h1_cpu = (cpu_seconds(pid) - before) / 3.0;
     let before = cpu_seconds(pid);
-    let h2_pull = best(&format!("{}{blob_path}", tls.url()), &tls_bearer, &["--cacert", &ca_file, "--http2"]);
+    let h2_pull = best(
+        &format!("{}{blob_path}", tls.url()),
+        &tls_bearer,
+        &["--cacert", &ca_file, "--http2"],
+    );
     let h2_cpu = (cpu_seconds(pid) - before) / 3.0;
     eprintln!("pull: direct {direct_pull:.0}, TLS h1 {h1_pull:.0}, TLS h2 {h2_pull:.0} MiB/s");
     vec![
@@ -735,7 +769,10 @@ fn h2load(url: &str, auth: &str, protocol: &str, seconds: u32) -> f64 {
         "h1" => cmd.args(["--h1", "-c", "64", "-m", "1", "-t", "1"]),
         _ => cmd.args(["-c", "8", "-m", "8", "-t", "1"]),
     };
-    let out = cmd.arg(url).output().expect("run h2load (apt-get install nghttp2-client)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("run h2load (apt-get install nghttp2-client)");
     let text = String::from_utf8_lossy(&out.stdout);
     let status_ok = text
         .lines()

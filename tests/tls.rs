@@ -448,6 +448,27 @@ fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connection
     assert!(!out.status.success(), "{}", show_output(&out));
 }
 
+/// `image` (the layout `img` in the Env's dir) pushed as `project-a/app:v1` by the builder and
+/// pulled back byte-exact by the default service account, through regate.
+fn push_then_pull(env: &Env, image: &Image, what: &str) {
+    let push = env.skopeo_copy(
+        &env.oci_ref("img"),
+        &env.docker_ref("project-a/app:v1"),
+        Some(&env.token("builder", "project-a")),
+    );
+    env.expect_success(&push, &format!("push {what}"));
+    let pull = env.skopeo_copy(
+        &env.docker_ref("project-a/app:v1"),
+        &env.oci_ref("pulled"),
+        Some(&env.token("default", "project-a")),
+    );
+    env.expect_success(&pull, &format!("pull {what}"));
+    assert_eq!(
+        oci_manifest_digest(&env.dir().join("pulled")),
+        image.manifest_digest
+    );
+}
+
 /// A registry serving TLS with a certificate of `ca`.
 fn tls_registry_config(ca: &TestCa, name: &str) -> String {
     let cert = ca.server(name, &["127.0.0.1", "localhost"]);
@@ -500,23 +521,7 @@ fn a_registry_serving_tls_works_as_the_upstream_and_as_a_remote() {
     env.set_upstream(&upstream);
     env.start_regate();
 
-    let builder = env.token("builder", "project-a");
-    let push = env.skopeo_copy(
-        &env.oci_ref("img"),
-        &env.docker_ref("project-a/app:v1"),
-        Some(&builder),
-    );
-    env.expect_success(&push, "push through regate to a TLS upstream");
-    let pull = env.skopeo_copy(
-        &env.docker_ref("project-a/app:v1"),
-        &env.oci_ref("pulled"),
-        Some(&env.token("default", "project-a")),
-    );
-    env.expect_success(&pull, "pull through regate from a TLS upstream");
-    assert_eq!(
-        oci_manifest_digest(&env.dir().join("pulled")),
-        image.manifest_digest
-    );
+    push_then_pull(&env, &image, "through regate to a TLS upstream");
     let mirrored = env.skopeo_copy(
         &env.docker_ref("mirror/app:v1"),
         &env.oci_ref("mirrored"),
@@ -558,22 +563,7 @@ fn authority_serve_over_tls_writes_a_kubeconfig_trusting_its_ca_and_gateways_rev
 
     // The gateway (kubernetes mode, that kubeconfig) authenticates and authorizes over TLS.
     let image = oci_layout(&env.dir().join("img"), &unique_bytes(30_000));
-    let push = env.skopeo_copy(
-        &env.oci_ref("img"),
-        &env.docker_ref("project-a/app:v1"),
-        Some(&env.token("builder", "project-a")),
-    );
-    env.expect_success(&push, "a push reviewed by the authority over TLS");
-    let pull = env.skopeo_copy(
-        &env.docker_ref("project-a/app:v1"),
-        &env.oci_ref("pulled"),
-        Some(&env.token("default", "project-a")),
-    );
-    env.expect_success(&pull, "a pull reviewed over TLS");
-    assert_eq!(
-        oci_manifest_digest(&env.dir().join("pulled")),
-        image.manifest_digest
-    );
+    push_then_pull(&env, &image, "reviewed by the authority over TLS");
     let denied = env.skopeo_copy(
         &env.docker_ref("project-a/app:v1"),
         &env.oci_ref("denied"),
