@@ -191,15 +191,18 @@ pub struct ConnectionSettings {
     pub idle_timeout: std::time::Duration,
     /// Most connections kept at once (further capped by the open-file limit).
     pub max: usize,
+    /// Most requests handled at once (until their response headers); more are shed with 503.
+    pub max_in_flight: usize,
 }
 
 impl Default for ConnectionSettings {
-    /// 30 s for a header, 30 s idle, 10,000 connections.
+    /// 30 s for a header, 30 s idle, 10,000 connections, 2,048 requests in flight.
     fn default() -> Self {
         ConnectionSettings {
             header_timeout: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(30),
             max: 10_000,
+            max_in_flight: 2048,
         }
     }
 }

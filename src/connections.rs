@@ -78,6 +78,25 @@ impl Table {
             .remove(&id);
     }
 
+    /// True when no connection has had a request in flight for `quiet`.
+    fn quiet_for(&self, quiet: Duration) -> bool {
+        let now = self.now_ms();
+        let quiet = u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX);
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.values().all(|c| {
+            c.in_flight.load(Ordering::Acquire) == 0
+                && now.saturating_sub(c.idle_since.load(Ordering::Relaxed)) >= quiet
+        })
+    }
+
+    /// Asks every connection to close (idle ones at once, busy ones after their requests).
+    fn close_all(&self) {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for conn in conns.values() {
+            conn.close.notify_one();
+        }
+    }
+
     /// Asks the connection idle longest to close; false when none is idle.
     fn shed_idlest(&self) -> bool {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -171,7 +190,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
-/// lets requests in flight finish (up to `drain`) and returns.
+/// stops accepting, lets the open connections finish what they are doing (up to `drain`) and
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -203,10 +223,24 @@ pub async fn serve(
         epoch: Instant::now(),
     });
     let mut last_accept_error = None::<Instant>;
+    // Draining (after `stop`): `/readyz` already says 503, and connections are still accepted
+    // until no request has been in flight for `QUIET`, so a push or pull that is under way gets
+    // its next request in, even on a new connection, while load balancers stop sending new
+    // clients. Then accepting stops.
+    let mut drain_deadline = None::<Instant>;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = stop.wait_for(|stop| *stop), if drain_deadline.is_none() => {
+                drain_deadline = Some(Instant::now() + drain);
+                continue;
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)), if drain_deadline.is_some() => {
+                if table.quiet_for(QUIET) || drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                continue;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -220,7 +254,6 @@ pub async fn serve(
                     table: table.clone(),
                     app: app.clone(),
                     settings: settings.clone(),
-                    stop: stop.clone(),
                 };
                 tokio::spawn(task.accept(stream, peer, tls.clone()));
             }
@@ -236,16 +269,25 @@ pub async fn serve(
             }
         }
     }
+    // No new connection now: idle ones close at once, busy ones after their requests.
     drop(listener);
-    let deadline = Instant::now() + drain;
-    while table.len() > 0 && Instant::now() < deadline {
+    let deadline = drain_deadline.unwrap_or_else(Instant::now);
+    table.close_all();
+    while table.len() > 0 {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                "{} connections still busy after {drain:?}; stopping anyway",
+                table.len()
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left = table.len();
-    if left > 0 {
-        tracing::warn!("{left} connections still busy after {drain:?}; stopping anyway");
-    }
 }
+
+/// How long no request may have been in flight before a draining server closes its
+/// connections.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The HTTP version a connection speaks: HTTP/2 only when TLS negotiated `h2`.
 #[derive(Clone, Copy)]
@@ -259,7 +301,6 @@ struct Connection {
     table: Arc<Table>,
     app: Router,
     settings: ConnectionSettings,
-    stop: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -283,7 +324,7 @@ impl Connection {
         }
     }
 
-    async fn run<S>(mut self, stream: S, peer: SocketAddr, protocol: Protocol)
+    async fn run<S>(self, stream: S, peer: SocketAddr, protocol: Protocol)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -347,10 +388,6 @@ impl Connection {
             tokio::select! {
                 _ = http.as_mut() => break,
                 () = conn.close.notified() => {
-                    closing = true;
-                    http.as_mut().graceful_shutdown();
-                }
-                _ = self.stop.wait_for(|stop| *stop), if !closing => {
                     closing = true;
                     http.as_mut().graceful_shutdown();
                 }

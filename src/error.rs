@@ -81,6 +81,9 @@ pub enum ApiError {
         /// The `Allow` header.
         allow: &'static str,
     },
+    /// 503 UNAVAILABLE: more requests in flight than `connections.max_in_flight`; shed.
+    #[error("regate is handling as many requests as it may at once; retry shortly")]
+    Overloaded,
     /// 429 TOOMANYREQUESTS: too many failed logins from this address or for this user name.
     #[error("too many failed logins; retry in {retry_after} s")]
     TooManyRequests {
@@ -211,6 +214,7 @@ impl ApiError {
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AuthorityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -229,6 +233,7 @@ impl ApiError {
             ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::HeaderTooLarge => "SIZE_INVALID",
             ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            ApiError::Overloaded => "UNAVAILABLE",
             ApiError::AuthorityUnavailable { .. } | ApiError::UpstreamTimeout => "UNAVAILABLE",
             ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
                 "UNAVAILABLE"
@@ -274,6 +279,9 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
             }
+            ApiError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             ApiError::TooManyRequests { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
@@ -284,8 +292,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// What an [`ApiError`] leaves on its response for the one layer that logs refusals
-/// ([`Refusal::log`]), so converting an error never logs and each refusal is logged once.
+/// What an [`ApiError`] leaves on its response for the access log (one line per request,
+/// `server/access_log.rs`), so converting an error never logs and each refusal is logged once.
 #[derive(Clone, Debug)]
 pub struct Refusal {
     /// The status answered.
@@ -314,24 +322,6 @@ impl From<ApiError> for Refusal {
             message,
             fail_closed,
             cause,
-        }
-    }
-}
-
-impl Refusal {
-    /// Logs the refusal at the level operators need: denials are what they look for ("why can't
-    /// X pull?"), challenges are routine, and a failure inside regate carries its cause.
-    pub fn log(&self) {
-        let cause = self.cause.as_ref().map(tracing::field::display);
-        let (status, error) = (self.status, &self.message);
-        if self.fail_closed {
-            tracing::error!(cause, "authority cannot answer; refusing (fail closed)");
-        } else if status.is_server_error() {
-            tracing::warn!(%status, %error, cause, "refused");
-        } else if status == StatusCode::FORBIDDEN {
-            tracing::info!(%error, "denied");
-        } else {
-            tracing::debug!(%status, %error, "refused");
         }
     }
 }

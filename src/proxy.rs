@@ -85,6 +85,30 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Whether the registry answers `GET /v2/` (any status below 500: 401 is an answer), within
+    /// the header timeout; `Err` says what went wrong. For `/readyz`.
+    pub async fn probe(&self) -> Result<http::StatusCode, String> {
+        let uri = format!("{}/v2/", self.origin);
+        let request = Request::get(uri.as_str())
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        let sent = tokio::time::timeout(self.header_timeout, self.client.request(request));
+        match sent.await {
+            Ok(Ok(response)) if response.status().is_server_error() => Err(format!(
+                "{} answered GET /v2/ with {}",
+                self.origin,
+                response.status()
+            )),
+            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Err(error)) => Err(format!("{}: {}", self.origin, crate::error::chain(&error))),
+            Err(_) => Err(format!(
+                "{}: no answer to GET /v2/ within {}",
+                self.origin,
+                humantime::format_duration(self.header_timeout)
+            )),
+        }
+    }
+
     /// A client for the registry at `url` (`http://host:port` or `https://host[:port]`, checked
     /// against the system's CA certificates).
     pub fn new(url: &str, header_timeout: Duration) -> Result<Self, UpstreamError> {

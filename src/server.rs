@@ -6,7 +6,9 @@
 //! [`Upstream::forward`] (streamed to the registry). Anything refused on the way is answered by
 //! regate itself with an [`ApiError`] and never reaches the registry.
 
+mod access_log;
 mod catalog;
+mod health;
 
 mod failed_logins;
 mod forward;
@@ -22,9 +24,11 @@ pub use token_endpoint::TokenServer;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -32,7 +36,7 @@ use tower_http::trace::TraceLayer;
 use crate::access::{self, Plan};
 use crate::cache::Decisions;
 use crate::config::Config;
-use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError, Refusal};
+use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
 use crate::identity::{Caller, UserInfo};
 use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
@@ -57,6 +61,8 @@ pub struct Gateway {
     pub remotes: Vec<Remote>,
     /// Failed logins counted per client address and user name.
     pub failed_logins: failed_logins::FailedLogins,
+    /// Set on SIGTERM: `/readyz` answers 503 while transfers in flight finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -93,10 +99,21 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
             tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id());
+    // Beyond `max_in_flight` requests being handled, a new one is answered 503 at once rather
+    // than queued (tower's load-shed over its concurrency limit). The permit is held until the
+    // response headers: a streaming transfer is bounded by `connections.max` instead.
+    // Liveness is never shed.
+    let limited = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded
+        }))
+        .load_shed()
+        .concurrency_limit(gateway.config.connections.max_in_flight)
+        .service(dispatch.with_state(gateway));
     Router::new()
-        .fallback(dispatch)
-        .with_state(gateway)
-        .layer(axum::middleware::map_response(log_refusal))
+        .route("/healthz", axum::routing::any(|| async { "ok\n" }))
+        .fallback_service(limited)
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .layer(layers)
 }
 
@@ -107,15 +124,6 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => Err(e),
     };
     api_version(result.unwrap_or_else(IntoResponse::into_response))
-}
-
-/// The one place a refusal is logged: whatever answered with an [`ApiError`] left a
-/// [`Refusal`] on the response.
-async fn log_refusal(response: Response) -> Response {
-    if let Some(refusal) = response.extensions().get::<Refusal>() {
-        refusal.log();
-    }
-    response
 }
 
 /// The answer to a request whose target and `Host` are sound. A request that presents
@@ -133,10 +141,9 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
     };
     let is_api = path == "/v2" || path.starts_with("/v2/");
     if realm.is_none() && !is_api {
-        return if path == "/healthz" {
-            Ok((StatusCode::OK, "ok\n").into_response())
-        } else {
-            Err(ApiError::NotFound)
+        return match path {
+            "/readyz" => Ok(health::readyz(gw).await),
+            _ => Err(ApiError::NotFound),
         };
     }
     // The OAuth2 form carries its credentials in the body.
@@ -192,6 +199,9 @@ impl Gateway {
         let caller = self
             .identify(req.headers(), &public, plan.scope.as_deref())
             .await?;
+        if let Some(slot) = req.extensions().get::<access_log::Identity>() {
+            slot.set(&caller.user.name);
+        }
 
         for attrs in &plan.required {
             self.decide(&caller, attrs, &plan, &public).await?;

@@ -442,6 +442,13 @@ impl Authority for Kubernetes {
             .map_err(|error| AuthorityError::clone(&error))
     }
 
+    async fn ready(&self) -> Result<(), AuthorityError> {
+        self.transport
+            .healthz()
+            .await
+            .map_err(AuthorityError::unavailable)
+    }
+
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
         // Answering would mean listing every binding; anonymous callers are challenged on
         // `GET /v2/` instead, fetch an anonymous token, and each route's review decides.

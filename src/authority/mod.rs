@@ -87,6 +87,12 @@ pub trait Authority: Send + Sync + 'static {
         Ok(Default::default())
     }
 
+    /// Whether the authority answers at all, for `/readyz`: `Err` says why not. Default: it is
+    /// in this process, so it does.
+    async fn ready(&self) -> Result<(), AuthorityError> {
+        Ok(())
+    }
+
     /// Whether some binding grants the anonymous identity anything (so `GET /v2/` may answer
     /// anonymous callers 200 instead of a challenge).
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError>;

@@ -55,9 +55,9 @@ pub(super) struct ServeArgs {
 }
 
 impl Authority {
-    pub(super) fn run(self) -> anyhow::Result<()> {
+    pub(super) fn run(self, log_format: super::LogFormat) -> anyhow::Result<()> {
         match self {
-            Authority::Serve(args) => super::server_runtime()?.block_on(serve(args)),
+            Authority::Serve(args) => super::server_runtime(log_format)?.block_on(serve(args)),
         }
     }
 }

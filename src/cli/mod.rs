@@ -43,6 +43,26 @@ use crate::config::{ServeArgs, default_state_dir};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How servers write their logs (to stderr): `text` for people, `json` (one object a
+    /// line) for log collectors. Levels and modules come from RUST_LOG (default `info`; e.g.
+    /// `RUST_LOG=regate=debug`, `RUST_LOG=warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +180,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, cli.log_format),
         Command::Create(command) => command.run(),
         Command::Policy(command) => command.run(),
         Command::Secrets(command) => command.run(),
@@ -168,15 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(command) => command.run(),
         Command::Delete(command) => command.run(),
         Command::Get(command) => command.run(),
-        Command::Authority(command) => command.run(),
+        Command::Authority(command) => command.run(cli.log_format),
         Command::Auth(command) => command.run(),
         Command::Keys(command) => command.run(),
         Command::Completion(command) => command.run(),
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    server_runtime()?.block_on(crate::server::serve(args))
+fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
+    server_runtime(log_format)?.block_on(crate::server::serve(args))
 }
 
 /// Sets what SIGPIPE does to this process.
@@ -189,17 +209,23 @@ fn set_sigpipe(action: libc::sighandler_t) {
 }
 
 /// Logging and the async runtime, as every serving command needs them.
-fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn server_runtime(log_format: LogFormat) -> anyhow::Result<tokio::runtime::Runtime> {
     // A closed log or stdout pipe must not kill a server; writes to it fail instead.
     set_sigpipe(libc::SIG_IGN);
     // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

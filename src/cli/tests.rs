@@ -115,6 +115,7 @@ fn missing_arguments_are_usage_errors() {
 fn token_duration_defaults_to_an_hour() {
     let Ok(Cli {
         command: Command::Create(create::Create::Token(args)),
+        ..
     }) = parse(&["create", "token", "--user", "alice"])
     else {
         panic!("not a token command");

@@ -48,6 +48,7 @@ pub(super) struct ConnectionsSection {
     pub(super) header_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
 }
 
 /// `failed_logins:`.

@@ -38,14 +38,22 @@ pub(super) fn connections(
         }
         Ok(v)
     };
-    let max = section.max.unwrap_or(d.max);
-    if max == 0 {
-        return Err(ConfigError::Field {
+    let at_least_one = |field: &'static str, value: Option<usize>, default: usize| match value
+        .unwrap_or(default)
+    {
+        0 => Err(ConfigError::Field {
             origin: origin.to_string(),
-            field: "connections.max",
+            field,
             reason: "must be at least 1".into(),
-        });
-    }
+        }),
+        n => Ok(n),
+    };
+    let max = at_least_one("connections.max", section.max, d.max)?;
+    let max_in_flight = at_least_one(
+        "connections.max_in_flight",
+        section.max_in_flight,
+        d.max_in_flight,
+    )?;
     Ok(ConnectionSettings {
         header_timeout: at_least_a_second(
             "connections.header_timeout",
@@ -58,6 +66,7 @@ pub(super) fn connections(
             d.idle_timeout,
         )?,
         max,
+        max_in_flight,
     })
 }
 

@@ -93,6 +93,7 @@ impl Gateway {
             pull_secret,
             remotes,
             config,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -107,7 +108,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %bound, upstream = %config.upstream, authority = ?config.authority, tls = tls.is_some(), "serving");
+    tracing::info!("{}", summary(&config, &format!("{scheme}://{bound}")));
     let connections = config.connections.clone();
     let gateway = Arc::new(Gateway::build(config, authority, signer)?);
     // Printed only once the socket accepts, so a script can wait for this line.
@@ -120,17 +121,62 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(connections::serve(
         listener,
-        app(gateway),
+        app(gateway.clone()),
         connections,
         tls,
         stop_rx,
         DRAIN_TIMEOUT,
     ));
     shutdown_signal().await;
+    gateway
+        .draining
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
     let _ = stop_tx.send(true);
     server.await?;
     Ok(())
+}
+
+/// The start-up line a person reads: where regate listens, what it fronts, who decides, TLS,
+/// and which token realms it serves.
+fn summary(config: &Config, url: &str) -> String {
+    let authority = match &config.authority {
+        crate::config::Authority::Embedded => {
+            format!("embedded (state {})", config.state.display())
+        }
+        crate::config::Authority::Kubernetes(k8s) => format!(
+            "kubernetes ({} reviews, kubeconfig {})",
+            match k8s.review {
+                crate::authority::kubernetes::ReviewMode::Delegated => "delegated",
+                crate::authority::kubernetes::ReviewMode::SelfReview => "self",
+            },
+            k8s.kubeconfig
+                .as_ref()
+                .map_or("from KUBECONFIG or in-cluster".to_string(), |p| p
+                    .display()
+                    .to_string())
+        ),
+    };
+    let tls = match &config.tls {
+        Some(files) => format!("on ({}, reloaded on change)", files.cert_file.display()),
+        None => "off (plain HTTP)".to_string(),
+    };
+    let mut tokens = format!(
+        "realm {} ({} registry tokens)",
+        config.realm_path,
+        humantime::format_duration(config.token_lifetime)
+    );
+    if let Some(ts) = &config.token_server {
+        tokens.push_str(&format!(
+            "; token-server realm {} for service {}",
+            ts.realm_path, ts.service
+        ));
+    }
+    format!(
+        "regate serving {url} in front of {}; authority: {authority}; TLS: {tls}; tokens: {tokens}; remote namespaces: {}",
+        config.upstream,
+        config.remotes.len()
+    )
 }
 
 /// The TLS configuration to serve with, its certificate reloaded as it changes; `None` for

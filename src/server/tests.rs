@@ -6,6 +6,7 @@ use crate::config::{Config, ServeArgs};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -394,6 +394,29 @@ impl Env {
         self.gateway_config = Some(yaml.to_string());
     }
 
+    /// Send `signal` (e.g. `libc::SIGTERM`) to regate.
+    pub fn signal_regate(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child; no memory is touched.
+        let sent = unsafe { libc::kill(self.regate_pid() as i32, signal) };
+        assert_eq!(sent, 0, "signal {signal} to regate");
+    }
+
+    /// Wait (bounded) for regate to exit; its exit status.
+    pub fn wait_regate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let regate = self.regate.as_mut().expect("this Env runs no regate");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = regate.child.try_wait().expect("wait for regate") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "regate did not exit within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kill regate.
     pub fn stop_regate(&mut self) {
         if let Some(mut r) = self.regate.take() {

@@ -91,6 +91,32 @@ impl Transport {
         self.client.clone()
     }
 
+    /// `GET /healthz` of the API server, within one attempt's timeout (not paced, not counted:
+    /// it is a probe, not a review).
+    pub(super) async fn healthz(&self) -> Result<(), ClusterError> {
+        let what = "GET /healthz".to_string();
+        let request = http::Request::get("/healthz")
+            .body(Vec::new())
+            .map_err(|e| ClusterError::Read {
+                api: self.api.clone(),
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+        match tokio::time::timeout(self.pacing.timeout, self.client.request_text(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(ClusterError::Read {
+                api: self.api.clone(),
+                what,
+                detail: crate::error::chain(&error),
+            }),
+            Err(_) => Err(ClusterError::ReadTimeout {
+                api: self.api.clone(),
+                what,
+                within: self.pacing.timeout,
+            }),
+        }
+    }
+
     /// How long one call may take in all.
     pub(super) fn deadline(&self) -> Duration {
         self.pacing.deadline

@@ -1,0 +1,135 @@
+//! One line per request, written when its response body has been sent whole (or dropped): method,
+//! path (never the query, which may carry upload state), status, bytes, duration, the identity
+//! regate settled on, and for a refusal its message and, for a failure inside regate, its cause.
+//! It is the only line a request produces, refusals included: denials and routine answers at
+//! info, failures inside regate at warn, an authority that cannot answer at error.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{Method, StatusCode};
+use hyper::body::{Frame, SizeHint};
+
+use crate::error::Refusal;
+
+/// Where the pipeline records who the caller turned out to be, for the access line.
+#[derive(Clone, Default)]
+pub(super) struct Identity(Arc<Mutex<Option<String>>>);
+
+impl Identity {
+    /// Records the caller's user name.
+    pub(super) fn set(&self, name: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+    }
+
+    fn get(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "-".to_string())
+    }
+}
+
+/// The middleware: hands the pipeline an [`Identity`] slot and logs the line when the response
+/// body ends.
+pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
+    let identity = Identity::default();
+    req.extensions_mut().insert(identity.clone());
+    let line = Line {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        started: Instant::now(),
+        identity,
+        status: StatusCode::OK,
+        refusal: None,
+        bytes: 0,
+    };
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let line = Line {
+        status: parts.status,
+        refusal: parts.extensions.get::<Refusal>().cloned(),
+        ..line
+    };
+    Response::from_parts(parts, Body::new(Logged { inner: body, line }))
+}
+
+/// What the line says, filled in as the request goes.
+struct Line {
+    method: Method,
+    path: String,
+    started: Instant,
+    identity: Identity,
+    status: StatusCode,
+    refusal: Option<Refusal>,
+    bytes: u64,
+}
+
+impl Line {
+    fn write(&self) {
+        let (method, path, status, bytes) =
+            (&self.method, &self.path, self.status.as_u16(), self.bytes);
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = (ms * 10.0).round() / 10.0;
+        let identity = self.identity.get();
+        match &self.refusal {
+            None => tracing::info!(%method, path, status, bytes, duration_ms, identity, "request"),
+            Some(r) => {
+                let error = &r.message;
+                let cause = r.cause.as_ref().map(tracing::field::display);
+                if r.fail_closed {
+                    tracing::error!(%method, path, status, bytes, duration_ms, identity, error, cause, "request refused: the authority cannot answer (fail closed)");
+                } else if r.status.is_server_error() {
+                    tracing::warn!(%method, path, status, bytes, duration_ms, identity, error, cause, "request failed");
+                } else {
+                    tracing::info!(%method, path, status, bytes, duration_ms, identity, error, "request refused");
+                }
+            }
+        }
+    }
+}
+
+/// A response body that counts what it sends and writes the access line when it ends.
+struct Logged {
+    inner: Body,
+    line: Line,
+}
+
+impl HttpBody for Logged {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.line.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.line.write();
+    }
+}

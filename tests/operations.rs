@@ -1,0 +1,272 @@
+//! What operators steer and watch: `/readyz` saying which dependency is down, load shedding
+//! beyond `connections.max_in_flight` and recovery, one access line per request (JSON logs),
+//! and a drain on SIGTERM that lets a push in flight finish.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn body(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.body).to_string()
+}
+
+#[test]
+fn readyz_is_200_only_while_the_authority_and_the_registry_answer() {
+    let mut env = Env::with_projects();
+    let ready = env.send("GET", "/readyz", Auth::None);
+    assert_eq!(ready.status, 200, "{}", body(&ready));
+    assert!(body(&ready).contains("authority: ok"), "{}", body(&ready));
+    assert!(body(&ready).contains("upstream: ok"), "{}", body(&ready));
+    assert_eq!(env.send("GET", "/healthz", Auth::None).status, 200);
+
+    if env.mode().is_kubernetes() {
+        let authority = env.stop_authority();
+        let reply = env.send("GET", "/readyz", Auth::None);
+        assert_eq!(reply.status, 503, "{}", body(&reply));
+        assert!(
+            body(&reply).contains("authority: not answering"),
+            "{}",
+            body(&reply)
+        );
+        assert!(body(&reply).contains("upstream: ok"), "{}", body(&reply));
+        env.start_authority(Some(authority));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.send("GET", "/readyz", Auth::None).status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "ready again once the authority is back"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    env.stop_registry();
+    let reply = env.send("GET", "/readyz", Auth::None);
+    assert_eq!(reply.status, 503, "{}", body(&reply));
+    assert!(
+        body(&reply).contains("upstream: not answering"),
+        "{}",
+        body(&reply)
+    );
+    // Liveness does not depend on either.
+    assert_eq!(env.send("GET", "/healthz", Auth::None).status, 200);
+}
+
+#[test]
+fn requests_beyond_max_in_flight_are_shed_and_service_recovers() {
+    // A registry that accepts connections and never answers holds requests in flight.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_url = format!("http://{}", hung.local_addr().expect("address"));
+    let mut config = "connections:\n  max_in_flight: 2\n".to_string();
+    if AuthorityMode::from_env().is_kubernetes() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .upstream(&hung_url)
+        .gateway_config(&config)
+        .run();
+    let token = env.token("default", "project-a");
+    let url = env.url();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .expect("client");
+                client
+                    .get(format!("{url}/v2/project-a/app/manifests/v1"))
+                    .basic_auth("anything", Some(&token))
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    // Both reach the hung registry.
+    let mut accepted = Vec::new();
+    hung.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the held requests reached the registry"
+        );
+        match hung.accept() {
+            Ok((stream, _)) => accepted.push(stream),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+
+    let shed = env.send("GET", "/v2/project-a/app/manifests/v2", Auth::Basic(&token));
+    let err = env.expect_error(&shed, 503, "UNAVAILABLE", "a request over the limit");
+    assert!(
+        err["message"].as_str().is_some_and(|m| m.contains("retry")),
+        "{err}"
+    );
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(
+        env.send("GET", "/healthz", Auth::None).status,
+        200,
+        "liveness is not shed"
+    );
+
+    // The registry fails the held requests: both end, and regate serves again.
+    drop(accepted);
+    drop(hung);
+    for h in held {
+        let status = h.join().expect("held request");
+        assert_eq!(
+            status, 502,
+            "the held request ends with the registry's failure"
+        );
+    }
+    let after = env.send("GET", "/v2/", Auth::None);
+    assert_eq!(after.status, 401, "service recovered: {}", body(&after));
+}
+
+#[test]
+fn every_request_is_one_json_access_line_with_no_secret() {
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .serve_arg("--log-format")
+        .serve_arg("json")
+        .run();
+    let image = Image::unique(3000);
+    env.seed("project-a/app", "v1", &image);
+    let default = env.token("default", "project-a");
+    let stranger = env.token("default", "project-b");
+    let allowed = env.get_manifest("project-a/app", "v1", Auth::Basic(&default));
+    assert_eq!(allowed.status, 200);
+    let denied = env.get_manifest("project-a/app", "v1", Auth::Basic(&stranger));
+    assert_eq!(denied.status, 403);
+    let anonymous = env.send("GET", "/v2/", Auth::None);
+    assert_eq!(anonymous.status, 401);
+
+    // The lines are written when each body ends; give the last one a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let log = env.regate_log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .filter(|v: &serde_json::Value| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("request"))
+            })
+            .collect();
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = env.regate_log();
+    assert!(
+        !log.contains(&default) && !log.contains(&stranger),
+        "no token in the log"
+    );
+    let of = |status: u64| {
+        let found: Vec<_> = lines.iter().filter(|l| l["status"] == status).collect();
+        assert_eq!(found.len(), 1, "one line for the {status}: {lines:?}");
+        found[0].clone()
+    };
+    let ok = of(200);
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/v2/project-a/app/manifests/v1");
+    assert_eq!(ok["identity"], "system:serviceaccount:project-a:default");
+    assert_eq!(ok["bytes"].as_u64(), Some(image.manifest.len() as u64));
+    assert!(ok["duration_ms"].as_f64().is_some());
+    assert_eq!(ok["level"], "INFO");
+    let refused = of(403);
+    assert_eq!(
+        refused["identity"],
+        "system:serviceaccount:project-b:default"
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("project-a")),
+        "{refused}"
+    );
+    let challenged = of(401);
+    assert_eq!(challenged["identity"], "system:anonymous");
+}
+
+#[test]
+fn sigterm_lets_a_push_in_flight_finish_and_exits_0() {
+    let mut env = Env::with_projects();
+    let layout = env.dir().join("big");
+    let image = oci_layout_big(&layout, 256 << 20);
+    let builder = env.token("builder", "project-a");
+    let source = format!("oci:{}:latest", layout.display());
+    let target = env.docker_ref("project-a/big:v1");
+    let push = {
+        let (env_dir, source, target, builder) = (
+            env.dir().to_path_buf(),
+            source.clone(),
+            target.clone(),
+            builder.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new("skopeo");
+            cmd.arg("--insecure-policy")
+                .arg("--tmpdir")
+                .arg(&env_dir)
+                .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+                .args(["--dest-creds", &format!("anything:{builder}")])
+                .arg(&source)
+                .arg(&target);
+            run_bounded(cmd, Duration::from_secs(600))
+        })
+    };
+    // SIGTERM in the middle of the layer: once the registry holds 32 MiB of the upload.
+    let uploads = env
+        .dir()
+        .join("registry-data/docker/registry/v2/repositories/project-a/big/_uploads");
+    let uploaded = || -> u64 {
+        std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while uploaded() < 32 << 20 {
+        assert!(Instant::now() < deadline, "the layer upload started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    env.signal_regate(libc::SIGTERM);
+    let at_signal = uploaded();
+    let pushed = push.join().expect("push thread");
+    env.expect_success(&pushed, "the push in flight at SIGTERM");
+    assert!(
+        at_signal < 256 << 20,
+        "SIGTERM came mid-layer ({at_signal} bytes in)"
+    );
+    let status = env.wait_regate(Duration::from_secs(40));
+    assert!(
+        status.success(),
+        "regate exits 0 after draining: {status:?}"
+    );
+    // Byte-exact: the registry has the manifest and the layer under their digests.
+    let layer = format!("/v2/project-a/big/blobs/{}", image.layer_digest);
+    let reply = raw_http(
+        env.registry_addr(),
+        &build_raw("HEAD", &layer, &env.registry_addr().to_string(), &[], b""),
+    )
+    .expect("HEAD the layer");
+    assert_eq!(reply.status, 200, "the layer is in the registry");
+    assert_eq!(
+        reply.header("docker-content-digest"),
+        Some(image.layer_digest.as_str())
+    );
+}
