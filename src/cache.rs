@@ -132,18 +132,34 @@ impl Decisions {
             extra: user.extra.clone(),
             attrs: attrs.clone(),
         };
-        let Some(stale) = &self.stale else {
-            return self
-                .cache
-                .try_get_with(key, self.authority.authorize(user, token, attrs))
-                .await
-                .map_err(unshared);
+        // Set when this call, not another one or an earlier one, asked the authority.
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let load = async {
+            asked.store(true, Ordering::Relaxed);
+            let metrics = crate::metrics::get();
+            metrics.cache_loads_in_flight.inc();
+            let answer = self.authority.authorize(user, token, attrs).await;
+            metrics.cache_loads_in_flight.dec();
+            answer
         };
-        let loaded = self
-            .cache
-            .entry(key.clone())
-            .or_try_insert_with(self.authority.authorize(user, token, attrs))
-            .await;
+        let count = |asked: &std::sync::atomic::AtomicBool| {
+            let result = if asked.load(Ordering::Relaxed) {
+                "miss"
+            } else {
+                "hit"
+            };
+            crate::metrics::get()
+                .cache
+                .get_or_create(&crate::metrics::CacheLabels { result })
+                .inc();
+        };
+        let Some(stale) = &self.stale else {
+            let decision = self.cache.try_get_with(key, load).await.map_err(unshared);
+            count(&asked);
+            return decision;
+        };
+        let loaded = self.cache.entry(key.clone()).or_try_insert_with(load).await;
+        count(&asked);
         match loaded {
             Ok(entry) => {
                 if entry.is_fresh() && entry.value().allowed() {

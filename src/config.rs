@@ -267,6 +267,8 @@ pub struct Config {
     pub failed_logins: FailedLoginSettings,
     /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Where `/metrics` is served on its own (`metrics.listen`); `None`: beside the API.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -444,6 +446,15 @@ impl Config {
             connections: connections(&file.connections, &origin)?,
             failed_logins: failed_logins(&file.failed_logins, &origin)?,
             tls: tls(&args.tls, file.tls, &origin)?,
+            metrics_listen: match file.metrics.and_then(|m| m.listen) {
+                None => None,
+                Some(addr) => Some(addr.parse().map_err(|_| {
+                    field(
+                        "metrics.listen",
+                        format!("{addr:?} is not an address; write e.g. 0.0.0.0:9090"),
+                    )
+                })?),
+            },
         })
     }
 }

@@ -287,7 +287,7 @@ pub async fn serve(
 
 /// How long no request may have been in flight before a draining server closes its
 /// connections.
-const QUIET: Duration = Duration::from_secs(1);
+const QUIET: Duration = Duration::from_secs(3);
 
 /// The HTTP version a connection speaks: HTTP/2 only when TLS negotiated `h2`.
 #[derive(Clone, Copy)]

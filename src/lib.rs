@@ -14,6 +14,7 @@ pub mod connections;
 pub mod error;
 pub mod fs;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -195,6 +195,7 @@ impl Upstream {
         let sent = self.client.request(Request::from_parts(parts, body));
         // Only a request without a body gets a deadline for the response headers: with a body,
         // the registry answers after the last byte, which may take as long as the upload.
+        let started = std::time::Instant::now();
         let result = if has_body {
             sent.await
         } else {
@@ -202,6 +203,9 @@ impl Upstream {
                 .await
                 .map_err(|_| ApiError::UpstreamTimeout)?
         };
+        crate::metrics::get()
+            .upstream_seconds
+            .observe(started.elapsed().as_secs_f64());
         let response = result.map_err(|source| {
             ApiError::upstream(RegistryFailed {
                 origin: self.origin.clone(),

@@ -103,17 +103,30 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     // than queued (tower's load-shed over its concurrency limit). The permit is held until the
     // response headers: a streaming transfer is bounded by `connections.max` instead.
     // Liveness is never shed.
+    let mut realm_paths = vec![gateway.config.realm_path.clone()];
+    if let Some(ts) = &gateway.token_server {
+        realm_paths.push(ts.settings.realm_path.clone());
+    }
+    let realms = access_log::Realms(Arc::new(realm_paths));
+    let gateway_metrics_here = gateway.config.metrics_listen.is_none();
     let limited = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            crate::metrics::get().shed.inc();
             ApiError::Overloaded
         }))
         .load_shed()
         .concurrency_limit(gateway.config.connections.max_in_flight)
         .service(dispatch.with_state(gateway));
-    Router::new()
-        .route("/healthz", axum::routing::any(|| async { "ok\n" }))
+    let mut router = Router::new().route("/healthz", axum::routing::any(|| async { "ok\n" }));
+    if gateway_metrics_here {
+        router = router.route("/metrics", axum::routing::get(metrics));
+    }
+    router
         .fallback_service(limited)
-        .layer(axum::middleware::from_fn(access_log::access_log))
+        .layer(axum::middleware::from_fn_with_state(
+            realms,
+            access_log::access_log,
+        ))
         .layer(layers)
 }
 
@@ -124,6 +137,20 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => Err(e),
     };
     api_version(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_app() -> Router {
+    Router::new().route("/metrics", axum::routing::get(metrics))
+}
+
+/// `GET /metrics`: the Prometheus exposition (never shed, like liveness).
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::get().encode(),
+    )
+        .into_response()
 }
 
 /// The answer to a request whose target and `Host` are sound. A request that presents
@@ -151,8 +178,11 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
         || (realm.is_some() && req.method() == http::Method::POST);
     let mut attempt =
         presents_credentials.then(|| failed_logins::Attempt::of(&req, &gw.config.trusted_proxies));
-    if let Some(attempt) = &attempt {
-        gw.failed_logins.check(attempt)?;
+    if let Some(attempt) = &attempt
+        && let Err(barred) = gw.failed_logins.check(attempt)
+    {
+        crate::metrics::get().rate_limited.inc();
+        return Err(barred);
     }
     let result = match realm {
         Some(realm) => {
@@ -169,7 +199,13 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
     };
     match (result, attempt) {
         (Err(e), Some(attempt)) if e.is_refused_credential() => {
-            Err(gw.failed_logins.failed(&attempt, e))
+            let metrics = crate::metrics::get();
+            metrics.failed_logins.inc();
+            let answer = gw.failed_logins.failed(&attempt, e);
+            if matches!(answer, ApiError::TooManyRequests { .. }) {
+                metrics.rate_limited.inc();
+            }
+            Err(answer)
         }
         (result, _) => result,
     }

@@ -270,3 +270,148 @@ fn sigterm_lets_a_push_in_flight_finish_and_exits_0() {
         Some(image.layer_digest.as_str())
     );
 }
+
+/// The value of the series `name{labels}` (labels as written, in order) in `text`.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_happened_and_pass_promtool() {
+    let env = Env::with_projects();
+    let image = Image::unique(2000);
+    env.seed("project-a/app", "v1", &image);
+    let default = env.token("default", "project-a");
+    let stranger = env.token("default", "project-b");
+    for _ in 0..3 {
+        let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&default));
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        env.get_manifest("project-a/app", "v1", Auth::Basic(&stranger))
+            .status,
+        403
+    );
+    assert_eq!(
+        env.send("GET", "/v2/", Auth::Basic("not-a-token")).status,
+        401
+    );
+    let token = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/app:pull",
+        Auth::Basic(&default),
+    );
+    assert_eq!(token.status, 200);
+
+    let reply = env.send("GET", "/metrics", Auth::None);
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        reply.headers
+    );
+    let text = body(&reply);
+    assert!(
+        !text.contains(&default) && !text.contains("project-a"),
+        "no token or name in labels"
+    );
+
+    let mut promtool = std::process::Command::new("promtool");
+    promtool
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = promtool
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write metrics");
+    }
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{text}",
+        show_output(&out)
+    );
+
+    let at_least = |series_name: &str, min: f64| {
+        let value =
+            series(&text, series_name).unwrap_or_else(|| panic!("no {series_name} in\n{text}"));
+        assert!(value >= min, "{series_name} = {value}, expected >= {min}");
+    };
+    at_least(
+        r#"regate_requests_total{route="manifest",method="GET",status="2xx"}"#,
+        3.0,
+    );
+    at_least(
+        r#"regate_requests_total{route="manifest",method="GET",status="4xx"}"#,
+        1.0,
+    );
+    at_least(
+        r#"regate_requests_total{route="token",method="GET",status="2xx"}"#,
+        1.0,
+    );
+    at_least(r#"regate_decision_cache_lookups_total{result="hit"}"#, 2.0);
+    at_least(r#"regate_decision_cache_lookups_total{result="miss"}"#, 2.0);
+    at_least(
+        r#"regate_authority_reviews_total{kind="authorize",result="allowed"}"#,
+        1.0,
+    );
+    at_least(
+        r#"regate_authority_reviews_total{kind="authorize",result="denied"}"#,
+        1.0,
+    );
+    at_least(
+        r#"regate_authority_reviews_total{kind="authenticate",result="valid"}"#,
+        1.0,
+    );
+    at_least("regate_failed_logins_total", 1.0);
+    at_least(r#"regate_tokens_issued_total{realm="gateway"}"#, 1.0);
+    at_least("regate_upstream_response_duration_seconds_count", 3.0);
+    at_least(
+        "regate_response_body_bytes_total",
+        3.0 * image.manifest.len() as f64,
+    );
+    at_least(
+        &format!(
+            r#"regate_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+        1.0,
+    );
+    assert!(text.contains("regate_transfers_in_flight"), "{text}");
+}
+
+#[test]
+fn metrics_listen_serves_them_apart_from_the_api() {
+    let port = free_port();
+    let mut config = format!("metrics:\n  listen: 127.0.0.1:{port}\n");
+    if AuthorityMode::from_env().is_kubernetes() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    let env = Env::builder().gateway_config(&config).run();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        match reqwest::blocking::get(&url).and_then(|r| r.text()) {
+            Ok(text) => break text,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "GET {url}: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(text.contains("regate_build_info{"), "{text}");
+    assert_eq!(
+        env.send("GET", "/metrics", Auth::None).status,
+        404,
+        "not on the API's address"
+    );
+}

@@ -9,6 +9,7 @@
 pub mod apiserver;
 pub mod embedded;
 pub mod kubernetes;
+pub mod measured;
 
 use std::sync::Arc;
 

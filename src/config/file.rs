@@ -31,6 +31,14 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) failed_logins: FailedLoginsSection,
     pub(super) tls: Option<TlsSection>,
+    pub(super) metrics: Option<MetricsSection>,
+}
+
+/// `metrics:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsSection {
+    pub(super) listen: Option<String>,
 }
 
 /// `tls:`.

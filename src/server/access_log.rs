@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
 use hyper::body::{Frame, SizeHint};
 
 use crate::error::Refusal;
+use crate::metrics::{RequestLabels, RouteKind};
 
 /// Where the pipeline records who the caller turned out to be, for the access line.
 #[derive(Clone, Default)]
@@ -37,12 +38,20 @@ impl Identity {
     }
 }
 
-/// The middleware: hands the pipeline an [`Identity`] slot and logs the line when the response
-/// body ends.
-pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
+/// The paths of the token realms, so requests to them count as `token` in the metrics.
+#[derive(Clone)]
+pub(super) struct Realms(pub Arc<Vec<String>>);
+
+/// The middleware: hands the pipeline an [`Identity`] slot, counts the request's bytes both
+/// ways, and logs the line (and counts the request) when the response body ends.
+pub(super) async fn access_log(State(realms): State<Realms>, req: Request, next: Next) -> Response {
     let identity = Identity::default();
+    let realm_paths: Vec<&str> = realms.0.iter().map(String::as_str).collect();
+    let route = RouteKind::of(req.uri().path(), &realm_paths);
+    let mut req = req.map(|body| Body::new(CountedIn { inner: body }));
     req.extensions_mut().insert(identity.clone());
     let line = Line {
+        route,
         method: req.method().clone(),
         path: req.uri().path().to_string(),
         started: Instant::now(),
@@ -52,6 +61,7 @@ pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
         bytes: 0,
     };
     let response = next.run(req).await;
+    crate::metrics::get().transfers_in_flight.inc();
     let (parts, body) = response.into_parts();
     let line = Line {
         status: parts.status,
@@ -63,6 +73,7 @@ pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
 
 /// What the line says, filled in as the request goes.
 struct Line {
+    route: RouteKind,
     method: Method,
     path: String,
     started: Instant,
@@ -73,6 +84,23 @@ struct Line {
 }
 
 impl Line {
+    fn count(&self) {
+        let metrics = crate::metrics::get();
+        let method = match self.method.as_str() {
+            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") => m.to_string(),
+            _ => "other".to_string(),
+        };
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: self.route,
+                method,
+                status: crate::metrics::status_class(self.status.as_u16()),
+            })
+            .inc();
+        metrics.transfers_in_flight.dec();
+    }
+
     fn write(&self) {
         let (method, path, status, bytes) =
             (&self.method, &self.path, self.status.as_u16(), self.bytes);
@@ -115,6 +143,7 @@ impl HttpBody for Logged {
             && let Some(data) = frame.data_ref()
         {
             self.line.bytes += data.len() as u64;
+            crate::metrics::get().bytes_out.inc_by(data.len() as u64);
         }
         polled
     }
@@ -130,6 +159,38 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        self.line.count();
         self.line.write();
+    }
+}
+
+/// A request body that counts the bytes it delivers (`regate_request_body_bytes`).
+struct CountedIn {
+    inner: Body,
+}
+
+impl HttpBody for CountedIn {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            crate::metrics::get().bytes_in.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

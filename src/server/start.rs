@@ -85,7 +85,10 @@ impl Gateway {
             });
         }
         Ok(Gateway {
-            decisions: Decisions::new(authority, &config.cache),
+            decisions: Decisions::new(
+                Arc::new(crate::authority::measured::Measured(authority)),
+                &config.cache,
+            ),
             failed_logins: failed_logins::FailedLogins::new(&config.failed_logins),
             signer,
             upstream,
@@ -109,6 +112,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("{}", summary(&config, &format!("{scheme}://{bound}")));
+    if let Some(addr) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+        tracing::info!("metrics at http://{}/metrics", metrics.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics, super::metrics_app()).await {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     let connections = config.connections.clone();
     let gateway = Arc::new(Gateway::build(config, authority, signer)?);
     // Printed only once the socket accepts, so a script can wait for this line.

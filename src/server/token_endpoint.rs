@@ -272,6 +272,14 @@ async fn respond(
         // Anonymous callers have nothing to refresh.
         None => None,
     };
+    let realm_label = match realm {
+        Realm::Gateway => "gateway",
+        Realm::TokenServer(_) => "token_server",
+    };
+    crate::metrics::get()
+        .tokens_issued
+        .get_or_create(&crate::metrics::RealmLabels { realm: realm_label })
+        .inc();
     let issued_at =
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(issued.issued_at));
     let body = TokenResponse {
