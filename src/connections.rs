@@ -18,16 +18,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
+use axum::body::Body;
 use axum::extract::ConnectInfo;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,6 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::body::Watched;
 use crate::config::ConnectionSettings;
 
 /// One connection's state, shared by its task, its requests and the table.
@@ -139,30 +138,9 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is sent or dropped.
-struct Tracked {
-    inner: Body,
-    _in_flight: InFlight,
-}
-
-impl HttpBody for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+// A response body keeps its request in flight until it is sent whole or dropped.
+impl crate::body::Watch for InFlight {
+    fn data(&mut self, _: usize) {}
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit in force.
@@ -342,12 +320,9 @@ impl Connection {
                 let response = app.clone().oneshot(req.map(Body::new));
                 async move {
                     let response = response.await?;
-                    Ok::<_, std::convert::Infallible>(response.map(|inner| {
-                        Body::new(Tracked {
-                            inner,
-                            _in_flight: in_flight,
-                        })
-                    }))
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| Watched::body(inner, in_flight)),
+                    )
                 }
             })
         };

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod authority;
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -4,18 +4,15 @@
 //! It is the only line a request produces, refusals included: denials and routine answers at
 //! info, failures inside regate at warn, an authority that cannot answer at error.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
-use hyper::body::{Frame, SizeHint};
 
+use crate::body::{Watch, Watched};
 use crate::error::Refusal;
 use crate::metrics::{RequestLabels, RouteKind};
 
@@ -48,27 +45,25 @@ pub(super) async fn access_log(State(realms): State<Realms>, req: Request, next:
     let identity = Identity::default();
     let realm_paths: Vec<&str> = realms.0.iter().map(String::as_str).collect();
     let route = RouteKind::of(req.uri().path(), &realm_paths);
-    let mut req = req.map(|body| Body::new(CountedIn { inner: body }));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let mut req = req.map(|body| Watched::body(body, BytesIn));
     req.extensions_mut().insert(identity.clone());
-    let line = Line {
-        route,
-        method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        started: Instant::now(),
-        identity,
-        status: StatusCode::OK,
-        refusal: None,
-        bytes: 0,
-    };
     let response = next.run(req).await;
     crate::metrics::get().transfers_in_flight.inc();
     let (parts, body) = response.into_parts();
     let line = Line {
+        route,
+        method,
+        path,
+        started,
+        identity,
         status: parts.status,
         refusal: parts.extensions.get::<Refusal>().cloned(),
-        ..line
+        bytes: 0,
     };
-    Response::from_parts(parts, Body::new(Logged { inner: body, line }))
+    Response::from_parts(parts, Watched::body(body, line))
 }
 
 /// What the line says, filled in as the request goes.
@@ -124,73 +119,27 @@ impl Line {
     }
 }
 
-/// A response body that counts what it sends and writes the access line when it ends.
-struct Logged {
-    inner: Body,
-    line: Line,
-}
-
-impl HttpBody for Logged {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.line.bytes += data.len() as u64;
-            crate::metrics::get().bytes_out.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+// The response body counts what it sends into the line, which is written (and the request
+// counted) when the body is sent whole or dropped.
+impl Watch for Line {
+    fn data(&mut self, len: usize) {
+        self.bytes += len as u64;
+        crate::metrics::get().bytes_out.inc_by(len as u64);
     }
 }
 
-impl Drop for Logged {
+impl Drop for Line {
     fn drop(&mut self) {
-        self.line.count();
-        self.line.write();
+        self.count();
+        self.write();
     }
 }
 
-/// A request body that counts the bytes it delivers (`regate_request_body_bytes`).
-struct CountedIn {
-    inner: Body,
-}
+/// Counts request body bytes (`regate_request_body_bytes`).
+struct BytesIn;
 
-impl HttpBody for CountedIn {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            crate::metrics::get().bytes_in.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Watch for BytesIn {
+    fn data(&mut self, len: usize) {
+        crate::metrics::get().bytes_in.inc_by(len as u64);
     }
 }
