@@ -40,8 +40,8 @@ pub enum RouteKind {
 
 impl RouteKind {
     /// The kind of `path` (`realms` are the token endpoints' paths).
-    pub fn of(path: &str, realms: &[&str]) -> RouteKind {
-        if realms.contains(&path) {
+    pub fn of(path: &str, realms: &[impl AsRef<str>]) -> RouteKind {
+        if realms.iter().any(|r| r.as_ref() == path) {
             return RouteKind::token;
         }
         let Some(rest) = path.strip_prefix("/v2") else {
@@ -66,9 +66,9 @@ pub struct RequestLabels {
     /// What the request was for.
     pub route: RouteKind,
     /// GET, HEAD, …, or `other`.
-    pub method: String,
-    /// `2xx`, `3xx`, `4xx` or `5xx`.
-    pub status: String,
+    pub method: &'static str,
+    /// `1xx` to `5xx`.
+    pub status: &'static str,
 }
 
 /// Labels of the decision cache counters.
@@ -304,9 +304,28 @@ pub fn get() -> &'static Metrics {
 /// The `Content-Type` of [`Metrics::encode`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `2xx` for 204.
-pub fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
+/// `2xx` for 204: a label value, without allocating per request.
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The method as a label value: the registry API's methods, else `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]

@@ -43,8 +43,7 @@ pub(super) struct Realms(pub Arc<Vec<String>>);
 /// ways, and logs the line (and counts the request) when the response body ends.
 pub(super) async fn access_log(State(realms): State<Realms>, req: Request, next: Next) -> Response {
     let identity = Identity::default();
-    let realm_paths: Vec<&str> = realms.0.iter().map(String::as_str).collect();
-    let route = RouteKind::of(req.uri().path(), &realm_paths);
+    let route = RouteKind::of(req.uri().path(), &realms.0);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
@@ -81,15 +80,11 @@ struct Line {
 impl Line {
     fn count(&self) {
         let metrics = crate::metrics::get();
-        let method = match self.method.as_str() {
-            m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") => m.to_string(),
-            _ => "other".to_string(),
-        };
         metrics
             .requests
             .get_or_create(&RequestLabels {
                 route: self.route,
-                method,
+                method: crate::metrics::method_label(&self.method),
                 status: crate::metrics::status_class(self.status.as_u16()),
             })
             .inc();
