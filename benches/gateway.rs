@@ -26,6 +26,11 @@
 //!   requests/s (h2load, 64 in flight) and the 1 GiB blob pull (curl, best of 3) over HTTP/1.1
 //!   and HTTP/2, with regate's CPU per GiB, against direct (plain HTTP) in the same run.
 //!
+//! - `observe`: what the operator's view costs: manifest GET requests/s and regate's CPU per
+//!   request with the audit log on (a file) and `/metrics` scraped every second, against the
+//!   same gateway with neither, and direct, in interleaved rounds of one run
+//!   (`benches/gateway/observe.rs`).
+//!
 //! The load generator for the request rates is in this file (a hyper client: wrk cannot do
 //! HEAD, it waits for a body that never comes). Targets are ratios to the direct baseline;
 //! nothing here asserts on time. Needs `nginx`, `curl` and `h2load` (Debian packages
@@ -34,6 +39,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "gateway/observe.rs"]
+mod observe;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -48,7 +55,7 @@ const BLOB_BYTES: u64 = 1 << 30;
 /// Connections of the request-rate loads.
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
-const MEASURES: [&str; 5] = ["head", "pull", "token", "tokenpull", "tls"];
+const MEASURES: [&str; 6] = ["head", "pull", "token", "tokenpull", "tls", "observe"];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =
     "scope=repository:project-a/app:pull&scope=repository:project-a/app:push";
@@ -111,6 +118,15 @@ fn main() {
         tls_rows.extend(measure_tls(&bench, blob, seconds));
     }
 
+    let observe_rows = if runs("observe") {
+        if !runs("head") && !runs("tls") {
+            bench.env.seed("bench/app", "v1", &Image::unique(4096));
+        }
+        observe::measure(&bench, seconds)
+    } else {
+        Vec::new()
+    };
+
     let mut report = String::new();
     if !proxy_rows.is_empty() {
         report.push_str(
@@ -129,6 +145,10 @@ fn main() {
              | measure | direct | regate TLS HTTP/1.1 | regate TLS HTTP/2 |\n|---|---|---|---|\n",
         );
         report.extend(tls_rows.iter().map(|r| format!("{r}\n")));
+    }
+    if !observe_rows.is_empty() {
+        report.push_str(&format!("\n{}\n", observe::HEADER));
+        report.extend(observe_rows.iter().map(|r| format!("{r}\n")));
     }
     println!("\n{report}");
     if only.is_empty() {
@@ -434,9 +454,10 @@ fn registry_token(env: &Env, api_token: &str) -> String {
         .to_string()
 }
 
-/// What a load run did: 200 answers per second, and how many answers were not 200.
+/// What a load run did: 200 answers per second, how many, and how many answers were not 200.
 struct Load {
     per_second: f64,
+    ok: u64,
     errors: u64,
 }
 
@@ -495,6 +516,7 @@ async fn load(method: http::Method, addr: &str, path: &str, auth: &str, length: 
     }
     Load {
         per_second: ok as f64 / started.elapsed().as_secs_f64(),
+        ok,
         errors,
     }
 }

@@ -6,6 +6,9 @@
 //! Errors are never cached. Because the authority's generation is part of the key, a decision
 //! made under an older policy is never served after a reload.
 //!
+//! Each answer says whether the cache gave it ([`Decided::cache_hit`], for the audit log), and
+//! lookups and evictions are counted in the metrics.
+//!
 //! `stale_if_error` (off by default) keeps allows for that much longer in a second cache, used
 //! only when the authority cannot answer; every such use is logged.
 
@@ -72,6 +75,39 @@ impl Expiry<Key, Decision> for ByOutcome {
     }
 }
 
+/// A decision, and whether the cache had it (no question to the authority for this request).
+#[derive(Clone, Debug)]
+pub struct Decided {
+    /// The authority's answer.
+    pub decision: Decision,
+    /// True when this request did not ask the authority.
+    pub cache_hit: bool,
+}
+
+impl Decided {
+    /// True when allowed.
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed()
+    }
+}
+
+/// Counts an entry leaving the cache, by cause.
+fn count_eviction(_: Arc<Key>, _: Decision, cause: moka::notification::RemovalCause) {
+    use moka::notification::RemovalCause;
+    let cause = match cause {
+        // Only a load replaces an entry here, and a load runs only for a key with no live
+        // entry: a replaced entry is an expired one asked again (moka reports it as replaced).
+        RemovalCause::Expired | RemovalCause::Replaced => "expired",
+        RemovalCause::Size => "size",
+        // `invalidate_all` on a policy change.
+        RemovalCause::Explicit => "invalidated",
+    };
+    crate::metrics::get()
+        .cache_evictions
+        .get_or_create(&crate::metrics::EvictionLabels { cause })
+        .inc();
+}
+
 /// Cached authorization decisions in front of an [`Authority`].
 pub struct Decisions {
     authority: Arc<dyn Authority>,
@@ -91,6 +127,7 @@ impl Decisions {
                 allow: settings.allow_ttl,
                 deny: settings.deny_ttl,
             })
+            .eviction_listener(count_eviction)
             .build();
         let stale = (!settings.stale_if_error.is_zero()).then(|| {
             Cache::builder()
@@ -119,7 +156,7 @@ impl Decisions {
         user: &UserInfo,
         token: Option<&SecretString>,
         attrs: &Attributes,
-    ) -> Result<Decision, AuthorityError> {
+    ) -> Result<Decided, AuthorityError> {
         let generation = self.authority.generation();
         if self.seen_generation.swap(generation, Ordering::Relaxed) != generation {
             // Old entries can never be hit again; free their room now.
@@ -142,30 +179,35 @@ impl Decisions {
             metrics.cache_loads_in_flight.dec();
             answer
         };
+        // Counts the lookup; true when the cache answered.
         let count = |asked: &std::sync::atomic::AtomicBool| {
-            let result = if asked.load(Ordering::Relaxed) {
-                "miss"
-            } else {
-                "hit"
-            };
+            let hit = !asked.load(Ordering::Relaxed);
+            let result = if hit { "hit" } else { "miss" };
             crate::metrics::get()
                 .cache
                 .get_or_create(&crate::metrics::CacheLabels { result })
                 .inc();
+            hit
         };
         let Some(stale) = &self.stale else {
             let decision = self.cache.try_get_with(key, load).await.map_err(unshared);
-            count(&asked);
-            return decision;
+            let cache_hit = count(&asked);
+            return decision.map(|decision| Decided {
+                decision,
+                cache_hit,
+            });
         };
         let loaded = self.cache.entry(key.clone()).or_try_insert_with(load).await;
-        count(&asked);
+        let cache_hit = count(&asked);
         match loaded {
             Ok(entry) => {
                 if entry.is_fresh() && entry.value().allowed() {
                     stale.insert(key, entry.value().clone()).await;
                 }
-                Ok(entry.into_value())
+                Ok(Decided {
+                    decision: entry.into_value(),
+                    cache_hit,
+                })
             }
             Err(error) => match stale.get(&key).await {
                 Some(decision) => {
@@ -178,7 +220,10 @@ impl Decisions {
                         %error,
                         "authority cannot answer; serving an expired allow (stale_if_error)"
                     );
-                    Ok(decision)
+                    Ok(Decided {
+                        decision,
+                        cache_hit: true,
+                    })
                 }
                 None => Err(unshared(error)),
             },

@@ -193,16 +193,21 @@ pub struct ConnectionSettings {
     pub max: usize,
     /// Most requests handled at once (until their response headers); more are shed with 503.
     pub max_in_flight: usize,
+    /// How long a request without a streaming body (all but blob upload data) may take to get
+    /// its response headers; then 504.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ConnectionSettings {
-    /// 30 s for a header, 30 s idle, 10,000 connections, 2,048 requests in flight.
+    /// 30 s for a header, 30 s idle, 10,000 connections, 2,048 requests in flight, 60 s to
+    /// answer a request without a streaming body.
     fn default() -> Self {
         ConnectionSettings {
             header_timeout: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(30),
             max: 10_000,
             max_in_flight: 2048,
+            request_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -269,6 +274,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Where `/metrics` is served on its own (`metrics.listen`); `None`: beside the API.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where audit lines go (`audit:`); `None`: no audit log.
+    pub audit: Option<crate::audit::AuditOutput>,
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -455,6 +462,7 @@ impl Config {
                     )
                 })?),
             },
+            audit: audit(file.audit, &origin)?,
         })
     }
 }

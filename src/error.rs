@@ -109,6 +109,13 @@ pub enum ApiError {
     /// 504: the registry behind regate did not answer in time.
     #[error("the registry behind the gateway did not answer in time")]
     UpstreamTimeout,
+    /// 504: a request without a streaming body was not answered within
+    /// `connections.request_timeout`.
+    #[error("no answer within {}; retry later", humantime::format_duration(*limit))]
+    RequestTimeout {
+        /// `connections.request_timeout`.
+        limit: std::time::Duration,
+    },
     /// 502: the registry behind regate wants credentials regate does not have or that it
     /// refused; the message names the registry and the fix (never a credential).
     #[error("{message}")]
@@ -219,7 +226,9 @@ impl ApiError {
             ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamTimeout | ApiError::RequestTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 
@@ -234,7 +243,9 @@ impl ApiError {
             ApiError::HeaderTooLarge => "SIZE_INVALID",
             ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ApiError::Overloaded => "UNAVAILABLE",
-            ApiError::AuthorityUnavailable { .. } | ApiError::UpstreamTimeout => "UNAVAILABLE",
+            ApiError::AuthorityUnavailable { .. }
+            | ApiError::UpstreamTimeout
+            | ApiError::RequestTimeout { .. } => "UNAVAILABLE",
             ApiError::UpstreamUnreachable { .. } | ApiError::UpstreamCredentials { .. } => {
                 "UNAVAILABLE"
             }

@@ -6,6 +6,7 @@
 //! [`server`] wires the pipeline into an HTTP service; [`cli`] is the operator's front end.
 
 pub mod access;
+pub mod audit;
 pub mod authority;
 pub mod body;
 pub mod cache;

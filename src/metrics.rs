@@ -78,6 +78,14 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of `regate_decision_cache_evictions`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `expired` (its TTL passed), `size` (room for newer ones) or `invalidated` (the policy
+    /// changed).
+    pub cause: &'static str,
+}
+
 /// Labels of the authority counters and histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
@@ -103,6 +111,8 @@ pub struct Metrics {
     pub cache: Family<CacheLabels, Counter>,
     /// Decisions being loaded from the authority right now.
     pub cache_loads_in_flight: Gauge,
+    /// Decisions that left the cache, by cause.
+    pub cache_evictions: Family<EvictionLabels, Counter>,
     /// Questions put to the authority.
     pub reviews: Family<ReviewLabels, Counter>,
     /// How long the authority took to answer.
@@ -123,6 +133,10 @@ pub struct Metrics {
     pub shed: Counter,
     /// Tokens issued, by realm.
     pub tokens_issued: Family<RealmLabels, Counter>,
+    /// Audit lines written.
+    pub audit_lines: Counter,
+    /// Audit lines that could not be written (the file or stdout failed).
+    pub audit_write_errors: Counter,
 }
 
 fn latency() -> Histogram {
@@ -150,6 +164,12 @@ impl Metrics {
             "decision_cache_loads_in_flight",
             "Decisions being asked of the authority right now",
             cache_loads_in_flight.clone(),
+        );
+        let cache_evictions = Family::<EvictionLabels, Counter>::default();
+        registry.register(
+            "decision_cache_evictions",
+            "Decisions that left the cache, by cause (expired, size, invalidated)",
+            cache_evictions.clone(),
         );
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
@@ -216,6 +236,14 @@ impl Metrics {
             "Tokens issued, by realm",
             tokens_issued.clone(),
         );
+        let audit_lines = Counter::default();
+        registry.register("audit_lines", "Audit lines written", audit_lines.clone());
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit lines that could not be written",
+            audit_write_errors.clone(),
+        );
         // A gauge at 1 with the version as label (Prometheus' text format has no `info` type).
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
@@ -234,6 +262,7 @@ impl Metrics {
             requests,
             cache,
             cache_loads_in_flight,
+            cache_evictions,
             reviews,
             review_seconds,
             upstream_seconds,
@@ -244,6 +273,8 @@ impl Metrics {
             rate_limited,
             shed,
             tokens_issued,
+            audit_lines,
+            audit_write_errors,
         }
     }
 

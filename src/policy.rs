@@ -111,14 +111,32 @@ pub enum Decision {
         /// e.g. `RoleBinding project-a/system:image-pullers of ClusterRole system:image-puller`.
         by: String,
     },
-    /// No binding allows it.
-    Deny,
+    /// Not allowed; `reason` says why (no binding, or the API server's own reason).
+    Deny {
+        /// e.g. `no RoleBinding in project-b or ClusterRoleBinding grants it`.
+        reason: String,
+    },
 }
 
 impl Decision {
     /// True when allowed.
     pub fn allowed(&self) -> bool {
         matches!(self, Decision::Allow { .. })
+    }
+
+    /// The binding that allowed it, or why it was denied.
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Allow { by } => by,
+            Decision::Deny { reason } => reason,
+        }
+    }
+
+    /// A denial for `reason`.
+    pub fn deny(reason: impl Into<String>) -> Decision {
+        Decision::Deny {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -213,7 +231,9 @@ impl Policy {
         }
         // A cluster-scoped request is granted by ClusterRoleBindings only.
         if attrs.namespace.is_empty() {
-            return Decision::Deny;
+            return Decision::Deny {
+                reason: "no ClusterRoleBinding grants it".into(),
+            };
         }
         let namespace = attrs.namespace.as_str();
         let mut bindings = self.role_bindings.get(namespace).into_iter().flatten();
@@ -222,7 +242,9 @@ impl Policy {
                 let name = binding.metadata.name.as_deref().unwrap_or_default();
                 allowed_by(format!("RoleBinding {namespace}/{name}"), &binding.role_ref)
             }
-            None => Decision::Deny,
+            None => Decision::Deny {
+                reason: format!("no RoleBinding in {namespace} or ClusterRoleBinding grants it"),
+            },
         }
     }
 

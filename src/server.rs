@@ -42,6 +42,7 @@ use crate::policy::{self, Attributes};
 use crate::proxy::{PublicOrigin, Upstream};
 use crate::route::{self, Route};
 use crate::token::Signer;
+use access_log::Trail;
 
 /// Everything a request needs, built once at start-up.
 pub struct Gateway {
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub failed_logins: failed_logins::FailedLogins,
     /// Set on SIGTERM: `/readyz` answers 503 while transfers in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The audit log, when `audit:` is configured.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -107,7 +110,11 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     if let Some(ts) = &gateway.token_server {
         realm_paths.push(ts.settings.realm_path.clone());
     }
-    let realms = access_log::Realms(Arc::new(realm_paths));
+    let log_state = access_log::LogState {
+        realms: Arc::new(realm_paths),
+        audit: gateway.audit.clone(),
+        trusted_proxies: Arc::new(gateway.config.trusted_proxies.clone()),
+    };
     let gateway_metrics_here = gateway.config.metrics_listen.is_none();
     let limited = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -124,19 +131,38 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     router
         .fallback_service(limited)
         .layer(axum::middleware::from_fn_with_state(
-            realms,
+            log_state,
             access_log::access_log,
         ))
         .layer(layers)
 }
 
-/// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest.
+/// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. A request
+/// without a streaming body must be answered (headers) within `connections.request_timeout`.
 async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let result = match origin::check_target(&req) {
-        Ok(()) => route_request(&gw, req).await,
-        Err(e) => Err(e),
+    let deadline = (!streams_upload(&req)).then_some(gw.config.connections.request_timeout);
+    let answer = async {
+        origin::check_target(&req)?;
+        route_request(&gw, req).await
+    };
+    let result = match deadline {
+        Some(limit) => tokio::time::timeout(limit, answer)
+            .await
+            .unwrap_or(Err(ApiError::RequestTimeout { limit })),
+        None => answer.await,
     };
     api_version(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// Whether `req` carries blob data to an upload session, which takes as long as its bytes take
+/// (bounded by the connection's idle deadline instead of a request deadline).
+fn streams_upload(req: &Request) -> bool {
+    use axum::body::HttpBody as _;
+    matches!(
+        *req.method(),
+        http::Method::PATCH | http::Method::PUT | http::Method::POST
+    ) && req.uri().path().contains("/blobs/uploads")
+        && !req.body().is_end_stream()
 }
 
 /// `/metrics` alone, for `metrics.listen`.
@@ -192,6 +218,7 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
                 signer: &gw.signer,
                 token_lifetime: gw.config.token_lifetime,
                 failed_logins: &gw.failed_logins,
+                trail: Trail::of(&req),
             };
             token_endpoint::handle(&endpoint, realm, req, attempt.as_mut()).await
         }
@@ -235,21 +262,21 @@ impl Gateway {
         let caller = self
             .identify(req.headers(), &public, plan.scope.as_deref())
             .await?;
-        if let Some(slot) = req.extensions().get::<access_log::Identity>() {
-            slot.set(&caller.user.name);
-        }
+        let trail = Trail::of(&req);
+        trail.identify(&caller.user);
 
         for attrs in &plan.required {
-            self.decide(&caller, attrs, &plan, &public).await?;
+            self.decide(&trail, &caller, attrs, &plan, &public).await?;
         }
         if matches!(route, Route::Base) && caller.user.is_anonymous() {
             self.anonymous_base(&public).await?;
         }
         if matches!(route, Route::UploadStart { .. }) {
-            self.mount_or_plain_upload(&mut req, &caller, &plan).await?;
+            self.mount_or_plain_upload(&mut req, &trail, &caller, &plan)
+                .await?;
         }
         if plan.catalog {
-            return self.catalog(req, &caller, &public).await;
+            return self.catalog(req, &trail, &caller, &public).await;
         }
         if let (Some(remote), Some(name)) = (remote, route.name()) {
             return self
@@ -277,11 +304,12 @@ impl Gateway {
     async fn mount_or_plain_upload(
         &self,
         req: &mut Request,
+        trail: &Trail,
         caller: &Caller,
         plan: &Plan,
     ) -> Result<(), ApiError> {
         let allowed = match &plan.mount_source {
-            Some(mount) => self.allowed(caller, &mount.check).await?,
+            Some(mount) => self.allowed(Some(trail), caller, &mount.check).await?,
             None => false,
         };
         let query = req.uri().query().unwrap_or("");
@@ -292,23 +320,34 @@ impl Gateway {
         Ok(())
     }
 
-    /// Whether `caller` may do `attrs` (cached); 503 when the authority cannot say.
-    async fn allowed(&self, caller: &Caller, attrs: &Attributes) -> Result<bool, ApiError> {
-        let decision = self
-            .decisions
-            .decide(&caller.user, caller.token.as_ref(), attrs);
-        Ok(decision.await?.allowed())
+    /// Whether `caller` may do `attrs` (cached); 503 when the authority cannot say. The
+    /// decision goes on the request's `trail` for the audit log, when one is given.
+    async fn allowed(
+        &self,
+        trail: Option<&Trail>,
+        caller: &Caller,
+        attrs: &Attributes,
+    ) -> Result<bool, ApiError> {
+        decide_audited(
+            &self.decisions,
+            trail,
+            &caller.user,
+            caller.token.as_ref(),
+            attrs,
+        )
+        .await
     }
 
     /// Allows, or refuses with 401 (anonymous: log in) or 403 (naming the role that grants it).
     async fn decide(
         &self,
+        trail: &Trail,
         caller: &Caller,
         attrs: &Attributes,
         plan: &Plan,
         public: &PublicOrigin,
     ) -> Result<(), ApiError> {
-        if self.allowed(caller, attrs).await? {
+        if self.allowed(Some(trail), caller, attrs).await? {
             return Ok(());
         }
         let user = &caller.user;
@@ -348,6 +387,23 @@ impl Gateway {
             message: message.to_string(),
         }
     }
+}
+
+/// Whether `user` may do `attrs`, through the decision cache, recorded on `trail` (when given)
+/// for the audit log; 503 when the authority cannot say. The gateway and the token endpoint
+/// both decide through here.
+async fn decide_audited(
+    decisions: &Decisions,
+    trail: Option<&Trail>,
+    user: &UserInfo,
+    token: Option<&secrecy::SecretString>,
+    attrs: &Attributes,
+) -> Result<bool, ApiError> {
+    let decided = decisions.decide(user, token, attrs).await;
+    if let Some(trail) = trail {
+        trail.decided(attrs, decided.as_ref().ok());
+    }
+    Ok(decided?.allowed())
 }
 
 /// The 403 for `user` refused `attrs`, with the command that would grant what the request needs.

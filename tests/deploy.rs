@@ -328,4 +328,9 @@ fn the_configmap_is_a_valid_kubernetes_mode_config() {
         config.token_key_file.is_some(),
         "replicas share a token key"
     );
+    assert_eq!(
+        config.audit,
+        Some(regate::audit::AuditOutput::Stdout),
+        "the audit log goes where the runtime collects it"
+    );
 }

@@ -1,6 +1,7 @@
 //! What operators steer and watch: `/readyz` saying which dependency is down, load shedding
-//! beyond `connections.max_in_flight` and recovery, one access line per request (JSON logs),
-//! and a drain on SIGTERM that lets a push in flight finish.
+//! beyond `connections.max_in_flight` and recovery, the request deadline, one access line per
+//! request (JSON logs), metrics, and a drain on SIGTERM that lets a push in flight finish. The
+//! audit log has its own file (tests/audit.rs).
 
 mod common;
 
@@ -11,6 +12,28 @@ use common::*;
 
 fn body(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body).to_string()
+}
+
+/// `config` and, in kubernetes modes, the fixture's short cache lifetimes before it.
+fn with_mode_config(config: &str) -> String {
+    if AuthorityMode::from_env().is_kubernetes() {
+        format!("{KUBERNETES_TEST_CONFIG}{config}")
+    } else {
+        config.to_string()
+    }
+}
+
+/// A registry that accepts connections and never answers, and regate with `config` in front of
+/// it; the registry's connections are refused once the listener is dropped.
+fn before_a_hung_registry(config: &str) -> (TcpListener, Env) {
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_url = format!("http://{}", hung.local_addr().expect("address"));
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .upstream(&hung_url)
+        .gateway_config(&with_mode_config(config))
+        .run();
+    (hung, env)
 }
 
 #[test]
@@ -58,17 +81,7 @@ fn readyz_is_200_only_while_the_authority_and_the_registry_answer() {
 #[test]
 fn requests_beyond_max_in_flight_are_shed_and_service_recovers() {
     // A registry that accepts connections and never answers holds requests in flight.
-    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let hung_url = format!("http://{}", hung.local_addr().expect("address"));
-    let mut config = "connections:\n  max_in_flight: 2\n".to_string();
-    if AuthorityMode::from_env().is_kubernetes() {
-        config.push_str(KUBERNETES_TEST_CONFIG);
-    }
-    let env = Env::builder()
-        .namespaces(PROJECTS)
-        .upstream(&hung_url)
-        .gateway_config(&config)
-        .run();
+    let (hung, env) = before_a_hung_registry("connections:\n  max_in_flight: 2\n");
     let token = env.token("default", "project-a");
     let url = env.url();
     let held: Vec<_> = (0..2)
@@ -128,6 +141,72 @@ fn requests_beyond_max_in_flight_are_shed_and_service_recovers() {
     }
     let after = env.send("GET", "/v2/", Auth::None);
     assert_eq!(after.status, 401, "service recovered: {}", body(&after));
+}
+
+/// A request body sent in `chunks` pieces, `pause` apart.
+struct Slow {
+    chunks: usize,
+    pause: Duration,
+}
+
+impl std::io::Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.chunks == 0 {
+            return Ok(0);
+        }
+        std::thread::sleep(self.pause);
+        self.chunks -= 1;
+        let n = buf.len().min(1024);
+        buf[..n].fill(b'x');
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_request_without_a_streaming_body_has_a_deadline_and_upload_data_has_none() {
+    let config = with_mode_config("connections:\n  request_timeout: 1s\n");
+    // Blob data sent slowly for 3 s is not cut at 1 s: it goes as fast as the client sends.
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&config)
+        .run();
+    let builder = env.token("builder", "project-a");
+    let start = env.send(
+        "POST",
+        "/v2/project-a/app/blobs/uploads/",
+        Auth::Basic(&builder),
+    );
+    assert_eq!(start.status, 202, "{}", body(&start));
+    let location = absolute(&env.url(), start.header("location").expect("Location"));
+    let slow = Slow {
+        chunks: 6,
+        pause: Duration::from_millis(500),
+    };
+    let patch = Reply::from_request(
+        Auth::Basic(&builder)
+            .apply(client().patch(location))
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::blocking::Body::new(slow)),
+    );
+    assert_eq!(patch.status, 202, "{}", body(&patch));
+    assert_eq!(patch.header("range"), Some("0-6143"));
+
+    // A registry that never answers: a manifest GET gets its 504 at the deadline.
+    let (hung, env) = before_a_hung_registry("connections:\n  request_timeout: 1s\n");
+    let token = env.token("default", "project-a");
+    let asked = Instant::now();
+    let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+    let err = env.expect_error(&reply, 504, "UNAVAILABLE", "a request past its deadline");
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        err["message"].as_str().is_some_and(|m| m.contains("1s")),
+        "{err}"
+    );
+    drop(hung);
 }
 
 #[test]
@@ -280,7 +359,15 @@ fn series(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_what_happened_and_pass_promtool() {
-    let env = Env::with_projects();
+    let logs = tempfile::tempdir().expect("temp dir");
+    // Short cache lifetimes (in every mode), so an expiry shows; and the audit log on.
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&format!(
+            "{KUBERNETES_TEST_CONFIG}audit:\n  path: {}\n",
+            logs.path().join("audit.log").display()
+        ))
+        .run();
     let image = Image::unique(2000);
     env.seed("project-a/app", "v1", &image);
     let default = env.token("default", "project-a");
@@ -304,6 +391,10 @@ fn metrics_count_what_happened_and_pass_promtool() {
         Auth::Basic(&default),
     );
     assert_eq!(token.status, 200);
+    // Past the cache lifetime: the decision expired and is asked again.
+    std::thread::sleep(Duration::from_millis(600));
+    let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&default));
+    assert_eq!(reply.status, 200);
 
     let reply = env.send("GET", "/metrics", Auth::None);
     assert_eq!(reply.status, 200);
@@ -387,6 +478,21 @@ fn metrics_count_what_happened_and_pass_promtool() {
         1.0,
     );
     assert!(text.contains("regate_transfers_in_flight"), "{text}");
+    at_least(
+        r#"regate_decision_cache_evictions_total{cause="expired"}"#,
+        1.0,
+    );
+    // Two decisions and a token at least, once the writer has caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = body(&env.send("GET", "/metrics", Auth::None));
+        if series(&text, "regate_audit_lines_total").is_some_and(|n| n >= 3.0) {
+            assert_eq!(series(&text, "regate_audit_write_errors_total"), Some(0.0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

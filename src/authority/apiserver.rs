@@ -378,10 +378,10 @@ impl ApiServer {
             allowed: decision.allowed(),
             // RBAC has no deny rules: a "no" is "no opinion", never an explicit denial.
             denied: Some(false),
-            reason: match decision {
-                Decision::Allow { by } => Some(by),
-                Decision::Deny => None,
-            },
+            reason: Some(match decision {
+                Decision::Allow { by } => by,
+                Decision::Deny { reason } => reason,
+            }),
             evaluation_error: None,
         })
     }

@@ -316,7 +316,11 @@ impl Kubernetes {
         let bearer = match token {
             Some(token) => match bearer(token) {
                 Some(bearer) => Some(bearer),
-                None => return Ok(Decision::Deny),
+                None => {
+                    return Ok(Decision::deny(
+                        "the caller's token cannot be sent as a bearer token",
+                    ));
+                }
             },
             None if user.is_anonymous() => None,
             None => {
@@ -326,7 +330,9 @@ impl Kubernetes {
                     user = %user.name,
                     "review: self needs the caller's own token, but none came with the request; denied"
                 );
-                return Ok(Decision::Deny);
+                return Ok(Decision::deny(
+                    "review: self needs the caller's own token, and none came with the request",
+                ));
             }
         };
         let review = SelfSubjectAccessReview {
@@ -345,9 +351,11 @@ impl Kubernetes {
             // The caller may not even ask (anonymous, or a token revoked since it was
             // authenticated): that is a no, not an outage.
             Answer::Refused {
-                status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN,
+                status: status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
                 ..
-            } => Ok(Decision::Deny),
+            } => Ok(Decision::deny(format!(
+                "the API server refused the caller's own review ({status})"
+            ))),
             Answer::Refused { status, message } => {
                 Err(self.refused("selfsubjectaccessreviews", status, message, None))
             }
@@ -507,12 +515,15 @@ fn decision_of(status: Option<SubjectAccessReviewStatus>) -> Decision {
                 .unwrap_or_else(|| "kubernetes RBAC".into()),
         },
         Some(status) => {
-            if let Some(error) = status.evaluation_error.filter(|e| !e.is_empty()) {
+            if let Some(error) = status.evaluation_error.as_ref().filter(|e| !e.is_empty()) {
                 tracing::debug!(%error, "the API server reported an evaluation error; denied");
             }
-            Decision::Deny
+            match status.reason.filter(|r| !r.is_empty()) {
+                Some(reason) => Decision::deny(reason),
+                None => Decision::deny("the API server's authorizers do not allow it"),
+            }
         }
-        None => Decision::Deny,
+        None => Decision::deny("the review came back without a status"),
     }
 }
 

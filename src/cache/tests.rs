@@ -31,7 +31,7 @@ impl Authority for Counting {
         Ok(if a.verb == "get" {
             Decision::Allow { by: "test".into() }
         } else {
-            Decision::Deny
+            Decision::deny("test")
         })
     }
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
@@ -172,4 +172,53 @@ async fn a_scoped_token_does_not_reuse_an_unscoped_decision() {
     );
     decisions.decide(&scoped, None, &get).await.unwrap();
     assert_eq!(authority.calls(), 2);
+}
+
+#[tokio::test]
+async fn answers_say_whether_the_cache_gave_them() {
+    let (_, decisions) = setup(CacheSettings::default());
+    let get = Attributes::layers("get", "p", "app");
+    let first = decisions.decide(&user(), None, &get).await.unwrap();
+    let second = decisions.decide(&user(), None, &get).await.unwrap();
+    assert!(!first.cache_hit && second.cache_hit);
+    assert_eq!(first.decision, second.decision);
+}
+
+#[tokio::test]
+async fn evictions_are_counted_by_cause() {
+    let evicted = |cause| {
+        crate::metrics::get()
+            .cache_evictions
+            .get_or_create(&crate::metrics::EvictionLabels { cause })
+            .get()
+    };
+    let (size, invalidated, expired) =
+        (evicted("size"), evicted("invalidated"), evicted("expired"));
+    let (authority, decisions) = setup(CacheSettings {
+        max_entries: 2,
+        ..CacheSettings::default()
+    });
+    for n in 0..10 {
+        let attrs = Attributes::layers("get", "p", &format!("app{n}"));
+        decisions.decide(&user(), None, &attrs).await.unwrap();
+    }
+    decisions.cache.run_pending_tasks().await;
+    assert!(evicted("size") >= size + 8, "{}", evicted("size") - size);
+    // An expired decision asked again.
+    let (_, short) = setup(CacheSettings {
+        allow_ttl: Duration::from_millis(100),
+        ..CacheSettings::default()
+    });
+    let get = Attributes::layers("get", "p", "app");
+    short.decide(&user(), None, &get).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    short.decide(&user(), None, &get).await.unwrap();
+    short.cache.run_pending_tasks().await;
+    assert!(evicted("expired") > expired);
+    // A policy change drops what is left.
+    authority.generation.store(7, Ordering::SeqCst);
+    let get = Attributes::layers("get", "p", "app");
+    decisions.decide(&user(), None, &get).await.unwrap();
+    decisions.cache.run_pending_tasks().await;
+    assert!(evicted("invalidated") > invalidated);
 }

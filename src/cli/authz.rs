@@ -448,9 +448,9 @@ fn can_i(
 ) -> String {
     match (decision, verbose) {
         (Decision::Allow { .. }, false) => "yes\n".to_string(),
-        (Decision::Deny, false) => "no\n".to_string(),
+        (Decision::Deny { .. }, false) => "no\n".to_string(),
         (Decision::Allow { by }, true) => format!("yes\nallowed by {by}\n"),
-        (Decision::Deny, true) => {
+        (Decision::Deny { .. }, true) => {
             let scope = if attrs.namespace.is_empty() {
                 "no ClusterRoleBinding".to_string()
             } else {
@@ -528,7 +528,7 @@ fn explain(policy: &Policy, user: &UserInfo, name: &Name) -> String {
             }
             let by = match decision {
                 Decision::Allow { by } => by.as_str(),
-                Decision::Deny => "no binding",
+                Decision::Deny { .. } => "no binding",
             };
             let scope = if attrs.namespace.is_empty() {
                 " (cluster scope)"

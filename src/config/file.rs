@@ -32,6 +32,16 @@ pub(super) struct FileConfig {
     pub(super) failed_logins: FailedLoginsSection,
     pub(super) tls: Option<TlsSection>,
     pub(super) metrics: Option<MetricsSection>,
+    pub(super) audit: Option<AuditSection>,
+}
+
+/// `audit:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditSection {
+    pub(super) path: Option<PathBuf>,
+    pub(super) max_size: Option<serde_yaml::Value>,
+    pub(super) max_files: Option<u32>,
 }
 
 /// `metrics:`.
@@ -57,6 +67,7 @@ pub(super) struct ConnectionsSection {
     pub(super) idle_timeout: Option<String>,
     pub(super) max: Option<usize>,
     pub(super) max_in_flight: Option<usize>,
+    pub(super) request_timeout: Option<String>,
 }
 
 /// `failed_logins:`.

@@ -67,6 +67,11 @@ pub(super) fn connections(
         )?,
         max,
         max_in_flight,
+        request_timeout: at_least_a_second(
+            "connections.request_timeout",
+            section.request_timeout.as_deref(),
+            d.request_timeout,
+        )?,
     })
 }
 
@@ -244,4 +249,95 @@ pub(super) fn tls(
         cert_file: section.cert_file.ok_or_else(|| missing("tls.cert_file"))?,
         key_file: section.key_file.ok_or_else(|| missing("tls.key_file"))?,
     }))
+}
+
+/// Default `audit.max_size`: 100 MiB.
+const AUDIT_MAX_SIZE: u64 = 100 * 1024 * 1024;
+/// Default `audit.max_files`.
+const AUDIT_MAX_FILES: u32 = 5;
+
+/// `audit:`: `path` (`-` for stdout) turns the audit log on; a file rotates at `max_size`
+/// (bytes, or e.g. `64KiB`, `100MiB`, `1GiB`) keeping `max_files` old files.
+pub(super) fn audit(
+    section: Option<AuditSection>,
+    origin: &str,
+) -> Result<Option<crate::audit::AuditOutput>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let field = |field, reason: String| ConfigError::Field {
+        origin: origin.to_string(),
+        field,
+        reason,
+    };
+    let Some(path) = section.path else {
+        return Err(field(
+            "audit.path",
+            "is missing: write a file path, or \"-\" for stdout".into(),
+        ));
+    };
+    if path.as_os_str() == "-" {
+        if section.max_size.is_some() || section.max_files.is_some() {
+            return Err(field(
+                "audit.max_size",
+                "applies to a file only; remove max_size and max_files, or give audit.path a \
+                 file"
+                    .into(),
+            ));
+        }
+        return Ok(Some(crate::audit::AuditOutput::Stdout));
+    }
+    let max_size = match &section.max_size {
+        None => AUDIT_MAX_SIZE,
+        Some(value) => size(value).filter(|s| *s >= 4096).ok_or_else(|| {
+            field(
+                "audit.max_size",
+                format!(
+                    "{} is not a size of at least 4KiB; write bytes, or e.g. 64KiB, 100MiB, 1GiB",
+                    match value {
+                        serde_yaml::Value::String(s) => format!("{s:?}"),
+                        other => serde_yaml::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    }
+                ),
+            )
+        })?,
+    };
+    let max_files = section.max_files.unwrap_or(AUDIT_MAX_FILES);
+    if max_files == 0 {
+        return Err(field(
+            "audit.max_files",
+            "must be at least 1 (the rotated files kept)".into(),
+        ));
+    }
+    Ok(Some(crate::audit::AuditOutput::File {
+        path,
+        max_size,
+        max_files,
+    }))
+}
+
+/// A byte size: a number, or a number with a unit (B, KB, KiB, MB, MiB, GB, GiB).
+fn size(value: &serde_yaml::Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let text = value.as_str()?.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1000 * 1000,
+        "MiB" => 1 << 20,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit)
 }

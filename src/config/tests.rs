@@ -277,3 +277,102 @@ fn tls_takes_both_files_from_the_section_or_the_flags() {
         "plain HTTP without a certificate"
     );
 }
+
+#[test]
+fn audit_is_off_unless_a_path_is_given() {
+    let c = load_yaml("listen: 127.0.0.1:0\n", ServeArgs::default()).unwrap();
+    assert_eq!(c.audit, None);
+    let c = load_yaml("audit:\n  path: \"-\"\n", ServeArgs::default()).unwrap();
+    assert_eq!(c.audit, Some(crate::audit::AuditOutput::Stdout));
+    let c = load_yaml(
+        "audit:\n  path: /var/log/regate/audit.log\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.audit,
+        Some(crate::audit::AuditOutput::File {
+            path: "/var/log/regate/audit.log".into(),
+            max_size: 100 * 1024 * 1024,
+            max_files: 5,
+        })
+    );
+    for (size, bytes) in [("64KiB", 64 * 1024), ("1 GiB", 1 << 30), ("5MB", 5_000_000)] {
+        let c = load_yaml(
+            &format!("audit:\n  path: a.log\n  max_size: {size}\n  max_files: 2\n"),
+            ServeArgs::default(),
+        )
+        .unwrap();
+        let Some(crate::audit::AuditOutput::File { max_size, .. }) = c.audit else {
+            panic!("a file");
+        };
+        assert_eq!(max_size, bytes, "{size}");
+    }
+    let c = load_yaml(
+        "audit:\n  path: a.log\n  max_size: 8192\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        c.audit,
+        Some(crate::audit::AuditOutput::File { max_size: 8192, .. })
+    ));
+}
+
+#[test]
+fn audit_errors_name_the_field() {
+    for (yaml, field, hint) in [
+        ("audit:\n  max_files: 2\n", "audit.path", "\"-\" for stdout"),
+        (
+            "audit:\n  path: a.log\n  max_size: lots\n",
+            "audit.max_size",
+            "100MiB",
+        ),
+        (
+            "audit:\n  path: a.log\n  max_size: 12\n",
+            "audit.max_size",
+            "at least 4KiB",
+        ),
+        (
+            "audit:\n  path: a.log\n  max_files: 0\n",
+            "audit.max_files",
+            "at least 1",
+        ),
+        (
+            "audit:\n  path: \"-\"\n  max_size: 1MiB\n",
+            "audit.max_size",
+            "a file only",
+        ),
+        ("audit:\n  file: a.log\n", "unknown field `file`", "path"),
+    ] {
+        let e = load_yaml(yaml, ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(hint), "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn request_timeout_defaults_to_a_minute_and_is_at_least_a_second() {
+    let c = load_yaml("listen: 127.0.0.1:0\n", ServeArgs::default()).unwrap();
+    assert_eq!(
+        c.connections.request_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    let c = load_yaml(
+        "connections:\n  request_timeout: 5s\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.connections.request_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let e = load_yaml(
+        "connections:\n  request_timeout: 10ms\n",
+        ServeArgs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("connections.request_timeout"), "{e}");
+}

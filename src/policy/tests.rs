@@ -112,7 +112,10 @@ fn role_binding_to_cluster_role_allows_in_its_namespace_only() {
             by: "RoleBinding a/r (ClusterRole r)".into()
         }
     );
-    assert_eq!(policy.evaluate(&alice(), &pull("b")), Decision::Deny);
+    assert_eq!(
+        policy.evaluate(&alice(), &pull("b")),
+        Decision::deny("no RoleBinding in b or ClusterRoleBinding grants it")
+    );
     // Nor at cluster scope.
     assert!(!allowed(
         &policy,

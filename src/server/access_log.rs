@@ -3,53 +3,149 @@
 //! regate settled on, and for a refusal its message and, for a failure inside regate, its cause.
 //! It is the only line a request produces, refusals included: denials and routine answers at
 //! info, failures inside regate at warn, an authority that cannot answer at error.
+//!
+//! The same middleware keeps the request's [`Trail`]: the identity the pipeline settled on and,
+//! when the audit log is on, the decisions and tokens it made, written as audit lines as soon
+//! as the response headers are known (a pull's decision is on record before its transfer ends).
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
 
+use super::failed_logins::client_address;
+use crate::audit::{AuditLog, Event, RequestRecord};
 use crate::body::{Watch, Watched};
 use crate::error::Refusal;
+use crate::identity::UserInfo;
 use crate::metrics::{RequestLabels, RouteKind};
+use crate::policy::Attributes;
 
-/// Where the pipeline records who the caller turned out to be, for the access line.
+/// What the pipeline records about a request as it goes: who the caller turned out to be (for
+/// the access line) and, when auditing, what was decided and issued (for the audit log).
 #[derive(Clone, Default)]
-pub(super) struct Identity(Arc<Mutex<Option<String>>>);
+pub(super) struct Trail(Arc<Mutex<Recorded>>);
 
-impl Identity {
-    /// Records the caller's user name.
-    pub(super) fn set(&self, name: &str) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+#[derive(Default)]
+struct Recorded {
+    auditing: bool,
+    user: Option<String>,
+    groups: Vec<String>,
+    events: Vec<Event>,
+}
+
+impl Trail {
+    fn new(auditing: bool) -> Trail {
+        Trail(Arc::new(Mutex::new(Recorded {
+            auditing,
+            ..Recorded::default()
+        })))
     }
 
-    fn get(&self) -> String {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// The trail the access log gave `req`; a detached one when there is none (in-process
+    /// tests that call the pipeline directly).
+    pub(super) fn of(req: &Request) -> Trail {
+        req.extensions().get::<Trail>().cloned().unwrap_or_default()
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records who the caller is.
+    pub(super) fn identify(&self, user: &UserInfo) {
+        let mut recorded = self.recorded();
+        recorded.user = Some(user.name.clone());
+        if recorded.auditing {
+            recorded.groups = user.groups.clone();
+        }
+    }
+
+    /// Records a decision for the audit log; `decision` is `None` when the authority could
+    /// not answer.
+    pub(super) fn decided(&self, attrs: &Attributes, decided: Option<&crate::cache::Decided>) {
+        let mut recorded = self.recorded();
+        if recorded.auditing {
+            recorded.events.push(Event::Decision {
+                time: SystemTime::now(),
+                attrs: attrs.clone(),
+                decision: decided.map(|d| d.decision.clone()),
+                cache_hit: decided.is_some_and(|d| d.cache_hit),
+            });
+        }
+    }
+
+    /// Records a token issued, for the audit log.
+    pub(super) fn issued(&self, event: Event) {
+        let mut recorded = self.recorded();
+        if recorded.auditing {
+            recorded.events.push(event);
+        }
+    }
+
+    fn user(&self) -> String {
+        self.recorded()
+            .user
             .clone()
             .unwrap_or_else(|| "-".to_string())
     }
 }
 
-/// The paths of the token realms, so requests to them count as `token` in the metrics.
+/// What the access-log middleware needs: the token realms' paths (requests to them count as
+/// `token` in the metrics), the audit log, and the proxies whose forwarded address is believed.
 #[derive(Clone)]
-pub(super) struct Realms(pub Arc<Vec<String>>);
+pub(super) struct LogState {
+    pub realms: Arc<Vec<String>>,
+    pub audit: Option<Arc<AuditLog>>,
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
 
-/// The middleware: hands the pipeline an [`Identity`] slot, counts the request's bytes both
-/// ways, and logs the line (and counts the request) when the response body ends.
-pub(super) async fn access_log(State(realms): State<Realms>, req: Request, next: Next) -> Response {
-    let identity = Identity::default();
-    let route = RouteKind::of(req.uri().path(), &realms.0);
+/// The middleware: hands the pipeline a [`Trail`], counts the request's bytes both ways, writes
+/// the request's audit lines when its response headers are known, and logs the access line
+/// (and counts the request) when the response body ends.
+pub(super) async fn access_log(
+    State(state): State<LogState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let trail = Trail::new(state.audit.is_some());
+    let route = RouteKind::of(req.uri().path(), &state.realms);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
+    // Read only when auditing: the client address and the request id (set by the outer layer).
+    let audited = state.audit.as_ref().map(|_| {
+        let client = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| client_address(peer.0.ip(), &req, &state.trusted_proxies));
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (client, id)
+    });
     let mut req = req.map(|body| Watched::body(body, BytesIn));
-    req.extensions_mut().insert(identity.clone());
+    req.extensions_mut().insert(trail.clone());
     let response = next.run(req).await;
+    if let (Some(audit), Some((client, request_id))) = (&state.audit, &audited) {
+        let request = RequestRecord {
+            request_id,
+            client: *client,
+            method: method.as_str(),
+            path: &path,
+            user: None,
+            groups: &[],
+            status: response.status().as_u16(),
+        };
+        audit_lines(audit, &trail, request);
+    }
     crate::metrics::get().transfers_in_flight.inc();
     let (parts, body) = response.into_parts();
     let line = Line {
@@ -57,12 +153,30 @@ pub(super) async fn access_log(State(realms): State<Realms>, req: Request, next:
         method,
         path,
         started,
-        identity,
+        trail,
         status: parts.status,
         refusal: parts.extensions.get::<Refusal>().cloned(),
         bytes: 0,
     };
     Response::from_parts(parts, Watched::body(body, line))
+}
+
+/// Hands the request's audit lines, if it decided or issued anything, to the audit log.
+fn audit_lines(audit: &AuditLog, trail: &Trail, request: RequestRecord<'_>) {
+    let lines = {
+        let mut recorded = trail.recorded();
+        if recorded.events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut recorded.events);
+        let request = RequestRecord {
+            user: recorded.user.as_deref(),
+            groups: &recorded.groups,
+            ..request
+        };
+        crate::audit::lines(&request, &events)
+    };
+    audit.write(lines);
 }
 
 /// What the line says, filled in as the request goes.
@@ -71,7 +185,7 @@ struct Line {
     method: Method,
     path: String,
     started: Instant,
-    identity: Identity,
+    trail: Trail,
     status: StatusCode,
     refusal: Option<Refusal>,
     bytes: u64,
@@ -96,7 +210,7 @@ impl Line {
             (&self.method, &self.path, self.status.as_u16(), self.bytes);
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let duration_ms = (ms * 10.0).round() / 10.0;
-        let identity = self.identity.get();
+        let identity = self.trail.user();
         match &self.refusal {
             None => tracing::info!(%method, path, status, bytes, duration_ms, identity, "request"),
             Some(r) => {

@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::Gateway;
+use super::access_log::Trail;
 use crate::access::Plan;
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -38,14 +39,17 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 impl Gateway {
     /// `_catalog` for `caller`: forwarded whole, or a filtered page built by regate.
+    /// Only the `list` decision goes on the audit trail: a filtered catalog checks every
+    /// repository it reads, thousands for one request.
     pub(super) async fn catalog(
         &self,
         req: Request,
+        trail: &Trail,
         caller: &Caller,
         public: &PublicOrigin,
     ) -> Result<Response, ApiError> {
         let list_all = Attributes::cluster("list", "imagestreams");
-        if self.allowed(caller, &list_all).await? {
+        if self.allowed(Some(trail), caller, &list_all).await? {
             return self.forward(req, public, &catalog_plan()).await;
         }
         let (n, last) = page_request(req.uri().query());
@@ -102,7 +106,7 @@ impl Gateway {
             return Ok(false);
         };
         let get = Attributes::layers("get", name.namespace(), name.imagestream());
-        self.allowed(caller, &get).await
+        self.allowed(None, caller, &get).await
     }
 
     /// One page of the registry's catalog after `last`: its repositories, or the registry's

@@ -187,7 +187,9 @@ impl Attempt {
     }
 }
 
-fn client_address(peer: IpAddr, req: &Request, trusted_proxies: &[IpAddr]) -> IpAddr {
+/// The client's address: the peer, or the right-most untrusted `X-Forwarded-For` entry when the
+/// peer is a trusted proxy.
+pub(super) fn client_address(peer: IpAddr, req: &Request, trusted_proxies: &[IpAddr]) -> IpAddr {
     if !trusted_proxies.contains(&peer) {
         return peer;
     }

@@ -84,7 +84,12 @@ impl Gateway {
                 settings: settings.clone(),
             });
         }
+        let audit = match &config.audit {
+            None => None,
+            Some(output) => Some(Arc::new(crate::audit::AuditLog::open(output)?)),
+        };
         Ok(Gateway {
+            audit,
             decisions: Decisions::new(
                 Arc::new(crate::authority::measured::Measured(authority)),
                 &config.cache,
@@ -132,6 +137,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "listening on {scheme}://{bound}")?;
         out.flush()?;
     }
+    // Only for a file: SIGHUP keeps its default (exit) otherwise.
+    if let (Some(audit), Some(crate::audit::AuditOutput::File { .. })) =
+        (gateway.audit.clone(), &gateway.config.audit)
+    {
+        reopen_on_hangup(audit)?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(connections::serve(
         listener,
@@ -148,6 +159,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down; waiting up to {DRAIN_TIMEOUT:?} for transfers in flight");
     let _ = stop_tx.send(true);
     server.await?;
+    if let Some(audit) = gateway.audit.clone() {
+        tokio::task::spawn_blocking(move || audit.flush()).await?;
+    }
+    Ok(())
+}
+
+/// Reopens the audit file on every SIGHUP, after logrotate (or an operator) moved it away.
+fn reopen_on_hangup(audit: Arc<crate::audit::AuditLog>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            audit.reopen();
+        }
+    });
     Ok(())
 }
 
@@ -186,8 +212,15 @@ fn summary(config: &Config, url: &str) -> String {
             ts.realm_path, ts.service
         ));
     }
+    let audit = match &config.audit {
+        None => "off".to_string(),
+        Some(crate::audit::AuditOutput::Stdout) => "stdout".to_string(),
+        Some(crate::audit::AuditOutput::File { path, .. }) => {
+            format!("{} (reopened on SIGHUP)", path.display())
+        }
+    };
     format!(
-        "regate serving {url} in front of {}; authority: {authority}; TLS: {tls}; tokens: {tokens}; remote namespaces: {}",
+        "regate serving {url} in front of {}; authority: {authority}; TLS: {tls}; tokens: {tokens}; audit log: {audit}; remote namespaces: {}",
         config.upstream,
         config.remotes.len()
     )

@@ -251,7 +251,7 @@ impl Authority for PullPushInP {
         Ok(if allowed {
             policy::Decision::Allow { by: "test".into() }
         } else {
-            policy::Decision::Deny
+            policy::Decision::deny("test")
         })
     }
     async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {

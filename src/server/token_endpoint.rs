@@ -18,6 +18,7 @@ use http::{Method, header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use super::access_log::Trail;
 use super::failed_logins::Attempt;
 use super::failed_logins::FailedLogins;
 use super::identify::Identities;
@@ -56,6 +57,9 @@ pub(super) struct Endpoint<'a> {
     pub token_lifetime: Duration,
     /// Failed logins, to count the OAuth2 form's user name.
     pub failed_logins: &'a FailedLogins,
+    /// The request's trail: the identity for the access line, decisions and the token issued
+    /// for the audit log.
+    pub trail: Trail,
 }
 
 /// Which realm a token request came to.
@@ -233,6 +237,7 @@ async fn respond(
     params: &Params,
 ) -> Result<Response, ApiError> {
     let user = &caller.user;
+    ep.trail.identify(user);
     let api_token = caller.token.as_ref();
     // Whole seconds, rounded down: a token never ends after its API token.
     let api_expiry = api_token
@@ -280,12 +285,20 @@ async fn respond(
         .tokens_issued
         .get_or_create(&crate::metrics::RealmLabels { realm: realm_label })
         .inc();
+    let expires_in = issued.expires_at.saturating_sub(issued.issued_at);
+    ep.trail.issued(crate::audit::Event::Token {
+        time: std::time::SystemTime::now(),
+        realm: realm_label,
+        scope: scope.clone(),
+        expires_in,
+        refresh_token: refresh_token.is_some(),
+    });
     let issued_at =
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(issued.issued_at));
     let body = TokenResponse {
         access_token: issued.token.clone(),
         token: issued.token,
-        expires_in: issued.expires_at.saturating_sub(issued.issued_at),
+        expires_in,
         issued_at: issued_at.to_string(),
         scope,
         refresh_token,
@@ -377,8 +390,8 @@ async fn granted(
             };
             let mut refused = None;
             for attrs in &checks {
-                let decision = ep.decisions.decide(user, token, attrs).await;
-                if !decision?.allowed() {
+                let trail = Some(&ep.trail);
+                if !super::decide_audited(ep.decisions, trail, user, token, attrs).await? {
                     refused = Some(attrs);
                     break;
                 }

@@ -311,6 +311,15 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Everything regate printed on stdout (its `listening on` line, and audit lines when
+    /// `audit.path` is `-`).
+    pub fn regate_stdout(&self) -> String {
+        self.regate
+            .as_ref()
+            .map(|r| read_lossy(&r.stdout))
+            .unwrap_or_default()
+    }
+
     /// The last `n` lines of regate's stderr, for assertion messages.
     pub fn regate_log_tail(&self, n: usize) -> String {
         tail(&self.regate_log(), n)

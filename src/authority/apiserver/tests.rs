@@ -500,7 +500,11 @@ async fn a_subject_access_review_evaluates_the_policy() {
         .await;
     assert!(!elsewhere.allowed);
     assert_eq!(elsewhere.denied, Some(false));
-    assert_eq!(elsewhere.reason, None);
+    // Why, for the gateway's audit log.
+    assert_eq!(
+        elsewhere.reason.as_deref(),
+        Some("no RoleBinding in project-b or ClusterRoleBinding grants it")
+    );
 }
 
 #[tokio::test]
