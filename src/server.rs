@@ -89,8 +89,11 @@ pub struct UpstreamCredentials {
 /// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(gateway: Arc<Gateway>) -> Router {
     // Outermost first: a request id is set before the trace span records it, and copied to the
-    // response after everything else ran.
+    // response after everything else ran. The audit log names requests by it, so a client's
+    // own is dropped: only a trusted proxy's is kept.
+    let trusted = Arc::new(gateway.config.trusted_proxies.clone());
     let layers = ServiceBuilder::new()
+        .map_request(move |req: Request| origin::untrusted_request_id_dropped(req, &trusted))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Method, path and request id only: headers may carry credentials.

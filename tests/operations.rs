@@ -259,6 +259,11 @@ fn every_request_is_one_json_access_line_with_no_secret() {
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/v2/project-a/app/manifests/v1");
     assert_eq!(ok["identity"], "system:serviceaccount:project-a:default");
+    assert_eq!(
+        ok["request_id"].as_str(),
+        allowed.header("x-request-id"),
+        "the id the response and the audit log carry"
+    );
     assert_eq!(ok["bytes"].as_u64(), Some(image.manifest.len() as u64));
     assert!(ok["duration_ms"].as_f64().is_some());
     assert_eq!(ok["level"], "INFO");

@@ -1,6 +1,6 @@
 //! One line per request, written when its response body has been sent whole (or dropped): method,
 //! path (never the query, which may carry upload state), status, bytes, duration, the identity
-//! regate settled on, and for a refusal its message and, for a failure inside regate, its cause.
+//! regate settled on, the request id (as in the audit log), and for a refusal its message and, for a failure inside regate, its cause.
 //! It is the only line a request produces, refusals included: denials and routine answers at
 //! info, failures inside regate at warn, an authority that cannot answer at error.
 //!
@@ -117,27 +117,22 @@ pub(super) async fn access_log(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
-    // Read only when auditing: the client address and the request id (set by the outer layer).
-    let audited = state.audit.as_ref().map(|_| {
-        let client = req
+    // Set by the outer layer: regate's own, or a trusted proxy's.
+    let request_id = req.headers().get("x-request-id").cloned();
+    // Read only when auditing.
+    let client = state.audit.as_ref().and_then(|_| {
+        let peer = req
             .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| client_address(peer.0.ip(), &req, &state.trusted_proxies));
-        let id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        (client, id)
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+        Some(client_address(peer.0.ip(), &req, &state.trusted_proxies))
     });
     let mut req = req.map(|body| Watched::body(body, BytesIn));
     req.extensions_mut().insert(trail.clone());
     let response = next.run(req).await;
-    if let (Some(audit), Some((client, request_id))) = (&state.audit, &audited) {
+    if let Some(audit) = &state.audit {
         let request = RequestRecord {
-            request_id,
-            client: *client,
+            request_id: id_text(request_id.as_ref()),
+            client,
             method: method.as_str(),
             path: &path,
             user: None,
@@ -154,11 +149,17 @@ pub(super) async fn access_log(
         path,
         started,
         trail,
+        request_id,
         status: parts.status,
         refusal: parts.extensions.get::<Refusal>().cloned(),
         bytes: 0,
     };
     Response::from_parts(parts, Watched::body(body, line))
+}
+
+/// The request id as text (`""` when there is none, which only in-process tests see).
+fn id_text(id: Option<&http::HeaderValue>) -> &str {
+    id.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 /// Hands the request's audit lines, if it decided or issued anything, to the audit log.
@@ -186,6 +187,7 @@ struct Line {
     path: String,
     started: Instant,
     trail: Trail,
+    request_id: Option<http::HeaderValue>,
     status: StatusCode,
     refusal: Option<Refusal>,
     bytes: u64,
@@ -211,17 +213,20 @@ impl Line {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let duration_ms = (ms * 10.0).round() / 10.0;
         let identity = self.trail.user();
+        let request_id = id_text(self.request_id.as_ref());
         match &self.refusal {
-            None => tracing::info!(%method, path, status, bytes, duration_ms, identity, "request"),
+            None => {
+                tracing::info!(%method, path, status, bytes, duration_ms, identity, request_id, "request")
+            }
             Some(r) => {
                 let error = &r.message;
                 let cause = r.cause.as_ref().map(tracing::field::display);
                 if r.fail_closed {
-                    tracing::error!(%method, path, status, bytes, duration_ms, identity, error, cause, "request refused: the authority cannot answer (fail closed)");
+                    tracing::error!(%method, path, status, bytes, duration_ms, identity, request_id, error, cause, "request refused: the authority cannot answer (fail closed)");
                 } else if r.status.is_server_error() {
-                    tracing::warn!(%method, path, status, bytes, duration_ms, identity, error, cause, "request failed");
+                    tracing::warn!(%method, path, status, bytes, duration_ms, identity, request_id, error, cause, "request failed");
                 } else {
-                    tracing::info!(%method, path, status, bytes, duration_ms, identity, error, "request refused");
+                    tracing::info!(%method, path, status, bytes, duration_ms, identity, request_id, error, "request refused");
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! Where a request claims to come to: the request target, `Host`, and a trusted proxy's
-//! `X-Forwarded-*` (docs/behaviour.md §10).
+//! `X-Forwarded-*` and `X-Request-Id` (docs/behaviour.md §10).
 //!
 //! These values end up in the realm of a challenge and in rewritten `Location` headers, so they
 //! are checked before any other work: `host[:port]` only (a reg-name, an IPv4 address or a
 //! bracketed IPv6 address), one `Host` header, an origin-form target, and no `CONNECT`. Anything
 //! else is a 400 (405 for `CONNECT`) that never reaches the registry.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request};
 use http::{HeaderMap, Method, Version, header};
@@ -48,6 +48,34 @@ pub(super) fn check_target(req: &Request) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Longest `X-Request-Id` kept from a trusted proxy.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// `req` without its `X-Request-Id` unless a trusted proxy sent it (one value, at most 128
+/// visible ASCII characters): a client must not name its request in the audit log, nor pass
+/// itself off as another. What is dropped is replaced by regate's own.
+pub(super) fn untrusted_request_id_dropped(
+    mut req: Request,
+    trusted_proxies: &[IpAddr],
+) -> Request {
+    let headers = req.headers();
+    if !headers.contains_key("x-request-id") {
+        return req;
+    }
+    let trusted = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| trusted_proxies.contains(&c.0.ip()));
+    let mut values = headers.get_all("x-request-id").iter();
+    let sound = values.next().is_some_and(|v| {
+        v.len() <= MAX_REQUEST_ID_LEN && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    }) && values.next().is_none();
+    if !(trusted && sound) {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// The origin clients reach regate at: `public_url`, else a trusted proxy's
