@@ -276,6 +276,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where audit lines go (`audit:`); `None`: no audit log.
     pub audit: Option<crate::audit::AuditOutput>,
+    /// OIDC issuers whose ID tokens are identities (`identity.oidc`).
+    pub oidc: Vec<crate::oidc::IssuerSettings>,
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -463,6 +465,7 @@ impl Config {
                 })?),
             },
             audit: audit(file.audit, &origin)?,
+            oidc: oidc(file.identity.oidc, &origin)?,
         })
     }
 }

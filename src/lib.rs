@@ -17,6 +17,7 @@ pub mod error;
 pub mod fs;
 pub mod identity;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -334,3 +334,54 @@ fn the_configmap_is_a_valid_kubernetes_mode_config() {
         "the audit log goes where the runtime collects it"
     );
 }
+
+#[test]
+fn the_kubelet_credential_provider_config_runs_regate_with_a_token_of_regates_audience() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubelet/credential-provider-config.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the example");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let config = &docs[0];
+    assert_eq!(config["apiVersion"], "kubelet.config.k8s.io/v1");
+    assert_eq!(config["kind"], "CredentialProviderConfig");
+    let provider = &config["providers"][0];
+    assert_eq!(
+        provider["apiVersion"],
+        "credentialprovider.kubelet.k8s.io/v1"
+    );
+    let args: Vec<&str> = provider["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert_eq!(args[0], "credential-provider");
+    let registry = args[args
+        .iter()
+        .position(|a| *a == "--registry")
+        .expect("--registry")
+        + 1];
+    let matched: Vec<&str> = provider["matchImages"]
+        .as_sequence()
+        .expect("matchImages")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert!(
+        matched.contains(&registry),
+        "the kubelet calls it for the registry it answers"
+    );
+    let attrs = &provider["tokenAttributes"];
+    assert_eq!(attrs["serviceAccountTokenAudience"], "regate");
+    assert_eq!(attrs["cacheType"], "Token");
+    assert_eq!(attrs["requireServiceAccount"], true);
+    // The RBAC that lets kubelets mint that audience.
+    let role: ClusterRole = serde_yaml::from_value(docs[1].clone()).expect("a ClusterRole");
+    let rule = &role.rules.expect("rules")[0];
+    assert_eq!(rule.verbs, ["request-serviceaccounts-token-audience"]);
+    assert_eq!(rule.resources.as_deref(), Some(&["regate".to_string()][..]));
+    let binding: ClusterRoleBinding = serde_yaml::from_value(docs[2].clone()).expect("a binding");
+    assert_eq!(binding.subjects.expect("subjects")[0].name, "system:nodes");
+}

@@ -252,56 +252,6 @@ fn the_docker_engine_logs_in_pushes_and_pulls_trusting_the_ca_in_certs_d() {
     assert!(docker.has_image(&tag));
 }
 
-/// A containerd of the test's own (root, state and socket in `dir`), killed on drop: the
-/// engine's containerd, if any, is not touched.
-struct Containerd {
-    child: std::process::Child,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        let dir = dir.join("containerd");
-        fs::create_dir_all(&dir).expect("containerd dir");
-        let socket = dir.join("c.sock");
-        let config = dir.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = socket.display()
-            ),
-        )
-        .expect("write containerd config");
-        let log = fs::File::create(dir.join("containerd.log")).expect("containerd log");
-        let mut cmd = Command::new("containerd");
-        cmd.arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        let child = cmd.spawn().expect("start containerd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not listen: {}",
-                fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Containerd { child, socket }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn containerd_pulls_with_the_ca_in_hosts_toml() {
     let work = tempfile::tempdir().expect("dir");
@@ -324,11 +274,7 @@ fn containerd_pulls_with_the_ca_in_hosts_toml() {
     let reference = format!("{host}/project-a/app:v1");
     let containerd = Containerd::start(work.path());
     let creds = format!("anything:{}", env.token("default", "project-a"));
-    let ctr = |args: &[&str]| {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(&containerd.socket).args(args);
-        run_bounded(cmd, Duration::from_secs(300))
-    };
+    let ctr = |args: &[&str]| containerd.ctr(args);
     let untrusted = ctr(&["images", "pull", "--user", &creds, &reference]);
     expect_failure(&untrusted, "ctr pull without the CA");
     let hosts = hosts_dir.to_str().expect("utf-8 path");

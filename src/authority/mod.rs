@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod embedded;
 pub mod kubernetes;
 pub mod measured;
+pub mod trusting;
 
 use std::sync::Arc;
 

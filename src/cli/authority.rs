@@ -49,6 +49,10 @@ pub(super) struct ServeArgs {
     /// chain that ends with its CA).
     #[arg(long = "tls-ca", value_name = "FILE", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// regate's config file: the OIDC issuers of its identity.oidc are trusted here too, so
+    /// TokenReviews and self reviews know the ID tokens the gateways know.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Fault injection for tests: answer every review after this delay, e.g. 5ms.
     #[arg(long, hide = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     inject_latency: Option<Duration>,
@@ -90,7 +94,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(latency) = args.inject_latency {
         tracing::warn!("every review is answered after {latency:?} (--inject-latency)");
     }
-    let server = ApiServer::new(embedded.clone())
+    let issuers = match &args.config {
+        None => Vec::new(),
+        Some(path) => {
+            crate::config::Config::load(&crate::config::ServeArgs {
+                config: Some(path.clone()),
+                ..crate::config::ServeArgs::default()
+            })?
+            .oidc
+        }
+    };
+    let authority = crate::authority::trusting::Trusting::wrap(&issuers, embedded.clone())
+        .map_err(|e| anyhow::anyhow!("identity.oidc: {e}"))?;
+    let server = ApiServer::new(authority)
         .with_objects(embedded)
         .with_latency(args.inject_latency);
     let listener = tokio::net::TcpListener::bind(args.listen)

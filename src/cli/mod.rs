@@ -10,6 +10,7 @@ mod authority;
 mod authz;
 mod completion;
 mod create;
+mod credential_provider;
 mod delete;
 mod get;
 mod keys;
@@ -135,6 +136,11 @@ enum Command {
             regate keys rotate"
     )]
     Keys(keys::Keys),
+    /// Kubelet image credential provider: hand a pod's service-account token to the runtime as
+    /// its password for regate (stdin: CredentialProviderRequest, stdout: the response).
+    #[command(after_help = "Example (run by the kubelet, see deploy/kubelet/):\n  \
+            regate credential-provider --registry registry.example.com")]
+    CredentialProvider(credential_provider::CredentialProvider),
     /// Print the shell completion script for bash, zsh or fish.
     #[command(after_help = completion::EXAMPLES)]
     Completion(completion::Completion),
@@ -191,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Authority(command) => command.run(cli.log_format),
         Command::Auth(command) => command.run(),
         Command::Keys(command) => command.run(),
+        Command::CredentialProvider(command) => command.run(),
         Command::Completion(command) => command.run(),
     }
 }

@@ -33,6 +33,31 @@ pub(super) struct FileConfig {
     pub(super) tls: Option<TlsSection>,
     pub(super) metrics: Option<MetricsSection>,
     pub(super) audit: Option<AuditSection>,
+    #[serde(default)]
+    pub(super) identity: IdentitySection,
+}
+
+/// `identity:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdentitySection {
+    #[serde(default)]
+    pub(super) oidc: Vec<OidcSection>,
+}
+
+/// One entry of `identity.oidc`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OidcSection {
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) audiences: Vec<String>,
+    pub(super) jwks_url: Option<String>,
+    pub(super) preset: Option<String>,
+    pub(super) username_claim: Option<String>,
+    pub(super) username_prefix: Option<String>,
+    pub(super) groups_claim: Option<String>,
+    pub(super) groups_prefix: Option<String>,
 }
 
 /// `audit:`.

@@ -341,3 +341,107 @@ fn size(value: &serde_yaml::Value) -> Option<u64> {
     };
     number.parse::<u64>().ok()?.checked_mul(unit)
 }
+
+/// `identity.oidc`: each issuer an `https://` URL (`http://` on loopback only, for tests and
+/// sidecars), with at least one audience; the `kubernetes` preset, or a username claim with a
+/// prefix (so no ID token can name a user of another source).
+pub(super) fn oidc(
+    sections: Vec<OidcSection>,
+    origin: &str,
+) -> Result<Vec<crate::oidc::IssuerSettings>, ConfigError> {
+    let field = |field, reason: String| ConfigError::Field {
+        origin: origin.to_string(),
+        field,
+        reason,
+    };
+    let mut issuers: Vec<crate::oidc::IssuerSettings> = Vec::new();
+    for (n, section) in sections.into_iter().enumerate() {
+        let issuer = section.issuer.ok_or_else(|| {
+            field(
+                "identity.oidc.issuer",
+                format!("entry {} has none; write the iss its tokens carry", n + 1),
+            )
+        })?;
+        let issuer = issuer.trim_end_matches('/').to_string();
+        if !served_safely(&issuer) {
+            return Err(field(
+                "identity.oidc.issuer",
+                format!(
+                    "{issuer:?} must be an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)"
+                ),
+            ));
+        }
+        if issuers.iter().any(|i| i.issuer == issuer) {
+            return Err(field(
+                "identity.oidc.issuer",
+                format!("{issuer:?} is listed twice"),
+            ));
+        }
+        if let Some(url) = section.jwks_url.as_deref().filter(|u| !served_safely(u)) {
+            return Err(field(
+                "identity.oidc.jwks_url",
+                format!("{url:?} must be an https:// URL (http:// only on loopback)"),
+            ));
+        }
+        if section.audiences.iter().all(|a| a.trim().is_empty()) {
+            return Err(field(
+                "identity.oidc.audiences",
+                format!("{issuer}: list the aud its tokens must carry, e.g. [regate]"),
+            ));
+        }
+        let mapping = match section.preset.as_deref() {
+            Some("kubernetes") => {
+                if section.username_claim.is_some() || section.groups_claim.is_some() {
+                    return Err(field(
+                        "identity.oidc.preset",
+                        "kubernetes maps sub and groups itself; remove username_claim and groups_claim".into(),
+                    ));
+                }
+                crate::oidc::Mapping::Kubernetes
+            }
+            Some(other) => {
+                return Err(field(
+                    "identity.oidc.preset",
+                    format!("{other:?} is not a preset; the one preset is kubernetes"),
+                ));
+            }
+            None => {
+                let prefix = section.username_prefix.unwrap_or_default();
+                if prefix.is_empty() {
+                    return Err(field(
+                        "identity.oidc.username_prefix",
+                        format!(
+                            "{issuer}: give a prefix such as \"ci:\", so its users never collide with others (or preset: kubernetes)"
+                        ),
+                    ));
+                }
+                crate::oidc::Mapping::Claims {
+                    username_claim: section.username_claim.unwrap_or_else(|| "sub".into()),
+                    username_prefix: prefix,
+                    groups_claim: section.groups_claim,
+                    groups_prefix: section.groups_prefix.unwrap_or_default(),
+                }
+            }
+        };
+        issuers.push(crate::oidc::IssuerSettings {
+            issuer,
+            audiences: section.audiences,
+            jwks_url: section.jwks_url,
+            mapping,
+        });
+    }
+    Ok(issuers)
+}
+
+/// An `https://` URL, or `http://` to a loopback host.
+fn served_safely(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") => !host.is_empty(),
+        Some("http") => matches!(host, "127.0.0.1" | "[::1]" | "::1" | "localhost"),
+        _ => false,
+    }
+}

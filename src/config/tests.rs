@@ -376,3 +376,81 @@ fn request_timeout_defaults_to_a_minute_and_is_at_least_a_second() {
     .to_string();
     assert!(e.contains("connections.request_timeout"), "{e}");
 }
+
+#[test]
+fn oidc_issuers_are_validated_naming_the_field() {
+    let c = load_yaml(
+        "identity:\n  oidc:\n    - issuer: https://token.actions.githubusercontent.com/\n      audiences: [regate]\n      username_prefix: \"github:\"\n      groups_claim: repository_owner\n    - issuer: https://kubernetes.default.svc\n      audiences: [regate]\n      preset: kubernetes\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(c.oidc.len(), 2);
+    assert_eq!(
+        c.oidc[0].issuer,
+        "https://token.actions.githubusercontent.com"
+    );
+    assert_eq!(
+        c.oidc[0].mapping,
+        crate::oidc::Mapping::Claims {
+            username_claim: "sub".into(),
+            username_prefix: "github:".into(),
+            groups_claim: Some("repository_owner".into()),
+            groups_prefix: String::new(),
+        }
+    );
+    assert_eq!(c.oidc[1].mapping, crate::oidc::Mapping::Kubernetes);
+    for (yaml, field, hint) in [
+        (
+            "    - audiences: [regate]\n      preset: kubernetes\n",
+            "identity.oidc.issuer",
+            "iss",
+        ),
+        (
+            "    - issuer: http://issuer.example.com\n      audiences: [regate]\n      preset: kubernetes\n",
+            "identity.oidc.issuer",
+            "https://",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      preset: kubernetes\n",
+            "identity.oidc.audiences",
+            "aud",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n",
+            "identity.oidc.username_prefix",
+            "prefix",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      preset: openshift\n",
+            "identity.oidc.preset",
+            "kubernetes",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      preset: kubernetes\n      username_claim: email\n",
+            "identity.oidc.preset",
+            "remove",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      preset: kubernetes\n      jwks_url: ftp://x/keys\n",
+            "identity.oidc.jwks_url",
+            "https://",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      preset: kubernetes\n    - issuer: https://i.example.com/\n      audiences: [x]\n      preset: kubernetes\n",
+            "identity.oidc.issuer",
+            "twice",
+        ),
+    ] {
+        let e = load_yaml(&format!("identity:\n  oidc:\n{yaml}"), ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(hint), "{yaml}: {e}");
+    }
+    // Loopback issuers may be plain HTTP (sidecars, tests).
+    let c = load_yaml(
+        "identity:\n  oidc:\n    - issuer: http://127.0.0.1:8181\n      audiences: [regate]\n      preset: kubernetes\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(c.oidc[0].issuer, "http://127.0.0.1:8181");
+}

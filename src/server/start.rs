@@ -88,6 +88,9 @@ impl Gateway {
             None => None,
             Some(output) => Some(Arc::new(crate::audit::AuditLog::open(output)?)),
         };
+        // ID tokens of the configured issuers are verified here, before the authority is asked.
+        let authority = crate::authority::trusting::Trusting::wrap(&config.oidc, authority)
+            .map_err(|e| anyhow::anyhow!("identity.oidc: {e}"))?;
         Ok(Gateway {
             audit,
             decisions: Decisions::new(

@@ -36,8 +36,7 @@ use url::Url;
 use crate::upstream::keyring::{Credential, Entry, Keyring};
 pub use challenge::{Challenge, parse_challenge};
 pub use check::check_credential;
-use client::Http;
-pub(crate) use client::https_connector;
+pub(crate) use client::{Http, https_connector};
 
 /// How long a token lives when the realm does not say (`expires_in` absent or 0), per the
 /// distribution token spec.

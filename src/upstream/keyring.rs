@@ -472,5 +472,12 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Whether `image` matches `key` as the kubelet matches a credential key or a `matchImages`
+/// entry (host globs per label, port, path prefix); `Err` when `key` is not a key.
+pub fn key_matches_image(key: &str, image: &str) -> Result<bool, String> {
+    let pattern = matching::Pattern::parse(key)?;
+    Ok(matching::Target::parse(image).is_some_and(|target| pattern.matches(&target)))
+}
+
 #[cfg(test)]
 mod tests;

@@ -499,6 +499,17 @@ impl Env {
             "--kubeconfig".into(),
             self.kubeconfig().display().to_string(),
         ];
+        // The gateway's OIDC issuers are the authority's too, as a cluster's API server would
+        // trust the issuers its gateways do.
+        if let Some(yaml) = self
+            .gateway_config
+            .as_ref()
+            .filter(|y| y.contains("identity:"))
+        {
+            let path = self.dir().join("authority.yaml");
+            fs::write(&path, yaml).expect("write the authority's config");
+            args.extend(["--config".into(), path.display().to_string()]);
+        }
         args.extend(self.authority_args.iter().cloned());
         self.authority = Some(Regate::start(self.dir(), &args));
     }

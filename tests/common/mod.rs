@@ -12,9 +12,11 @@
 
 use std::time::Duration;
 
+mod containerd;
 mod docker;
 mod env;
 mod http;
+mod issuer;
 mod oci;
 mod process;
 mod recorder;
@@ -22,11 +24,15 @@ mod tls;
 
 // Each test file uses some of these; the rest are unused there.
 #[allow(unused_imports)]
+pub use containerd::*;
+#[allow(unused_imports)]
 pub use docker::*;
 #[allow(unused_imports)]
 pub use env::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use issuer::*;
 #[allow(unused_imports)]
 pub use oci::*;
 #[allow(unused_imports)]

@@ -1,5 +1,5 @@
-//! The HTTP(S) client regate uses toward registries and their token realms: rustls with the
-//! system's roots, a connect timeout, and a deadline per exchange.
+//! The HTTP(S) client regate uses toward registries, their token realms and OIDC issuers:
+//! rustls with the system's roots, a connect timeout, and a deadline per exchange.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,20 +21,20 @@ const MAX_BODY: usize = 1 << 20;
 const USER_AGENT: &str = concat!("regate/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP(S) client with a deadline per exchange.
-pub(super) struct Http {
+pub(crate) struct Http {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 /// A response, its body read.
-pub(super) struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Http {
-    pub(super) fn new(timeout: Duration) -> Result<Http, AuthError> {
+    pub(crate) fn new(timeout: Duration) -> Result<Http, AuthError> {
         let connector = https_connector(timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -44,7 +44,7 @@ impl Http {
 
     /// Sends `request` with `body` and reads the answer, all within the timeout. `shown` names
     /// the request in errors (no query: it may name an account).
-    pub(super) async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         request: http::request::Builder,
         body: Bytes,

@@ -1,0 +1,81 @@
+//! An [`Authority`] that takes the ID tokens of the configured OIDC issuers itself
+//! ([`crate::oidc`]: verified offline) and hands everything else to the one it wraps. The gateway
+//! wraps its authority in it, and so does `regate authority serve`, whose TokenReviews and self
+//! reviews then know the same identities.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Authn, Authority, AuthorityError};
+use crate::identity::UserInfo;
+use crate::oidc::{IssuerSettings, Issuers};
+use crate::policy::{Attributes, Decision};
+use crate::upstream::keyring::Keyring;
+
+/// `inner`, taking the ID tokens of `issuers` itself.
+pub struct Trusting {
+    issuers: Issuers,
+    inner: Arc<dyn Authority>,
+}
+
+impl Trusting {
+    /// `inner` as it is when no issuer is configured, else wrapped.
+    pub fn wrap(
+        issuers: &[IssuerSettings],
+        inner: Arc<dyn Authority>,
+    ) -> Result<Arc<dyn Authority>, String> {
+        if issuers.is_empty() {
+            return Ok(inner);
+        }
+        Ok(Arc::new(Trusting {
+            issuers: Issuers::new(issuers)?,
+            inner,
+        }))
+    }
+}
+
+#[async_trait]
+impl Authority for Trusting {
+    async fn authenticate(&self, token: &SecretString) -> Result<Authn, AuthorityError> {
+        match self.issuers.verify(token.expose_secret()).await {
+            Some(Ok(user)) => Ok(Authn::User(user)),
+            Some(Err(reason)) => Ok(Authn::Invalid { reason }),
+            None => self.inner.authenticate(token).await,
+        }
+    }
+
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        token: Option<&SecretString>,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthorityError> {
+        self.inner.authorize(user, token, attrs).await
+    }
+
+    fn needs_caller_token(&self) -> bool {
+        self.inner.needs_caller_token()
+    }
+
+    async fn pull_keyring(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Result<Keyring, AuthorityError> {
+        self.inner.pull_keyring(user, namespace).await
+    }
+
+    async fn ready(&self) -> Result<(), AuthorityError> {
+        self.inner.ready().await
+    }
+
+    async fn anonymous_has_grants(&self) -> Result<bool, AuthorityError> {
+        self.inner.anonymous_has_grants().await
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}

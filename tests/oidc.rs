@@ -1,0 +1,394 @@
+//! OIDC issuers as identities, against an issuer on 127.0.0.1 (tests/common/issuer.rs): CI ID
+//! tokens as Basic passwords and Bearer tokens, bound like any subject; every way a token can be
+//! wrong refused; key rotation and an issuer outage; and a pod's service-account token handed out
+//! by `regate credential-provider` and pulled with by containerd and the Docker engine.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The CI identity of the tests, as GitHub Actions names a workflow on main.
+const CI_SUB: &str = "repo:org/app:ref:refs/heads/main";
+const CI_USER: &str = "ci:repo:org/app:ref:refs/heads/main";
+
+/// regate trusting `issuer` with `mapping`, with projects and `project-a/app:v1` seeded.
+fn trusting(issuer: &Issuer, mapping: &str) -> (Env, Image) {
+    let mut config = issuer.config(mapping);
+    if AuthorityMode::from_env().is_kubernetes() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&config)
+        .run();
+    let image = Image::runnable();
+    env.seed("project-a/app", "v1", &image);
+    (env, image)
+}
+
+/// An issuer, and regate trusting it with the [`CI_USER`] allowed to pull from project-a.
+fn ci_puller() -> (Issuer, Env) {
+    let issuer = Issuer::start();
+    let (env, _) = trusting(&issuer, "      username_prefix: \"ci:\"\n");
+    env.policy(
+        "add-role-to-user",
+        "system:image-puller",
+        CI_USER,
+        "project-a",
+    );
+    (issuer, env)
+}
+
+/// The status of a manifest GET of `project-a/app:v1` with `auth`.
+fn pull(env: &Env, auth: Auth) -> u16 {
+    env.get_manifest("project-a/app", "v1", auth).status
+}
+
+/// The status of a manifest GET of `project-a/app:v1` with `auth`, until `want` or 5 s.
+fn manifest_status(env: &Env, auth: Auth, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = env.get_manifest("project-a/app", "v1", auth).status;
+        if status == want || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_ci_id_token_is_denied_until_bound_then_pulls_as_basic_or_bearer() {
+    let issuer = Issuer::start();
+    let (env, _) = trusting(
+        &issuer,
+        "      username_prefix: \"ci:\"\n      groups_claim: groups\n      groups_prefix: \"ci-group:\"\n",
+    );
+    let token = issuer.token(CI_SUB);
+    let denied = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+    let err = env.expect_error(&denied, 403, "DENIED", "an unbound CI identity");
+    assert!(
+        err["message"].as_str().is_some_and(|m| m.contains(CI_USER)),
+        "{err}"
+    );
+
+    let bound = Instant::now();
+    env.policy(
+        "add-role-to-user",
+        "system:image-puller",
+        CI_USER,
+        "project-a",
+    );
+    assert_eq!(manifest_status(&env, Auth::Basic(&token), 200), 200);
+    assert!(
+        bound.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        bound.elapsed()
+    );
+    assert_eq!(pull(&env, Auth::Bearer(&token)), 200);
+    // And through the realm, as docker login does.
+    let realm = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/app:pull",
+        Auth::Basic(&token),
+    );
+    assert_eq!(realm.status, 200, "{}", realm.text());
+    let registry_token = realm.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(pull(&env, Auth::Bearer(&registry_token)), 200);
+    // Pushing is still not granted, and the hint names the CI identity.
+    let push = env.send(
+        "POST",
+        "/v2/project-a/app/blobs/uploads/",
+        Auth::Basic(&token),
+    );
+    assert_eq!(push.status, 403);
+
+    // Groups from the claim bind too.
+    let grouped = issuer.mint(
+        "rs-1",
+        &serde_json::json!({
+            "iss": issuer.url, "aud": OIDC_AUDIENCE, "sub": "repo:org/other:ref:refs/heads/dev",
+            "groups": ["release"], "iat": now(), "exp": now() + 600,
+        }),
+    );
+    assert_eq!(pull(&env, Auth::Basic(&grouped)), 403);
+    env.policy(
+        "add-role-to-group",
+        "system:image-puller",
+        "ci-group:release",
+        "project-a",
+    );
+    assert_eq!(
+        manifest_status(&env, Auth::Basic(&grouped), 200),
+        200,
+        "RS256 and a group"
+    );
+
+    // The CLI knows the mapped identity.
+    let can_i = env.regate(&[
+        "auth",
+        "can-i",
+        "get",
+        "imagestreams/layers",
+        "-n",
+        "project-a",
+        "--as",
+        CI_USER,
+    ]);
+    assert_eq!(stdout(&can_i).trim(), "yes", "{}", show_output(&can_i));
+    let who = env.regate_ok(&[
+        "policy",
+        "who-can",
+        "get",
+        "imagestreams/layers",
+        "-n",
+        "project-a",
+    ]);
+    assert!(who.contains(CI_USER), "{who}");
+    assert!(!env.regate_log().contains(&token), "no ID token in the log");
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn id_tokens_wrong_in_any_way_are_refused() {
+    let (issuer, env) = ci_puller();
+    let good = issuer.token(CI_SUB);
+    assert_eq!(manifest_status(&env, Auth::Basic(&good), 200), 200);
+
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut claims = issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
+        change(&mut claims);
+        issuer.mint("es-1", &claims)
+    };
+    let stranger = Issuer::start();
+    let forged_alg = {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let claims = issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
+        format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg": "none", "kid": "es-1"})),
+            b64(claims)
+        )
+    };
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &issuer.claims(CI_SUB, OIDC_AUDIENCE, 600),
+        &jsonwebtoken::EncodingKey::from_secret(b"the issuer's public key, as an HMAC secret"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = "someone-else".into()),
+            "audience",
+        ),
+        (
+            "expired",
+            with(&|c| {
+                c["exp"] = (now() - 120).into();
+                c["iat"] = (now() - 900).into();
+            }),
+            "expired",
+        ),
+        (
+            "future nbf",
+            with(&|c| c["nbf"] = (now() + 600).into()),
+            "not valid yet",
+        ),
+        (
+            "future iat",
+            with(&|c| c["iat"] = (now() + 600).into()),
+            "future",
+        ),
+        (
+            "no exp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            "exp",
+        ),
+        ("alg none", forged_alg, "not accepted"),
+        ("HS256", hs256, "not accepted"),
+        ("unknown issuer", stranger.token(CI_SUB), ""),
+    ];
+    for (what, token, reason) in cases {
+        for auth in [Auth::Basic(&token), Auth::Bearer(&token)] {
+            let reply = env.get_manifest("project-a/app", "v1", auth);
+            let err = env.expect_error(&reply, 401, "UNAUTHORIZED", what);
+            assert!(
+                err["message"].as_str().is_some_and(|m| m.contains(reason)),
+                "{what}: {err}"
+            );
+            assert!(!reply.text().contains(&token));
+        }
+    }
+}
+
+#[test]
+fn rotated_keys_are_fetched_and_an_outage_keeps_the_known_ones() {
+    let (issuer, env) = ci_puller();
+    assert_eq!(
+        manifest_status(&env, Auth::Basic(&issuer.token(CI_SUB)), 200),
+        200
+    );
+
+    // A new key mid-run: its first token fetches the key set again (fetches are at most one
+    // per 2 s per issuer).
+    issuer.add_key("es-2");
+    std::thread::sleep(Duration::from_millis(2100));
+    let rotated = issuer.mint("es-2", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 600));
+    assert_eq!(pull(&env, Auth::Basic(&rotated)), 200);
+
+    // Made-up kids do not make regate hammer the issuer.
+    let fetches = issuer.jwks_fetches();
+    for n in 0..20 {
+        let mut claims = issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
+        claims["jti"] = n.into();
+        let token = issuer.mint_as("es-1", &format!("made-up-{n}"), &claims);
+        assert_eq!(pull(&env, Auth::Basic(&token)), 401);
+    }
+    assert!(
+        issuer.jwks_fetches() <= fetches + 2,
+        "{} fetches",
+        issuer.jwks_fetches() - fetches
+    );
+
+    // The issuer goes down: tokens of known keys still verify; a new key fails closed.
+    issuer.set_up(false);
+    std::thread::sleep(Duration::from_millis(2100));
+    let fresh = issuer.mint("es-1", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 300));
+    assert_eq!(pull(&env, Auth::Basic(&fresh)), 200);
+    issuer.add_key("es-3");
+    let unknown = issuer.mint("es-3", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 300));
+    let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&unknown));
+    let err = env.expect_error(
+        &reply,
+        401,
+        "UNAUTHORIZED",
+        "a new key while the issuer is down",
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kid") || m.contains("cannot be reached")),
+        "{err}"
+    );
+}
+
+/// Runs `regate credential-provider ARGS` with `request` on stdin, as the kubelet does.
+fn credential_provider(
+    env: &Env,
+    args: &[&str],
+    request: &serde_json::Value,
+) -> std::process::Output {
+    let mut all = vec!["credential-provider"];
+    all.extend_from_slice(args);
+    env.regate_with_stdin(&all, &request.to_string())
+}
+
+#[test]
+fn a_pods_service_account_token_pulls_through_the_credential_provider() {
+    let issuer = Issuer::start();
+    let (env, _) = trusting(&issuer, "      preset: kubernetes\n");
+    // What the kubelet mints for the pod: the cluster's issuer, regate's audience.
+    let mut claims = issuer.claims(
+        "system:serviceaccount:project-a:default",
+        OIDC_AUDIENCE,
+        3600,
+    );
+    claims["kubernetes.io"] = serde_json::json!({
+        "namespace": "project-a",
+        "serviceaccount": {"name": "default", "uid": "0b9c7f4e"},
+        "pod": {"name": "app-7d4b9", "uid": "5f1e"},
+    });
+    let sa_token = issuer.mint("rs-1", &claims);
+    let host = env.host();
+    let request = serde_json::json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderRequest",
+        "image": format!("{host}/project-a/app:v1"),
+        "serviceAccountToken": sa_token,
+        "serviceAccountAnnotations": {},
+    });
+    let out = credential_provider(&env, &["--registry", &host], &request);
+    assert!(out.status.success(), "{}", show_output(&out));
+    let response: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(response["kind"], "CredentialProviderResponse");
+    assert_eq!(response["cacheKeyType"], "Registry");
+    let auth = &response["auth"][host.as_str()];
+    let (user, password) = (
+        auth["username"].as_str().unwrap(),
+        auth["password"].as_str().unwrap(),
+    );
+
+    // containerd pulls with it: the pod's own identity, no pull secret, no TokenReview.
+    let work = tempfile::tempdir().expect("dir");
+    let containerd = Containerd::start(work.path());
+    let reference = format!("{host}/project-a/app:v1");
+    let creds = format!("{user}:{password}");
+    let pull = containerd.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        "--user",
+        &creds,
+        &reference,
+    ]);
+    env.expect_success(&pull, "ctr pull with the credential provider's auth");
+    if env.mode() == AuthorityMode::Embedded {
+        assert!(
+            !env.regate_log().contains("TokenReview"),
+            "verified offline"
+        );
+    }
+
+    // The Docker engine too.
+    let docker = env.docker();
+    let login = docker.login(&host, user, password);
+    env.expect_success(&login, "docker login with the service-account token");
+    let tag = format!("{host}/project-a/app:v1");
+    docker.track(&tag);
+    let pull = docker.pull(&tag);
+    env.expect_success(&pull, "docker pull as the pod's service account");
+
+    // Another namespace's image is not this service account's to pull.
+    let other = credential_provider(
+        &env,
+        &["--registry", &host],
+        &serde_json::json!({
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderRequest",
+            "image": "quay.io/org/app:v1",
+            "serviceAccountToken": sa_token,
+        }),
+    );
+    assert!(other.status.success());
+    let response: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(response["auth"], serde_json::json!({}));
+    let denied = env.get_manifest("project-b/app", "v1", Auth::Basic(password));
+    assert_eq!(denied.status, 403);
+
+    // A wrong apiVersion is one line on stderr and a non-zero exit.
+    let mut wrong = request.clone();
+    wrong["apiVersion"] = "credentialprovider.kubelet.k8s.io/v1alpha1".into();
+    let out = credential_provider(&env, &["--registry", &host], &wrong);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("apiVersion") && !err.contains(&sa_token),
+        "{err}"
+    );
+}
