@@ -31,6 +31,9 @@
 //!   same gateway with neither, and direct, in interleaved rounds of one run
 //!   (`benches/gateway/observe.rs`).
 //!
+//! - `oidc`: regate's CPU per manifest GET with an OIDC ID token (offline verification, warm)
+//!   against an API token, same gateway, interleaved rounds (`benches/gateway/oidc.rs`).
+//!
 //! The load generator for the request rates is in this file (a hyper client: wrk cannot do
 //! HEAD, it waits for a body that never comes). Targets are ratios to the direct baseline;
 //! nothing here asserts on time. Needs `nginx`, `curl` and `h2load` (Debian packages
@@ -41,6 +44,8 @@
 mod common;
 #[path = "gateway/observe.rs"]
 mod observe;
+#[path = "gateway/oidc.rs"]
+mod oidc;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -55,7 +60,9 @@ const BLOB_BYTES: u64 = 1 << 30;
 /// Connections of the request-rate loads.
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
-const MEASURES: [&str; 6] = ["head", "pull", "token", "tokenpull", "tls", "observe"];
+const MEASURES: [&str; 7] = [
+    "head", "pull", "token", "tokenpull", "tls", "observe", "oidc",
+];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =
     "scope=repository:project-a/app:pull&scope=repository:project-a/app:push";
@@ -118,11 +125,16 @@ fn main() {
         tls_rows.extend(measure_tls(&bench, blob, seconds));
     }
 
+    if (runs("observe") || runs("oidc")) && !runs("head") && !runs("tls") {
+        bench.env.seed("bench/app", "v1", &Image::unique(4096));
+    }
     let observe_rows = if runs("observe") {
-        if !runs("head") && !runs("tls") {
-            bench.env.seed("bench/app", "v1", &Image::unique(4096));
-        }
         observe::measure(&bench, seconds)
+    } else {
+        Vec::new()
+    };
+    let oidc_rows = if runs("oidc") {
+        oidc::measure(&bench, seconds)
     } else {
         Vec::new()
     };
@@ -146,9 +158,11 @@ fn main() {
         );
         report.extend(tls_rows.iter().map(|r| format!("{r}\n")));
     }
-    if !observe_rows.is_empty() {
-        report.push_str(&format!("\n{}\n", observe::HEADER));
-        report.extend(observe_rows.iter().map(|r| format!("{r}\n")));
+    for (header, rows) in [(observe::HEADER, &observe_rows), (oidc::HEADER, &oidc_rows)] {
+        if !rows.is_empty() {
+            report.push_str(&format!("\n{header}\n"));
+            report.extend(rows.iter().map(|r| format!("{r}\n")));
+        }
     }
     println!("\n{report}");
     if only.is_empty() {

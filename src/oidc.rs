@@ -118,6 +118,15 @@ impl Issuers {
         })
     }
 
+    /// Who an ID token of a configured issuer names when its only fault is having expired
+    /// (signature, issuer, audience and `nbf` verify); `None` otherwise. Never cached.
+    pub async fn expired_identity(&self, token: &str) -> Option<UserInfo> {
+        let iss = unverified_issuer(token)?;
+        let issuer = self.issuers.iter().find(|i| i.settings.issuer == iss)?;
+        let verified = issuer.check(token, false).await.ok()?;
+        (verified.expires + LEEWAY.as_secs() < crate::token::now()).then_some(verified.user)
+    }
+
     /// `None` when `token` is not an ID token of a configured issuer; else who it names, or
     /// why it is refused.
     pub async fn verify(&self, token: &str) -> Option<Result<UserInfo, String>> {
@@ -127,7 +136,7 @@ impl Issuers {
         if let Some(verified) = self.verified.get(&digest).await {
             return Some(Ok(verified.user));
         }
-        Some(match issuer.verify(token).await {
+        Some(match issuer.check(token, true).await {
             Ok(verified) => {
                 let user = verified.user.clone();
                 self.verified.insert(digest, verified).await;
@@ -139,7 +148,8 @@ impl Issuers {
 }
 
 impl Issuer {
-    async fn verify(&self, token: &str) -> Result<Verified, String> {
+    /// Verifies `token`, its expiry only when `expiry` is set.
+    async fn check(&self, token: &str, expiry: bool) -> Result<Verified, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| match header_alg(token) {
             // `none` and the like are no algorithm to the parser.
             Some(alg) => {
@@ -159,6 +169,7 @@ impl Issuer {
         validation.set_audience(&self.settings.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
+        validation.validate_exp = expiry;
         validation.leeway = LEEWAY.as_secs();
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| refusal(&e, &self.settings))?;

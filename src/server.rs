@@ -14,6 +14,7 @@ mod failed_logins;
 mod forward;
 mod identify;
 mod origin;
+mod push_window;
 mod start;
 mod token_endpoint;
 
@@ -66,6 +67,8 @@ pub struct Gateway {
     pub draining: std::sync::atomic::AtomicBool,
     /// The audit log, when `audit:` is configured.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Pushes under way, which outlive the ID tokens they started with (`push_window.rs`).
+    pub(crate) push_windows: push_window::PushWindows,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -262,8 +265,9 @@ impl Gateway {
             });
         }
         let public = origin::public_origin(&req, &self.config)?;
-        let caller = self
-            .identify(req.headers(), &public, plan.scope.as_deref())
+        let push_to = push_window::push_step(req.method(), &route).map(|n| n.as_str());
+        let (caller, verified) = self
+            .identify(req.headers(), &public, plan.scope.as_deref(), push_to)
             .await?;
         let trail = Trail::of(&req);
         trail.identify(&caller.user);
@@ -286,7 +290,15 @@ impl Gateway {
                 .forward_remote(req, &public, remote, name, &caller)
                 .await;
         }
-        self.forward(req, &public, &plan).await
+        let response = self.forward(req, &public, &plan).await?;
+        // A push started with a credential that verified in full may outlive it.
+        if let (Route::UploadStart { name }, true) = (&route, verified)
+            && response.status() == http::StatusCode::ACCEPTED
+            && !caller.user.is_anonymous()
+        {
+            self.push_windows.open(&caller.user.name, name.as_str());
+        }
+        Ok(response)
     }
 
     /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,

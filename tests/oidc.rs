@@ -285,15 +285,12 @@ fn rotated_keys_are_fetched_and_an_outage_keeps_the_known_ones() {
     );
 }
 
-/// Runs `regate credential-provider ARGS` with `request` on stdin, as the kubelet does.
-fn credential_provider(
-    env: &Env,
-    args: &[&str],
-    request: &serde_json::Value,
-) -> std::process::Output {
-    let mut all = vec!["credential-provider"];
-    all.extend_from_slice(args);
-    env.regate_with_stdin(&all, &request.to_string())
+/// Runs `regate credential-provider ARGS` with `request` on stdin, as the kubelet does (no
+/// state directory, no config: the kubelet passes only the provider's `args`).
+fn credential_provider(args: &[&str], request: &serde_json::Value) -> std::process::Output {
+    let mut cmd = std::process::Command::new(REGATE);
+    cmd.arg("credential-provider").args(args);
+    with_stdin(cmd, &request.to_string())
 }
 
 #[test]
@@ -320,7 +317,7 @@ fn a_pods_service_account_token_pulls_through_the_credential_provider() {
         "serviceAccountToken": sa_token,
         "serviceAccountAnnotations": {},
     });
-    let out = credential_provider(&env, &["--registry", &host], &request);
+    let out = credential_provider(&["--registry", &host], &request);
     assert!(out.status.success(), "{}", show_output(&out));
     let response: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(response["kind"], "CredentialProviderResponse");
@@ -365,7 +362,6 @@ fn a_pods_service_account_token_pulls_through_the_credential_provider() {
 
     // Another namespace's image is not this service account's to pull.
     let other = credential_provider(
-        &env,
         &["--registry", &host],
         &serde_json::json!({
             "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
@@ -383,7 +379,7 @@ fn a_pods_service_account_token_pulls_through_the_credential_provider() {
     // A wrong apiVersion is one line on stderr and a non-zero exit.
     let mut wrong = request.clone();
     wrong["apiVersion"] = "credentialprovider.kubelet.k8s.io/v1alpha1".into();
-    let out = credential_provider(&env, &["--registry", &host], &wrong);
+    let out = credential_provider(&["--registry", &host], &wrong);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -391,4 +387,68 @@ fn a_pods_service_account_token_pulls_through_the_credential_provider() {
         err.contains("apiVersion") && !err.contains(&sa_token),
         "{err}"
     );
+}
+
+#[test]
+fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
+    let issuer = Issuer::start();
+    let (env, _) = trusting(&issuer, "      username_prefix: \"ci:\"\n");
+    env.policy("add-role-to-user", "system:image-pusher", CI_USER, "project-a");
+    std::thread::sleep(POLICY_DELAY);
+    // Minted ten minutes ago by the CI system; valid for 5 s more (30 s leeway after exp).
+    let t = now();
+    let mut claims = issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
+    for (claim, at) in [("iat", t - 600), ("nbf", t - 600), ("exp", t - 25)] {
+        claims[claim] = at.into();
+    }
+    let token = issuer.mint("es-1", &claims);
+    let start = env.send("POST", "/v2/project-a/pushed/blobs/uploads/", Auth::Basic(&token));
+    assert_eq!(start.status, 202, "{}", start.text());
+    let realm = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/pushed:pull,push",
+        Auth::Basic(&token),
+    );
+    assert_eq!(realm.status, 200, "{}", realm.text());
+    let registry_token = realm.json()["token"].as_str().unwrap().to_string();
+    while now() <= t + 6 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let image = Image::unique(4096);
+    let pushed = push_image(&env.url(), Auth::Basic(&token), "project-a/pushed", "v1", &image);
+    if env.mode() == AuthorityMode::KubernetesSelf {
+        // The API server judges every request by the caller's own token, now expired.
+        assert!(pushed.is_err(), "review: self ends the push with its token");
+        return;
+    }
+    pushed.unwrap_or_else(|r| panic!("the push goes on past its ID token: {r}"));
+    // With the registry token it got before, and a new one from the realm for that repository.
+    let head = env.send("HEAD", "/v2/project-a/pushed/manifests/v1", Auth::Bearer(&registry_token));
+    assert_eq!(head.status, 200);
+    let renewed = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/pushed:pull,push",
+        Auth::Basic(&token),
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    assert!(renewed.json()["refresh_token"].is_null());
+
+    // Nothing else takes the expired token: a pull, another repository, a token for it.
+    let pull = env.send("GET", "/v2/project-a/pushed/tags/list", Auth::Basic(&token));
+    env.expect_error(&pull, 401, "UNAUTHORIZED", "a pull with an expired ID token");
+    let elsewhere = env.send("POST", "/v2/project-a/other/blobs/uploads/", Auth::Basic(&token));
+    env.expect_error(&elsewhere, 401, "UNAUTHORIZED", "a push elsewhere");
+    let other_scope = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/other:push",
+        Auth::Basic(&token),
+    );
+    assert_eq!(other_scope.status, 401);
+
+    // Unbinding stops the push at once: every step is still authorized.
+    env.policy("remove-role-from-user", "system:image-pusher", CI_USER, "project-a");
+    std::thread::sleep(POLICY_DELAY);
+    let after = env.send("POST", "/v2/project-a/pushed/blobs/uploads/", Auth::Basic(&token));
+    assert_eq!(after.status, 403, "{}", after.text());
 }

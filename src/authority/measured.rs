@@ -59,6 +59,10 @@ impl Authority for Measured {
         self.0.pull_keyring(user, namespace).await
     }
 
+    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
+        self.0.expired_identity(token).await
+    }
+
     async fn ready(&self) -> Result<(), AuthorityError> {
         self.0.ready().await
     }

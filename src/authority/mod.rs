@@ -89,6 +89,14 @@ pub trait Authority: Send + Sync + 'static {
         Ok(Default::default())
     }
 
+    /// Who `token` names when it is refused only for having expired: an ID token of a trusted
+    /// OIDC issuer whose signature, issuer and audience still verify. Only for a push that
+    /// started while it was valid (docs/behaviour.md §3); `None` for anything else (default).
+    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
+        let _ = token;
+        None
+    }
+
     /// Whether the authority answers at all, for `/readyz`: `Err` says why not. Default: it is
     /// in this process, so it does.
     async fn ready(&self) -> Result<(), AuthorityError> {

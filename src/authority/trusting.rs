@@ -67,6 +67,10 @@ impl Authority for Trusting {
         self.inner.pull_keyring(user, namespace).await
     }
 
+    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
+        self.issuers.expired_identity(token.expose_secret()).await
+    }
+
     async fn ready(&self) -> Result<(), AuthorityError> {
         self.inner.ready().await
     }

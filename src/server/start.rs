@@ -93,6 +93,7 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!("identity.oidc: {e}"))?;
         Ok(Gateway {
             audit,
+            push_windows: super::push_window::PushWindows::new(config.token_lifetime),
             decisions: Decisions::new(
                 Arc::new(crate::authority::measured::Measured(authority)),
                 &config.cache,

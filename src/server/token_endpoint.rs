@@ -156,11 +156,11 @@ pub(super) async fn handle(
     let credential = identity::credential(header).map_err(|e| ApiError::InvalidCredential {
         message: e.to_string(),
     })?;
-    let caller = match credential {
-        Credential::Anonymous => Caller::anonymous(),
-        Credential::Token(token) => authenticate_api_token(ep, token).await?,
+    let (caller, until) = match credential {
+        Credential::Anonymous => (Caller::anonymous(), None),
+        Credential::Token(token) => authenticate_for_scopes(ep, token, &params.asked).await?,
     };
-    respond(ep, realm, &caller, &params).await
+    respond(ep, realm, &caller, &params, until).await
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
@@ -178,8 +178,8 @@ async fn post(
                 .take()
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
-            let caller = authenticate_api_token(ep, password).await?;
-            respond(ep, realm, &caller, &params).await
+            let (caller, until) = authenticate_for_scopes(ep, password, &params.asked).await?;
+            respond(ep, realm, &caller, &params, until).await
         }
         Some("refresh_token") => {
             let token = params
@@ -206,7 +206,7 @@ async fn post(
                 offline: false,
                 ..params
             };
-            respond(ep, realm, &caller, &params).await
+            respond(ep, realm, &caller, &params, None).await
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -228,21 +228,54 @@ async fn authenticate_api_token(
         })
 }
 
+/// Who `token` belongs to, and `None`; or, when it is refused only for its expiry and every
+/// scope asked is a repository with a push window open for its identity, that identity and
+/// when the first window closes (`server/push_window.rs`).
+async fn authenticate_for_scopes(
+    ep: &Endpoint<'_>,
+    token: SecretString,
+    asked: &[Scope],
+) -> Result<(Caller, Option<u64>), ApiError> {
+    let kept = token.clone();
+    match authenticate_api_token(ep, token).await {
+        Ok(caller) => Ok((caller, None)),
+        Err(refused) => {
+            let repositories: Vec<&str> = asked
+                .iter()
+                .filter(|s| s.kind == "repository")
+                .map(|s| s.name.as_str())
+                .collect();
+            if repositories.len() < asked.len() {
+                return Err(refused);
+            }
+            match ep.identities.in_push_window(&kept, &repositories).await {
+                Some((caller, closes)) => Ok((caller, Some(closes))),
+                None => Err(refused),
+            }
+        }
+    }
+}
+
 /// The token response for `caller`: the realm's token, and a refresh token when asked for.
-/// Neither outlives the caller's API token where its expiry can be read.
+/// Neither outlives the caller's API token where its expiry can be read, nor `until` (the end
+/// of the push windows an expired credential was taken in; no refresh token then).
 async fn respond(
     ep: &Endpoint<'_>,
     realm: Realm<'_>,
     caller: &Caller,
     params: &Params,
+    until: Option<u64>,
 ) -> Result<Response, ApiError> {
     let user = &caller.user;
     ep.trail.identify(user);
     let api_token = caller.token.as_ref();
     // Whole seconds, rounded down: a token never ends after its API token.
-    let api_expiry = api_token
-        .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
-        .map(|exp| exp as u64);
+    let api_expiry = match until {
+        Some(closes) => Some(closes),
+        None => api_token
+            .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
+            .map(|exp| exp as u64),
+    };
     let (issued, scope) = match realm {
         Realm::Gateway => {
             let issued = gateway_token(ep, caller, api_expiry)?;
@@ -263,7 +296,7 @@ async fn respond(
     // Reviewing as the caller hands the caller's own API token back as the access token: a
     // refresh token would add nothing, and OpenShift's registry issues none there either.
     let reviews_as_caller = ep.decisions.authority().needs_caller_token();
-    let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller) {
+    let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller && until.is_none()) {
         Some(api_token) => {
             let cap = crate::token::now() + REFRESH_MAX.as_secs();
             let expires_at = api_expiry.map_or(cap, |e| e.min(cap));

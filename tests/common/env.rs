@@ -563,20 +563,7 @@ impl Env {
 
     /// Run the regate CLI against this Env's state with `input` on stdin (a password, say).
     pub fn regate_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .cli(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn regate");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("regate output")
+        with_stdin(self.cli(args), input)
     }
 
     /// Run the regate CLI against this Env's state (`--state` is appended).
