@@ -61,7 +61,13 @@ const BLOB_BYTES: u64 = 1 << 30;
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
 const MEASURES: [&str; 7] = [
-    "head", "pull", "token", "tokenpull", "tls", "observe", "oidc",
+    "head",
+    "pull",
+    "token",
+    "tokenpull",
+    "tls",
+    "observe",
+    "oidc",
 ];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =

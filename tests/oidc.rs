@@ -393,7 +393,12 @@ fn a_pods_service_account_token_pulls_through_the_credential_provider() {
 fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
     let issuer = Issuer::start();
     let (env, _) = trusting(&issuer, "      username_prefix: \"ci:\"\n");
-    env.policy("add-role-to-user", "system:image-pusher", CI_USER, "project-a");
+    env.policy(
+        "add-role-to-user",
+        "system:image-pusher",
+        CI_USER,
+        "project-a",
+    );
     std::thread::sleep(POLICY_DELAY);
     // Minted ten minutes ago by the CI system; valid for 5 s more (30 s leeway after exp).
     let t = now();
@@ -402,7 +407,11 @@ fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
         claims[claim] = at.into();
     }
     let token = issuer.mint("es-1", &claims);
-    let start = env.send("POST", "/v2/project-a/pushed/blobs/uploads/", Auth::Basic(&token));
+    let start = env.send(
+        "POST",
+        "/v2/project-a/pushed/blobs/uploads/",
+        Auth::Basic(&token),
+    );
     assert_eq!(start.status, 202, "{}", start.text());
     let realm = env.send(
         "GET",
@@ -416,7 +425,13 @@ fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
     }
 
     let image = Image::unique(4096);
-    let pushed = push_image(&env.url(), Auth::Basic(&token), "project-a/pushed", "v1", &image);
+    let pushed = push_image(
+        &env.url(),
+        Auth::Basic(&token),
+        "project-a/pushed",
+        "v1",
+        &image,
+    );
     if env.mode() == AuthorityMode::KubernetesSelf {
         // The API server judges every request by the caller's own token, now expired.
         assert!(pushed.is_err(), "review: self ends the push with its token");
@@ -424,7 +439,14 @@ fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
     }
     pushed.unwrap_or_else(|r| panic!("the push goes on past its ID token: {r}"));
     // With the registry token it got before, and a new one from the realm for that repository.
-    let head = env.send("HEAD", "/v2/project-a/pushed/manifests/v1", Auth::Bearer(&registry_token));
+    let head = Reply::from_request(
+        env.request(
+            "HEAD",
+            "/v2/project-a/pushed/manifests/v1",
+            Auth::Bearer(&registry_token),
+        )
+        .header("Accept", OCI_MANIFEST),
+    );
     assert_eq!(head.status, 200);
     let renewed = env.send(
         "GET",
@@ -436,8 +458,17 @@ fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
 
     // Nothing else takes the expired token: a pull, another repository, a token for it.
     let pull = env.send("GET", "/v2/project-a/pushed/tags/list", Auth::Basic(&token));
-    env.expect_error(&pull, 401, "UNAUTHORIZED", "a pull with an expired ID token");
-    let elsewhere = env.send("POST", "/v2/project-a/other/blobs/uploads/", Auth::Basic(&token));
+    env.expect_error(
+        &pull,
+        401,
+        "UNAUTHORIZED",
+        "a pull with an expired ID token",
+    );
+    let elsewhere = env.send(
+        "POST",
+        "/v2/project-a/other/blobs/uploads/",
+        Auth::Basic(&token),
+    );
     env.expect_error(&elsewhere, 401, "UNAUTHORIZED", "a push elsewhere");
     let other_scope = env.send(
         "GET",
@@ -447,8 +478,17 @@ fn a_push_outlives_the_id_token_it_started_with_and_nothing_else_does() {
     assert_eq!(other_scope.status, 401);
 
     // Unbinding stops the push at once: every step is still authorized.
-    env.policy("remove-role-from-user", "system:image-pusher", CI_USER, "project-a");
+    env.policy(
+        "remove-role-from-user",
+        "system:image-pusher",
+        CI_USER,
+        "project-a",
+    );
     std::thread::sleep(POLICY_DELAY);
-    let after = env.send("POST", "/v2/project-a/pushed/blobs/uploads/", Auth::Basic(&token));
+    let after = env.send(
+        "POST",
+        "/v2/project-a/pushed/blobs/uploads/",
+        Auth::Basic(&token),
+    );
     assert_eq!(after.status, 403, "{}", after.text());
 }

@@ -46,7 +46,13 @@ impl Gateway {
 
 /// Requests/s, answers and regate CPU seconds for one measured run against `base` (after a
 /// 2 s warm-up); `pid` is regate's.
-pub(super) fn run(bench: &Bench, base: &str, auth: &str, pid: Option<u32>, seconds: u32) -> (f64, u64, f64) {
+pub(super) fn run(
+    bench: &Bench,
+    base: &str,
+    auth: &str,
+    pid: Option<u32>,
+    seconds: u32,
+) -> (f64, u64, f64) {
     let addr = base.trim_start_matches("http://");
     let get = http::Method::GET;
     bench.runtime.block_on(load(

@@ -4,9 +4,9 @@
 //! `anything:ID-TOKEN` (ES256, verified once, then remembered by its SHA-256 until it
 //! expires), in interleaved rounds, reading regate's CPU from `/proc` around the measured part.
 
+use super::Bench;
 use super::common::{Env, Issuer};
 use super::observe::run;
-use super::Bench;
 
 /// Interleaved rounds of API token, ID token.
 const ROUNDS: u32 = 3;
@@ -24,7 +24,12 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
         .upstream(&bench.env.registry_url())
         .gateway_config(&issuer.config("      username_prefix: \"ci:\"\n"))
         .run();
-    env.policy("add-role-to-user", "system:image-puller", "ci:bench-job", "bench");
+    env.policy(
+        "add-role-to-user",
+        "system:image-puller",
+        "ci:bench-job",
+        "bench",
+    );
     let basic = |token: &str| {
         use base64::Engine;
         format!(

@@ -62,15 +62,26 @@ impl Gateway {
                 if let (Some(token), Some(repository)) = (kept, push_to)
                     && let Some((user, _)) = self
                         .push_windows
-                        .admit(&self.signer, self.decisions.authority().as_ref(), &token, &[repository])
+                        .admit(
+                            &self.signer,
+                            self.decisions.authority().as_ref(),
+                            &token,
+                            &[repository],
+                        )
                         .await
                 {
-                    return Ok((Caller { user, token: Some(token) }, false));
+                    return Ok((
+                        Caller {
+                            user,
+                            token: Some(token),
+                        },
+                        false,
+                    ));
                 }
                 Err(self.challenge(
-                public,
-                scope,
-                Some("invalid_token"),
+                    public,
+                    scope,
+                    Some("invalid_token"),
                     &format!("{reason}: log in again with a valid token"),
                 ))
             }

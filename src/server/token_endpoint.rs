@@ -296,20 +296,21 @@ async fn respond(
     // Reviewing as the caller hands the caller's own API token back as the access token: a
     // refresh token would add nothing, and OpenShift's registry issues none there either.
     let reviews_as_caller = ep.decisions.authority().needs_caller_token();
-    let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller && until.is_none()) {
-        Some(api_token) => {
-            let cap = crate::token::now() + REFRESH_MAX.as_secs();
-            let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
-            Some(
-                ep.signer
-                    .issue_refresh_token(user, api_token, expires_at)
-                    .map_err(sign_error)?
-                    .token,
-            )
-        }
-        // Anonymous callers have nothing to refresh.
-        None => None,
-    };
+    let refresh_token =
+        match api_token.filter(|_| params.offline && !reviews_as_caller && until.is_none()) {
+            Some(api_token) => {
+                let cap = crate::token::now() + REFRESH_MAX.as_secs();
+                let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
+                Some(
+                    ep.signer
+                        .issue_refresh_token(user, api_token, expires_at)
+                        .map_err(sign_error)?
+                        .token,
+                )
+            }
+            // Anonymous callers have nothing to refresh.
+            None => None,
+        };
     let realm_label = match realm {
         Realm::Gateway => "gateway",
         Realm::TokenServer(_) => "token_server",
