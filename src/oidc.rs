@@ -96,7 +96,7 @@ pub struct Issuers {
 
 struct Issuer {
     settings: IssuerSettings,
-    keys: keys::Keys,
+    keys: Arc<keys::Keys>,
 }
 
 impl Issuers {
@@ -105,7 +105,7 @@ impl Issuers {
         let mut issuers = Vec::with_capacity(settings.len());
         for s in settings {
             issuers.push(Issuer {
-                keys: keys::Keys::new(&s.issuer, s.jwks_url.clone())?,
+                keys: Arc::new(keys::Keys::new(&s.issuer, s.jwks_url.clone())?),
                 settings: s.clone(),
             });
         }

@@ -1,11 +1,11 @@
 //! An issuer's signing keys: its JWKS, found through discovery
 //! (`ISSUER/.well-known/openid-configuration`, `jwks_uri`) unless `jwks_url` is given.
 //!
-//! Fetched on first use and again when older than [`REFRESH_AFTER`]; a token whose `kid` is not
-//! in the set fetches it at once (an issuer rotating its keys), but at most once per
-//! [`MIN_INTERVAL`] per issuer, so a flood of made-up `kid`s cannot make regate hammer the
-//! issuer. When the issuer cannot be reached, the keys fetched last keep verifying for
-//! [`KEEP_FOR`]; a `kid` they lack fails closed.
+//! Fetched on first use, and again behind the request that finds them older than
+//! [`REFRESH_AFTER`]; a token whose `kid` is not in the set fetches it at once (an issuer
+//! rotating its keys), but at most once per [`MIN_INTERVAL`] per issuer, so a flood of made-up
+//! `kid`s cannot make regate hammer the issuer. When the issuer cannot be reached, the keys
+//! fetched last keep verifying for [`KEEP_FOR`]; a `kid` they lack fails closed.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -67,42 +67,50 @@ impl Keys {
 
     /// The key for a token signed with `alg` under `kid`.
     pub(super) async fn key(
-        &self,
+        self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<DecodingKey, String> {
         let current = self.current();
-        if let Some(loaded) = current
-            .as_ref()
-            .filter(|l| l.fetched.elapsed() < REFRESH_AFTER)
+        if let Some(loaded) = current.as_ref().filter(|l| l.fetched.elapsed() < KEEP_FOR)
             && let Some(key) = find(loaded, kid, alg)
         {
+            if loaded.fetched.elapsed() >= REFRESH_AFTER {
+                // Stale: verify with it now and fetch the set behind the request, so an issuer
+                // that is slow or down never holds requests up.
+                let keys = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = keys.fetch(false).await {
+                        tracing::warn!(issuer = %keys.issuer, %error, "OIDC issuer's keys cannot be fetched; verifying with the keys fetched last");
+                    }
+                });
+            }
             return Ok(key);
         }
-        // Stale, never fetched, or a kid not in the set: fetch (rate limited), look again.
-        let fetched = self.fetch().await;
+        // Never fetched, or a kid not in the set: fetch (rate limited), look again.
+        let fetched = self.fetch(true).await;
         let current = self.current();
         if let Some(loaded) = current.as_ref().filter(|l| l.fetched.elapsed() < KEEP_FOR)
             && let Some(key) = find(loaded, kid, alg)
         {
-            if let Err(error) = &fetched {
-                tracing::warn!(issuer = %self.issuer, %error, "OIDC issuer's keys cannot be fetched; verifying with the keys fetched last");
-            }
             return Ok(key);
         }
         Err(match fetched {
-            Err(error) => {
-                format!(
-                    "the ID token's issuer cannot be reached for its keys ({error}), and no key kept matches"
-                )
-            }
+            Err(error) => format!(
+                "the ID token's issuer cannot be reached for its keys ({error}), and no key kept matches"
+            ),
             Ok(()) => "no key of the ID token's issuer matches its kid".to_string(),
         })
     }
 
-    /// Fetches the key set unless another fetch started less than [`MIN_INTERVAL`] ago.
-    async fn fetch(&self) -> Result<(), String> {
-        let mut last = self.last_fetch.lock().await;
+    /// Fetches the key set unless another fetch started less than [`MIN_INTERVAL`] ago; waits
+    /// for a fetch under way when `wait`, else leaves it to that one.
+    async fn fetch(&self, wait: bool) -> Result<(), String> {
+        let mut last = match self.last_fetch.try_lock() {
+            Ok(last) => last,
+            Err(_) if wait => self.last_fetch.lock().await,
+            Err(_) => return Ok(()),
+        };
         if last.is_some_and(|t| t.elapsed() < MIN_INTERVAL) {
             return Ok(());
         }
