@@ -31,6 +31,9 @@
 //!   same gateway with neither, and direct, in interleaved rounds of one run
 //!   (`benches/gateway/observe.rs`).
 //!
+//! - `cpu`: CPU per authorized manifest GET (wrk, 64 connections) of regate against plain nginx
+//!   and nginx with `auth_basic`, each proxy's processes read from `/proc`, with latency
+//!   percentiles (`benches/gateway/cpu.rs`).
 //! - `oidc`: regate's CPU per manifest GET with an OIDC ID token (offline verification, warm)
 //!   against an API token, same gateway, interleaved rounds (`benches/gateway/oidc.rs`).
 //!
@@ -42,6 +45,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "gateway/cpu.rs"]
+mod cpu;
 #[path = "gateway/observe.rs"]
 mod observe;
 #[path = "gateway/oidc.rs"]
@@ -60,7 +65,7 @@ const BLOB_BYTES: u64 = 1 << 30;
 /// Connections of the request-rate loads.
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
-const MEASURES: [&str; 7] = [
+const MEASURES: [&str; 8] = [
     "head",
     "pull",
     "token",
@@ -68,6 +73,7 @@ const MEASURES: [&str; 7] = [
     "tls",
     "observe",
     "oidc",
+    "cpu",
 ];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =
@@ -79,7 +85,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    for tool in ["nginx", "curl", "h2load"] {
+    for tool in ["nginx", "curl", "h2load", "wrk", "openssl"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -87,7 +93,9 @@ fn main() {
             .map(|s| !s.success())
             .unwrap_or(true)
         {
-            eprintln!("benchmark needs {tool}: apt-get install nginx-light curl nghttp2-client");
+            eprintln!(
+                "benchmark needs {tool}: apt-get install nginx-light curl nghttp2-client wrk openssl"
+            );
             std::process::exit(1);
         }
     }
@@ -139,6 +147,14 @@ fn main() {
     } else {
         Vec::new()
     };
+    let cpu_rows = if runs("cpu") {
+        if !runs("head") && !runs("tls") && !runs("observe") && !runs("oidc") {
+            bench.env.seed("bench/app", "v1", &Image::unique(4096));
+        }
+        cpu::measure(&bench, seconds)
+    } else {
+        Vec::new()
+    };
     let oidc_rows = if runs("oidc") {
         oidc::measure(&bench, seconds)
     } else {
@@ -164,7 +180,11 @@ fn main() {
         );
         report.extend(tls_rows.iter().map(|r| format!("{r}\n")));
     }
-    for (header, rows) in [(observe::HEADER, &observe_rows), (oidc::HEADER, &oidc_rows)] {
+    for (header, rows) in [
+        (cpu::HEADER, &cpu_rows),
+        (observe::HEADER, &observe_rows),
+        (oidc::HEADER, &oidc_rows),
+    ] {
         if !rows.is_empty() {
             report.push_str(&format!("\n{header}\n"));
             report.extend(rows.iter().map(|r| format!("{r}\n")));
@@ -644,8 +664,20 @@ struct Nginx {
 
 impl Nginx {
     fn start(dir: &Path, upstream: &str) -> Nginx {
+        Nginx::start_with(dir, "nginx", upstream, None)
+    }
+
+    /// An nginx in `dir/name`; with `htpasswd`, every request needs Basic credentials from it
+    /// (`auth_basic`), the baseline of a gateway that checks a password per request.
+    fn start_with(dir: &Path, name: &str, upstream: &str, htpasswd: Option<&Path>) -> Nginx {
         let port = common::free_port();
-        let root = dir.join("nginx");
+        let root = dir.join(name);
+        let auth = htpasswd.map_or(String::new(), |file| {
+            format!(
+                "auth_basic \"registry\";\n      auth_basic_user_file {};\n      ",
+                file.display()
+            )
+        });
         fs::create_dir_all(&root).expect("create nginx dir");
         let conf = root.join("nginx.conf");
         fs::write(
@@ -656,10 +688,11 @@ impl Nginx {
                  http {{\n  access_log off;\n  client_body_temp_path {root};\n  proxy_temp_path {root};\n\
                  upstream registry {{ server {upstream}; keepalive 64; }}\n\
                  server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
-                 location / {{\n      proxy_pass http://registry;\n      proxy_http_version 1.1;\n\
+                 location / {{\n      {auth}proxy_pass http://registry;\n      proxy_http_version 1.1;\n\
                  proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
                  proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
                 root = root.display(),
+                auth = auth,
             ),
         )
         .expect("write nginx.conf");
@@ -681,6 +714,16 @@ impl Nginx {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
     }
 }
 

@@ -175,7 +175,9 @@ pub fn main() -> ExitCode {
     // Serving commands ignore it again (see `server_runtime`): sockets report EPIPE as errors.
     set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    flush_logs();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -216,15 +218,40 @@ fn set_sigpipe(action: libc::sighandler_t) {
 }
 
 /// Logging and the async runtime, as every serving command needs them.
+/// The log writer thread's guard: dropped (and the queue flushed) by [`flush_logs`].
+static LOG_GUARD: std::sync::OnceLock<
+    std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>,
+> = std::sync::OnceLock::new();
+
+/// Writes out every queued log line (before the process exits).
+fn flush_logs() {
+    if let Some(guard) = LOG_GUARD.get() {
+        drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+}
+
 fn server_runtime(log_format: LogFormat) -> anyhow::Result<tokio::runtime::Runtime> {
     // A closed log or stdout pipe must not kill a server; writes to it fail instead.
     set_sigpipe(libc::SIG_IGN);
-    // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
+    // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for. A thread
+    // of their own writes them (whole lines, none dropped: a full queue makes the logger wait),
+    // so a request never waits on a write to stderr; the guard, kept for the process's life,
+    // flushes what is queued when the process ends.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("regate-log")
+        // Buffered: the writer thread flushes whenever its queue is empty, so a busy server
+        // writes its lines in a few large writes instead of one system call each.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    LOG_GUARD.get_or_init(|| std::sync::Mutex::new(Some(guard)));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match log_format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => logs

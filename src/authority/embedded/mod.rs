@@ -58,6 +58,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// The embedded authority over one state directory.
 pub struct Embedded {
     dir: PathBuf,
+    /// The change marker's path, made once: it is looked at before every review.
+    marker: PathBuf,
     snapshot: ArcSwap<Snapshot>,
     /// Reloaded with the snapshot, so deleting `signing.key` (rotating it) takes effect live.
     signer: ArcSwap<Signer>,
@@ -92,6 +94,7 @@ impl Embedded {
         let signer = Signer::load_or_create(&Layout::new(state_dir).signing_key())?;
         Ok(Arc::new(Embedded {
             dir: state_dir.to_path_buf(),
+            marker: Layout::new(state_dir).change_marker(),
             snapshot: ArcSwap::from_pointee(snapshot),
             signer: ArcSwap::from_pointee(signer),
             generation: AtomicU64::new(1),
@@ -135,7 +138,7 @@ impl Embedded {
     /// Reloads first if a writer has let go of the lock since the snapshot in force was loaded
     /// (one `stat` when nothing changed).
     fn catch_up(&self) {
-        let stamp = store::change_stamp(&Layout::new(&self.dir));
+        let stamp = crate::fs::stamp(&self.marker);
         let seen = *self.marker_seen.lock().unwrap_or_else(|e| e.into_inner());
         if stamp == seen {
             return;
