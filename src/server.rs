@@ -96,7 +96,10 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     // own is dropped: only a trusted proxy's is kept.
     let trusted = Arc::new(gateway.config.trusted_proxies.clone());
     let layers = ServiceBuilder::new()
-        .map_request(move |req: Request| origin::untrusted_request_id_dropped(req, &trusted))
+        .map_request({
+            let trusted = trusted.clone();
+            move |req: Request| origin::untrusted_request_id_dropped(req, &trusted)
+        })
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Method, path and request id only: headers may carry credentials.
@@ -119,7 +122,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     let log_state = access_log::LogState {
         realms: Arc::new(realm_paths),
         audit: gateway.audit.clone(),
-        trusted_proxies: Arc::new(gateway.config.trusted_proxies.clone()),
+        trusted_proxies: trusted,
     };
     let gateway_metrics_here = gateway.config.metrics_listen.is_none();
     let limited = ServiceBuilder::new()

@@ -217,7 +217,6 @@ fn set_sigpipe(action: libc::sighandler_t) {
     }
 }
 
-/// Logging and the async runtime, as every serving command needs them.
 /// The log writer thread's guard: dropped (and the queue flushed) by [`flush_logs`].
 static LOG_GUARD: std::sync::OnceLock<
     std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>,
@@ -230,6 +229,7 @@ fn flush_logs() {
     }
 }
 
+/// Logging and the async runtime, as every serving command needs them.
 fn server_runtime(log_format: LogFormat) -> anyhow::Result<tokio::runtime::Runtime> {
     // A closed log or stdout pipe must not kill a server; writes to it fail instead.
     set_sigpipe(libc::SIG_IGN);

@@ -60,23 +60,10 @@ impl Gateway {
             Ok(caller) => Ok((caller, true)),
             Err(reason) => {
                 if let (Some(token), Some(repository)) = (kept, push_to)
-                    && let Some((user, _)) = self
-                        .push_windows
-                        .admit(
-                            &self.signer,
-                            self.decisions.authority().as_ref(),
-                            &token,
-                            &[repository],
-                        )
-                        .await
+                    && let Some((caller, _)) =
+                        identities.in_push_window(&token, &[repository]).await
                 {
-                    return Ok((
-                        Caller {
-                            user,
-                            token: Some(token),
-                        },
-                        false,
-                    ));
+                    return Ok((caller, false));
                 }
                 Err(self.challenge(
                     public,

@@ -270,12 +270,11 @@ async fn respond(
     ep.trail.identify(user);
     let api_token = caller.token.as_ref();
     // Whole seconds, rounded down: a token never ends after its API token.
-    let api_expiry = match until {
-        Some(closes) => Some(closes),
-        None => api_token
+    let api_expiry = until.or_else(|| {
+        api_token
             .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
-            .map(|exp| exp as u64),
-    };
+            .map(|exp| exp as u64)
+    });
     let (issued, scope) = match realm {
         Realm::Gateway => {
             let issued = gateway_token(ep, caller, api_expiry)?;
