@@ -43,6 +43,8 @@
 //! `nginx-light`, `curl`, `nghttp2-client`). `BENCH_SECONDS` sets the length of each
 //! request-rate run (default 10).
 
+#[path = "gateway/chart.rs"]
+mod chart;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "gateway/cpu.rs"]

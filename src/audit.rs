@@ -12,7 +12,9 @@
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, mpsc};
+
+use crate::batch::Batch;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -61,7 +63,7 @@ enum Message {
 
 /// The audit log: a queue to its writer thread, which lives as long as the process.
 pub struct AuditLog {
-    queue: SyncSender<Message>,
+    queue: Arc<Batch<Message>>,
 }
 
 impl AuditLog {
@@ -75,10 +77,11 @@ impl AuditLog {
             },
             source,
         })?;
-        let (queue, received) = mpsc::sync_channel(QUEUE);
+        let queue = Arc::new(Batch::new(QUEUE));
+        let taken = queue.clone();
         std::thread::Builder::new()
             .name("regate-audit".into())
-            .spawn(move || writer::run(received, sink))
+            .spawn(move || writer::run(&taken, sink))
             .map_err(|source| OpenError {
                 path: "(writer thread)".into(),
                 source,
@@ -89,22 +92,22 @@ impl AuditLog {
     /// Queues whole lines (from [`lines`]); they are written in the order queued.
     pub fn write(&self, lines: Vec<u8>) {
         if !lines.is_empty() {
-            // Fails only if the writer thread is gone (it panicked); nothing to do then.
-            let _ = self.queue.send(Message::Lines(lines));
+            // Discarded only if the writer thread is gone (it panicked); nothing to do then.
+            self.queue.push(Message::Lines(lines));
         }
     }
 
     /// Reopens the file (SIGHUP, after logrotate moved it); nothing for stdout.
     pub fn reopen(&self) {
-        let _ = self.queue.send(Message::Reopen);
+        self.queue.push(Message::Reopen);
     }
 
     /// Waits until every line queued so far is written and flushed (at shutdown).
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
-        }
+        self.queue.push(Message::Flush(done));
+        // An error means the writer is gone (and the message with it): nothing to wait for.
+        let _ = wait.recv();
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod audit;
 pub mod authority;
+pub mod batch;
 pub mod body;
 pub mod cache;
 pub mod cli;

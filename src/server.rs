@@ -15,6 +15,7 @@ mod forward;
 mod identify;
 mod origin;
 mod push_window;
+mod shed;
 mod start;
 mod token_endpoint;
 
@@ -25,14 +26,9 @@ pub use token_endpoint::TokenServer;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
-use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::access::{self, Plan};
 use crate::cache::Decisions;
@@ -69,6 +65,8 @@ pub struct Gateway {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Pushes under way, which outlive the ID tokens they started with (`push_window.rs`).
     pub(crate) push_windows: push_window::PushWindows,
+    /// Requests being handled, for load shedding (`shed.rs`).
+    pub(crate) admission: shed::Admission,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -91,30 +89,10 @@ pub struct UpstreamCredentials {
 
 /// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(gateway: Arc<Gateway>) -> Router {
-    // Outermost first: a request id is set before the trace span records it, and copied to the
-    // response after everything else ran. The audit log names requests by it, so a client's
-    // own is dropped: only a trusted proxy's is kept.
+    // One middleware around everything: the request id, the trail, the access line and the
+    // audit lines (`access_log.rs`). Liveness and `/metrics` are never shed; the rest is
+    // (`shed.rs`, in `dispatch`).
     let trusted = Arc::new(gateway.config.trusted_proxies.clone());
-    let layers = ServiceBuilder::new()
-        .map_request({
-            let trusted = trusted.clone();
-            move |req: Request| origin::untrusted_request_id_dropped(req, &trusted)
-        })
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            // Method, path and request id only: headers may carry credentials.
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), id)
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id());
-    // Beyond `max_in_flight` requests being handled, a new one is answered 503 at once rather
-    // than queued (tower's load-shed over its concurrency limit). The permit is held until the
-    // response headers: a streaming transfer is bounded by `connections.max` instead.
-    // Liveness is never shed.
     let mut realm_paths = vec![gateway.config.realm_path.clone()];
     if let Some(ts) = &gateway.token_server {
         realm_paths.push(ts.settings.realm_path.clone());
@@ -125,30 +103,27 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         trusted_proxies: trusted,
     };
     let gateway_metrics_here = gateway.config.metrics_listen.is_none();
-    let limited = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            crate::metrics::get().shed.inc();
-            ApiError::Overloaded
-        }))
-        .load_shed()
-        .concurrency_limit(gateway.config.connections.max_in_flight)
-        .service(dispatch.with_state(gateway));
     let mut router = Router::new().route("/healthz", axum::routing::any(|| async { "ok\n" }));
     if gateway_metrics_here {
         router = router.route("/metrics", axum::routing::get(metrics));
     }
     router
-        .fallback_service(limited)
+        .fallback(dispatch)
+        .with_state(gateway)
         .layer(axum::middleware::from_fn_with_state(
             log_state,
             access_log::access_log,
         ))
-        .layer(layers)
 }
 
-/// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. A request
-/// without a streaming body must be answered (headers) within `connections.request_timeout`.
+/// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. Beyond
+/// `max_in_flight` requests being handled, 503 at once. A request without a streaming body
+/// must be answered (headers) within `connections.request_timeout`.
 async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let Some(_admitted) = gw.admission.enter() else {
+        crate::metrics::get().shed.inc();
+        return api_version(ApiError::Overloaded.into_response());
+    };
     let deadline = (!streams_upload(&req)).then_some(gw.config.connections.request_timeout);
     let answer = async {
         origin::check_target(&req)?;

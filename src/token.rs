@@ -9,8 +9,14 @@
 //! (docs/behaviour.md §10): it carries that API token sealed (AES-256-GCM under a key derived
 //! from the same secret), and every use authenticates the API token again, so the identity is
 //! the authority's current one and the token dies with its credential.
+//!
+//! Clients send the same token with every request, so a token whose signature checked out is
+//! remembered by its SHA-256 for a few minutes ([`Verified`]): a repeat costs a hash and a
+//! lookup instead of base64, JSON and HMAC, and its expiry is still checked on every use. Only
+//! good tokens are remembered, and a new key (a reload or rotation) starts with none.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -111,9 +117,74 @@ pub struct Signer {
     sealing: ring::aead::LessSafeKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    api: Validation,
+    /// Any of the three audiences: what a token is, is read from the claims it verified with.
+    any: Validation,
     registry: Validation,
-    refresh: Validation,
+    /// Tokens whose signature verified under this key, by SHA-256.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+/// How many verified tokens a signer remembers, and for how long at most.
+const VERIFIED_MAX: u64 = 10_000;
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// The claims of a token whose signature and issuer verified: any of the three kinds, told
+/// apart by `aud`.
+#[derive(Clone, Debug, Deserialize)]
+struct Verified {
+    iss: String,
+    aud: String,
+    sub: String,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    cred: Option<String>,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+impl Verified {
+    /// The claims if the token is of `audience` and has not expired (as jsonwebtoken checks
+    /// `exp` with no leeway).
+    fn of(&self, audience: &str) -> Result<&Verified, TokenError> {
+        if self.aud != audience {
+            return Err(TokenError::Invalid("token is of another kind".into()));
+        }
+        if self.exp < now() {
+            return Err(TokenError::Invalid("token expired".into()));
+        }
+        Ok(self)
+    }
+
+    fn api(&self) -> Result<ApiClaims, TokenError> {
+        let claims = self.of(API_AUDIENCE)?;
+        Ok(ApiClaims {
+            iss: claims.iss.clone(),
+            aud: claims.aud.clone(),
+            sub: claims.sub.clone(),
+            uid: claims
+                .uid
+                .clone()
+                .ok_or_else(|| TokenError::Invalid("malformed token".into()))?,
+            iat: claims.iat,
+            exp: claims.exp,
+            jti: claims.jti.clone(),
+        })
+    }
+
+    fn identity(&self, audience: &str) -> Result<RegistryClaims, TokenError> {
+        let claims = self.of(audience)?;
+        Ok(RegistryClaims {
+            iss: claims.iss.clone(),
+            aud: claims.aud.clone(),
+            sub: claims.sub.clone(),
+            cred: claims.cred.clone(),
+            iat: claims.iat,
+            exp: claims.exp,
+            jti: claims.jti.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -130,9 +201,9 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn validation(audience: &str) -> Validation {
+fn validation(audiences: &[&str]) -> Validation {
     let mut v = Validation::new(Algorithm::HS256);
-    v.set_audience(&[audience]);
+    v.set_audience(audiences);
     v.set_issuer(&[ISSUER]);
     v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
     // One clock signs and checks: an expired token is expired now, not a minute later.
@@ -159,9 +230,12 @@ impl Signer {
             sealing,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            api: validation(API_AUDIENCE),
-            registry: validation(REGISTRY_AUDIENCE),
-            refresh: validation(REFRESH_AUDIENCE),
+            any: validation(&[API_AUDIENCE, REGISTRY_AUDIENCE, REFRESH_AUDIENCE]),
+            registry: validation(&[REGISTRY_AUDIENCE]),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_MAX)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         }
     }
 
@@ -231,7 +305,20 @@ impl Signer {
 
     /// Checks an API token's signature, audience and expiry.
     pub fn verify_api_token(&self, token: &str) -> Result<ApiClaims, TokenError> {
-        decode(token, &self.decoding, &self.api)
+        self.verified(token)?.api()
+    }
+
+    /// The claims of `token` if its signature and issuer verify under this key (remembered, so
+    /// a repeat skips the decoding); its kind and expiry are for the caller to check.
+    fn verified(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = self.verified.get(&digest) {
+            return Ok(verified);
+        }
+        let verified = Arc::new(decode::<Verified>(token, &self.decoding, &self.any)?);
+        self.verified.insert(digest, verified.clone());
+        Ok(verified)
     }
 
     /// Seals `credential` for a token of `audience`: base64url(nonce || AES-256-GCM).
@@ -312,7 +399,7 @@ impl Signer {
 
     /// Checks a registry token; `Err` for anything else, an API token included.
     pub fn verify_registry_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
-        decode(token, &self.decoding, &self.registry)
+        self.verified(token)?.identity(REGISTRY_AUDIENCE)
     }
 
     /// Checks a registry token but for its expiry: for a push that outlives the ID token its
@@ -338,7 +425,7 @@ impl Signer {
 
     /// Checks a refresh token.
     pub fn verify_refresh_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
-        decode(token, &self.decoding, &self.refresh)
+        self.verified(token)?.identity(REFRESH_AUDIENCE)
     }
 }
 

@@ -26,13 +26,14 @@ log, not scraped; `on`: audit log to a file, /metrics scraped every second; CPU 
 | measure | direct | regate off | regate on | on / off |\n|---|---|---|---|---|";
 
 /// One of the two gateways, and the Bearer its realm issued for `bench/app`.
-struct Gateway {
-    env: Env,
+pub(super) struct Gateway {
+    pub env: Env,
     bearer: String,
 }
 
 impl Gateway {
-    fn start(bench: &Bench, config: &str) -> Gateway {
+    /// A gateway in front of the bench's registry, with `config` added to its configuration.
+    pub fn start(bench: &Bench, config: &str) -> Gateway {
         let env = Env::builder()
             .namespaces(&["bench"])
             .upstream(&bench.env.registry_url())
@@ -76,13 +77,13 @@ pub(super) fn run(
 }
 
 /// Scrapes `url` every second until dropped.
-struct Scraper {
+pub(super) struct Scraper {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl Scraper {
-    fn start(url: String) -> Scraper {
+    pub fn start(url: String) -> Scraper {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {

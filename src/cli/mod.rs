@@ -14,11 +14,11 @@ mod credential_provider;
 mod delete;
 mod get;
 mod keys;
+mod logs;
 mod policy;
 mod registry;
 mod secrets;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -176,7 +176,7 @@ pub fn main() -> ExitCode {
     set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
     let result = run(cli);
-    flush_logs();
+    logs::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -217,49 +217,12 @@ fn set_sigpipe(action: libc::sighandler_t) {
     }
 }
 
-/// The log writer thread's guard: dropped (and the queue flushed) by [`flush_logs`].
-static LOG_GUARD: std::sync::OnceLock<
-    std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>,
-> = std::sync::OnceLock::new();
-
-/// Writes out every queued log line (before the process exits).
-fn flush_logs() {
-    if let Some(guard) = LOG_GUARD.get() {
-        drop(guard.lock().unwrap_or_else(|e| e.into_inner()).take());
-    }
-}
-
 /// Logging and the async runtime, as every serving command needs them.
 fn server_runtime(log_format: LogFormat) -> anyhow::Result<tokio::runtime::Runtime> {
     // A closed log or stdout pipe must not kill a server; writes to it fail instead.
     set_sigpipe(libc::SIG_IGN);
-    // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for. A thread
-    // of their own writes them (whole lines, none dropped: a full queue makes the logger wait),
-    // so a request never waits on a write to stderr; the guard, kept for the process's life,
-    // flushes what is queued when the process ends.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("regate-log")
-        // Buffered: the writer thread flushes whenever its queue is empty, so a busy server
-        // writes its lines in a few large writes instead of one system call each.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    LOG_GUARD.get_or_init(|| std::sync::Mutex::new(Some(guard)));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let _ = match log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
+    // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
+    logs::init(log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

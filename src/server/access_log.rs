@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
+use tracing::Instrument;
 
 use super::failed_logins::client_address;
 use crate::audit::{AuditLog, Event, RequestRecord};
@@ -112,13 +113,24 @@ pub(super) async fn access_log(
     req: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
+    // The audit log names requests by their id, so a client's own is dropped: only a trusted
+    // proxy's is kept, else regate makes one. The registry and the client see it too.
+    let mut req = super::origin::untrusted_request_id_dropped(req, &state.trusted_proxies);
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_request_id();
+            req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
     let trail = Trail::new(state.audit.is_some());
     let route = RouteKind::of(req.uri().path(), &state.realms);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let started = Instant::now();
-    // Set by the outer layer: regate's own, or a trusted proxy's.
-    let request_id = req.headers().get("x-request-id").cloned();
+    // Method, path and request id only: headers may carry credentials.
+    let span = tracing::debug_span!("request", %method, path, id = id_text(&request_id));
     // Read only when auditing.
     let client = state.audit.as_ref().and_then(|_| {
         let peer = req
@@ -128,10 +140,15 @@ pub(super) async fn access_log(
     });
     let mut req = req.map(|body| Watched::body(body, BytesIn));
     req.extensions_mut().insert(trail.clone());
-    let response = next.run(req).await;
+    let mut response = next.run(req).instrument(span).await;
+    if !response.headers().contains_key(X_REQUEST_ID) {
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
+    }
     if let Some(audit) = &state.audit {
         let request = RequestRecord {
-            request_id: id_text(request_id.as_ref()),
+            request_id: id_text(&request_id),
             client,
             method: method.as_str(),
             path: &path,
@@ -157,9 +174,19 @@ pub(super) async fn access_log(
     Response::from_parts(parts, Watched::body(body, line))
 }
 
-/// The request id as text (`""` when there is none, which only in-process tests see).
-fn id_text(id: Option<&http::HeaderValue>) -> &str {
-    id.and_then(|v| v.to_str().ok()).unwrap_or("")
+/// The header naming a request.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// A new request id: a random UUID.
+fn new_request_id() -> http::HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated();
+    http::HeaderValue::from_str(id.encode_lower(&mut text)).expect("a UUID is a valid header value")
+}
+
+/// The request id as text (checked visible ASCII when it came from a proxy).
+fn id_text(id: &http::HeaderValue) -> &str {
+    id.to_str().unwrap_or("")
 }
 
 /// Hands the request's audit lines, if it decided or issued anything, to the audit log.
@@ -187,7 +214,7 @@ struct Line {
     path: String,
     started: Instant,
     trail: Trail,
-    request_id: Option<http::HeaderValue>,
+    request_id: http::HeaderValue,
     status: StatusCode,
     refusal: Option<Refusal>,
     bytes: u64,
@@ -213,7 +240,7 @@ impl Line {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let duration_ms = (ms * 10.0).round() / 10.0;
         let identity = self.trail.user();
-        let request_id = id_text(self.request_id.as_ref());
+        let request_id = id_text(&self.request_id);
         match &self.refusal {
             None => {
                 tracing::info!(%method, path, status, bytes, duration_ms, identity, request_id, "request")

@@ -108,3 +108,30 @@ fn key_file_is_created_once_with_mode_0600() {
         .unwrap();
     assert!(b.verify_api_token(&t.token).is_ok());
 }
+
+#[test]
+fn a_remembered_token_still_expires_and_keeps_its_kind() {
+    let s = signer();
+    let api = s
+        .issue_api_token("alice", "u", Duration::from_secs(1))
+        .unwrap();
+    // Remembered by the first look, whatever kind was asked for.
+    assert!(matches!(
+        s.verify_registry_token(&api.token),
+        Err(TokenError::Invalid(reason)) if reason == "token is of another kind"
+    ));
+    assert_eq!(s.verify_api_token(&api.token).unwrap().sub, "alice");
+    assert!(s.verify_refresh_token(&api.token).is_err());
+    // Another key never sees it as verified.
+    assert!(
+        Signer::from_secret(&[8u8; 32])
+            .verify_api_token(&api.token)
+            .is_err()
+    );
+    // Past `exp`, the remembered claims are refused as a fresh decode would refuse them.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(matches!(
+        s.verify_api_token(&api.token),
+        Err(TokenError::Invalid(reason)) if reason == "token expired"
+    ));
+}

@@ -15,6 +15,7 @@
 mod apply;
 mod bootstrap;
 mod list;
+mod marker;
 mod object;
 mod ops;
 mod snapshot;
@@ -58,8 +59,10 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// The embedded authority over one state directory.
 pub struct Embedded {
     dir: PathBuf,
-    /// The change marker's path, made once: it is looked at before every review.
-    marker: PathBuf,
+    /// The change marker, looked at before every review.
+    marker: marker::Marker,
+    /// The marker's change count the snapshot in force has caught up with.
+    caught_up: AtomicU64,
     snapshot: ArcSwap<Snapshot>,
     /// Reloaded with the snapshot, so deleting `signing.key` (rotating it) takes effect live.
     signer: ArcSwap<Signer>,
@@ -68,8 +71,6 @@ pub struct Embedded {
     seen: Mutex<Option<Fingerprint>>,
     /// The last reload failure logged, so each distinct failure is logged once.
     last_error: crate::reload::LastError,
-    /// The change marker's stamp when the snapshot in force was loaded.
-    marker_seen: Mutex<Option<crate::fs::Stamp>>,
     /// Held for a whole reload, so a request that waits for one sees its result.
     reloading: Mutex<()>,
 }
@@ -88,19 +89,19 @@ impl Embedded {
     /// loads it; an error when it does not load, since there is no last good policy yet.
     pub fn open(state_dir: &Path) -> Result<Arc<Embedded>, StoreError> {
         Store::open(state_dir)?;
-        let marker = store::change_stamp(&Layout::new(state_dir));
+        let marker = marker::Marker::watch(Layout::new(state_dir).change_marker());
         let seen = fingerprint(state_dir)?;
         let snapshot = load(state_dir)?;
         let signer = Signer::load_or_create(&Layout::new(state_dir).signing_key())?;
         Ok(Arc::new(Embedded {
             dir: state_dir.to_path_buf(),
-            marker: Layout::new(state_dir).change_marker(),
+            marker,
+            caught_up: AtomicU64::new(0),
             snapshot: ArcSwap::from_pointee(snapshot),
             signer: ArcSwap::from_pointee(signer),
             generation: AtomicU64::new(1),
             seen: Mutex::new(Some(seen)),
             last_error: crate::reload::LastError::default(),
-            marker_seen: Mutex::new(marker),
             reloading: Mutex::new(()),
         }))
     }
@@ -136,15 +137,15 @@ impl Embedded {
     }
 
     /// Reloads first if a writer has let go of the lock since the snapshot in force was loaded
-    /// (one `stat` when nothing changed).
+    /// (one cheap look at the marker when nothing changed). A request that sees a change
+    /// another request is still reloading for waits for that reload.
     fn catch_up(&self) {
-        let stamp = crate::fs::stamp(&self.marker);
-        let seen = *self.marker_seen.lock().unwrap_or_else(|e| e.into_inner());
-        if stamp == seen {
+        let changes = self.marker.changes();
+        if changes == self.caught_up.load(Ordering::Acquire) {
             return;
         }
         self.poll();
-        *self.marker_seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        self.caught_up.fetch_max(changes, Ordering::AcqRel);
     }
 
     /// The groups of the subject of an API token, or `None` when it does not exist (or is a

@@ -456,8 +456,8 @@ impl Store {
 }
 
 /// The writers' exclusive lock. Released when dropped, after one byte is appended to the
-/// change marker: a running server reads the marker's size with one `stat` per authentication
-/// and reloads when it grew, so a change the CLI made is in force on the next request.
+/// change marker: a running server watches it (`marker.rs`) and reloads before its next
+/// authentication or decision, so a change the CLI made is in force on the next request.
 pub(crate) struct WriteLock {
     _file: File,
     marker: PathBuf,
@@ -483,11 +483,6 @@ fn bump_marker(marker: &Path) -> io::Result<()> {
         file.set_len(0)?;
     }
     file.write_all(b".")
-}
-
-/// What the change marker looks like now; `None` when it is missing.
-pub(crate) fn change_stamp(layout: &Layout) -> Option<crate::fs::Stamp> {
-    crate::fs::stamp(&layout.change_marker())
 }
 
 /// Takes the writers' exclusive lock; it is released when the returned guard is dropped.

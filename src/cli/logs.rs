@@ -1,0 +1,106 @@
+//! The log of serving commands: `tracing` lines (text or JSON) on stderr, written by a thread
+//! of their own in batches (`batch.rs`), so a request never waits on a write to stderr nor
+//! wakes a thread per line. Every line is written whole and none is dropped: a writer that
+//! falls far behind makes the logger wait. [`flush`] writes out what is queued before the
+//! process exits.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use crate::batch::{Batch, CloseOnDrop, GATHER};
+
+use super::LogFormat;
+
+/// Lines queued before a logging request waits for the writer.
+const QUEUED_LINES: usize = 64 * 1024;
+
+/// The queue and the writer thread, once started.
+static WRITER: OnceLock<(Arc<Batch<Vec<u8>>>, Mutex<Option<JoinHandle<()>>>)> = OnceLock::new();
+
+/// Starts the writer thread and installs the subscriber (`RUST_LOG`, default `info`).
+pub(super) fn init(format: LogFormat) {
+    let queue = Arc::new(Batch::new(QUEUED_LINES));
+    let writer = {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name("regate-log".into())
+            .spawn(move || write_batches(&queue))
+    };
+    let Ok(writer) = writer else {
+        // No thread to be had: log straight to stderr.
+        let _ = subscriber(format, std::io::stderr);
+        return;
+    };
+    WRITER.get_or_init(|| (queue.clone(), Mutex::new(Some(writer))));
+    let _ = subscriber(format, Queued(queue));
+}
+
+/// Installs the fmt subscriber writing through `writer`.
+fn subscriber<W>(format: LogFormat, writer: W) -> Result<(), impl std::fmt::Display>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    }
+}
+
+/// Writes out every queued line and stops the writer (before the process exits).
+pub(super) fn flush() {
+    if let Some((queue, writer)) = WRITER.get() {
+        queue.close();
+        if let Some(writer) = writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: each batch in one buffered write to stderr.
+fn write_batches(queue: &Batch<Vec<u8>>) {
+    let _closed = CloseOnDrop(queue);
+    let mut lines = Vec::new();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    while queue.take(GATHER, &mut lines) {
+        for line in lines.drain(..) {
+            // Nowhere to report a failing stderr; the lines are gone either way.
+            let _ = out.write_all(&line);
+        }
+        let _ = out.flush();
+    }
+}
+
+/// A `MakeWriter` that queues each event's line for the writer thread.
+struct Queued(Arc<Batch<Vec<u8>>>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Queued {
+    type Writer = QueuedLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        QueuedLine(&self.0)
+    }
+}
+
+/// One event's line: the fmt layer formats it whole and writes it in one `write_all`.
+struct QueuedLine<'a>(&'a Batch<Vec<u8>>);
+
+impl Write for QueuedLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
