@@ -10,9 +10,9 @@
 //!
 //! - `head`: authorized manifest HEAD requests/s at [`CONNECTIONS`] keep-alive connections,
 //!   direct, through nginx and through regate.
-//! - `pull`: 1 GiB blob pull throughput with curl (best of 3), direct, through nginx and through
-//!   regate, and regate's CPU seconds per GiB.
-//! - (full runs only) regate's peak RSS during a 1 GiB push through it.
+//! - `pull`: 256 MiB and 1 GiB blob pull throughput with curl (best of 3), direct, through
+//!   nginx and through regate, and regate's CPU seconds per pull; then regate's peak RSS during
+//!   a 1 GiB push through it.
 //! - `token`: token issuance: tokens/s of the token-server realm (`GET /token` for
 //!   `repository:project-a/app:pull` and `:push` with a builder's API token as Basic: API-token
 //!   check, RBAC intersection of the scopes through the warm decision cache, ES256 signature),
@@ -22,9 +22,10 @@
 //!   token-auth registry, Bearer from regate's `/token`), against the same blob through regate
 //!   in proxy mode and direct to the plain registry, in interleaved rounds.
 //!
-//! - `tls`: a second regate serving TLS in front of the same registry: manifest GET
-//!   requests/s (h2load, 64 in flight) and the 1 GiB blob pull (curl, best of 3) over HTTP/1.1
-//!   and HTTP/2, with regate's CPU per GiB, against direct (plain HTTP) in the same run.
+//! - `tls`: a second regate and an nginx serving TLS (the same certificate) in front of the
+//!   same registry: manifest GET requests/s (h2load, 64 in flight) and the 1 GiB blob pull
+//!   (curl, best of 3) over HTTP/1.1 and HTTP/2, with each proxy's CPU per request and per GiB,
+//!   against direct (plain HTTP) in the same run.
 //!
 //! - `observe`: what the operator's view costs: manifest GET requests/s and regate's CPU per
 //!   request with the audit log on (a file) and `/metrics` scraped every second, against the
@@ -121,9 +122,11 @@ fn main() {
     let pull_blob =
         (runs("pull") || runs("tokenpull") || runs("tls")).then(|| seed_pull_blob(&bench));
     if let Some(blob) = pull_blob.as_ref().filter(|_| runs("pull")) {
-        proxy_rows.extend(measure_pull(&bench, blob));
+        let small = seed_blob(&bench, "pull-256.bin", 256 << 20);
+        proxy_rows.extend(measure_pull(&bench, &small, "256 MiB"));
+        proxy_rows.extend(measure_pull(&bench, blob, "1 GiB"));
     }
-    if only.is_empty() {
+    if runs("pull") {
         proxy_rows.push(measure_push_rss(&bench));
     }
     if runs("token") {
@@ -177,8 +180,10 @@ fn main() {
     }
     if !tls_rows.is_empty() {
         report.push_str(
-            "\nOver TLS (regate serving HTTPS; direct is plain HTTP to the registry; ratios to direct):\n\n\
-             | measure | direct | regate TLS HTTP/1.1 | regate TLS HTTP/2 |\n|---|---|---|---|\n",
+            "\nOver TLS (nginx and regate serving HTTPS with the same certificate; direct is plain HTTP \
+             to the registry; ratios to direct):\n\n\
+             | measure | direct | nginx HTTP/1.1 | regate HTTP/1.1 | nginx HTTP/2 | regate HTTP/2 |\n\
+             |---|---|---|---|---|---|\n",
         );
         report.extend(tls_rows.iter().map(|r| format!("{r}\n")));
     }
@@ -306,14 +311,19 @@ fn measure_head(bench: &Bench, seconds: u32) -> String {
     )
 }
 
-/// The 1 GiB blob both pull measures fetch, in the plain registry as `bench/big`.
+/// A blob the pull measures fetch, in the plain registry as `bench/big`.
 struct Blob {
     file: PathBuf,
     digest: String,
 }
 
 fn seed_pull_blob(bench: &Bench) -> Blob {
-    let file = big_file(bench.env.dir(), "pull.bin", 0);
+    seed_blob(bench, "pull.bin", BLOB_BYTES)
+}
+
+/// A blob of `bytes` in the plain registry as `bench/big`, from the file `name`.
+fn seed_blob(bench: &Bench, name: &str, bytes: u64) -> Blob {
+    let file = sized_file(bench.env.dir(), name, bytes, bytes);
     let digest = common::digest_file(&file);
     put_blob(&bench.env.registry_url(), None, "bench/big", &file, &digest);
     Blob { file, digest }
@@ -321,7 +331,7 @@ fn seed_pull_blob(bench: &Bench) -> Blob {
 
 /// `pull`: 1 GiB blob pull MiB/s (best of 3), direct, through nginx and through regate, and
 /// regate's CPU per GiB pulled through it.
-fn measure_pull(bench: &Bench, blob: &Blob) -> Vec<String> {
+fn measure_pull(bench: &Bench, blob: &Blob, size: &str) -> Vec<String> {
     let mut mbps = Vec::new();
     let pid = bench.env.regate_pid();
     let mut regate_cpu = 0.0;
@@ -339,13 +349,13 @@ fn measure_pull(bench: &Bench, blob: &Blob) -> Vec<String> {
     }
     vec![
         format!(
-            "| 1 GiB blob pull, MiB/s (best of 3) | {:.0} | {:.0} | {:.0} | {:.2} | >= 0.90 |",
+            "| {size} blob pull, MiB/s (best of 3) | {:.0} | {:.0} | {:.0} | {:.2} | >= 0.90 |",
             mbps[0],
             mbps[1],
             mbps[2],
             mbps[2] / mbps[0]
         ),
-        format!("| regate CPU seconds per 1 GiB pulled | | | {regate_cpu:.2} | | |"),
+        format!("| regate CPU seconds per {size} pulled | | | {regate_cpu:.2} | | |"),
     ]
 }
 
@@ -565,11 +575,16 @@ async fn load(method: http::Method, addr: &str, path: &str, auth: &str, length: 
 
 /// A file of [`BLOB_BYTES`] pseudo-random bytes (cheap to make, not compressible).
 fn big_file(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    sized_file(dir, name, seed, BLOB_BYTES)
+}
+
+/// A file of `bytes` (whole MiB) pseudo-random bytes.
+fn sized_file(dir: &Path, name: &str, seed: u64, bytes: u64) -> PathBuf {
     let path = dir.join(name);
     let mut file = std::io::BufWriter::new(File::create(&path).expect("create blob file"));
     let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ seed;
     let mut block = vec![0u8; 1 << 20];
-    for _ in 0..(BLOB_BYTES >> 20) {
+    for _ in 0..(bytes >> 20) {
         for chunk in block.chunks_mut(8) {
             // xorshift64
             x ^= x << 13;
@@ -662,6 +677,8 @@ fn curl_pull_with(url: &str, auth: &str, extra: &[&str]) -> f64 {
 struct Nginx {
     child: Child,
     port: u16,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl Nginx {
@@ -672,7 +689,30 @@ impl Nginx {
     /// An nginx in `dir/name`; with `htpasswd`, every request needs Basic credentials from it
     /// (`auth_basic`), the baseline of a gateway that checks a password per request.
     fn start_with(dir: &Path, name: &str, upstream: &str, htpasswd: Option<&Path>) -> Nginx {
+        Nginx::start_full(dir, name, upstream, htpasswd, None)
+    }
+
+    /// An nginx in `dir/name` serving HTTPS (HTTP/1.1 and h2) with `cert` and `key`.
+    fn start_tls(dir: &Path, name: &str, upstream: &str, cert: &Path, key: &Path) -> Nginx {
+        Nginx::start_full(dir, name, upstream, None, Some((cert, key)))
+    }
+
+    fn start_full(
+        dir: &Path,
+        name: &str,
+        upstream: &str,
+        htpasswd: Option<&Path>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Nginx {
         let port = common::free_port();
+        let listen = match tls {
+            None => format!("listen 127.0.0.1:{port};"),
+            Some((cert, key)) => format!(
+                "listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+        };
         let root = dir.join(name);
         let auth = htpasswd.map_or(String::new(), |file| {
             format!(
@@ -689,7 +729,7 @@ impl Nginx {
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {root};\n  proxy_temp_path {root};\n\
                  upstream registry {{ server {upstream}; keepalive 64; }}\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+                 server {{\n    {listen}\n    client_max_body_size 0;\n\
                  location / {{\n      {auth}proxy_pass http://registry;\n      proxy_http_version 1.1;\n\
                  proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
                  proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
@@ -707,7 +747,12 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let nginx = Nginx { child, port };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let nginx = Nginx {
+            child,
+            port,
+            scheme,
+        };
         common::wait_for(Duration::from_secs(10), "nginx to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
@@ -715,7 +760,7 @@ impl Nginx {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// The master and its workers.
@@ -748,9 +793,10 @@ impl Drop for Nginx {
     }
 }
 
-/// `tls`: a second regate serving TLS (a CA made here) in front of the same registry: manifest
-/// GET requests/s with h2load over HTTP/1.1 and HTTP/2, and the 1 GiB blob pull with curl over
-/// each, against direct (plain HTTP to the registry) in the same run.
+/// `tls`: a second regate and an nginx serving TLS (one certificate from a CA made here) in
+/// front of the same registry: manifest GET requests/s with h2load over HTTP/1.1 and HTTP/2,
+/// and the 1 GiB blob pull with curl over each, with each proxy's CPU, against direct (plain
+/// HTTP to the registry) in the same run.
 fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
     let ca = common::TestCa::new(&bench.env.dir().join("tls-ca"), "bench-ca");
     let cert = ca.server("gateway", &["127.0.0.1", "localhost"]);
@@ -782,6 +828,19 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
     let tls_bearer = format!("Bearer {}", body["token"].as_str().expect("token"));
 
+    let nginx = Nginx::start_tls(
+        bench.env.dir(),
+        "nginx-tls",
+        &bench.env.registry_addr().to_string(),
+        &cert.cert_file,
+        &cert.key_file,
+    );
+    let nginx_pids = nginx.pids();
+    let regate_pids = vec![tls.regate_pid()];
+    let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+
+    // Manifest GETs: requests/s and the proxy's CPU per request (warm-up included in both the
+    // CPU and the count, at the measured rate).
     let manifest = "/v2/bench/app/manifests/v1";
     let direct = h2load(
         &format!("{}{manifest}", bench.env.registry_url()),
@@ -789,59 +848,74 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
         "h1",
         seconds,
     );
-    let h1 = h2load(
-        &format!("{}{manifest}", tls.url()),
-        &tls_bearer,
-        "h1",
-        seconds,
-    );
-    let h2 = h2load(
-        &format!("{}{manifest}", tls.url()),
-        &tls_bearer,
-        "h2",
-        seconds,
-    );
-    eprintln!("GET manifest: direct {direct:.0}, TLS h1 {h1:.0}, TLS h2 {h2:.0} req/s");
+    let mut gets = Vec::new();
+    for protocol in ["h1", "h2"] {
+        for (base, auth, pids) in [
+            (nginx.url(), &bench.bearer, &nginx_pids),
+            (tls.url(), &tls_bearer, &regate_pids),
+        ] {
+            let before = cpu_of(pids);
+            let rate = h2load(&format!("{base}{manifest}"), auth, protocol, seconds);
+            let cpu = cpu_of(pids) - before;
+            let micros = cpu * 1e6 / (rate * f64::from(seconds + 2)).max(1.0);
+            eprintln!("GET manifest {base} {protocol}: {rate:.0} req/s, {micros:.0} µs CPU");
+            gets.push((rate, micros));
+        }
+    }
 
+    // The 1 GiB blob, best of 3, and the proxy's CPU per pull.
     let blob_path = format!("/v2/bench/big/blobs/{}", blob.digest);
     let best = |url: &str, auth: &str, extra: &[&str]| {
         (0..3)
             .map(|_| curl_pull_with(url, auth, extra))
             .fold(0.0_f64, f64::max)
     };
-    let pid = tls.regate_pid();
     let direct_pull = best(
         &format!("{}{blob_path}", bench.env.registry_url()),
         &bench.bearer,
         &[],
     );
-    let before = cpu_seconds(pid);
-    let h1_pull = best(
-        &format!("{}{blob_path}", tls.url()),
-        &tls_bearer,
-        &["--cacert", &ca_file, "--http1.1"],
-    );
-    let h1_cpu = (cpu_seconds(pid) - before) / 3.0;
-    let before = cpu_seconds(pid);
-    let h2_pull = best(
-        &format!("{}{blob_path}", tls.url()),
-        &tls_bearer,
-        &["--cacert", &ca_file, "--http2"],
-    );
-    let h2_cpu = (cpu_seconds(pid) - before) / 3.0;
-    eprintln!("pull: direct {direct_pull:.0}, TLS h1 {h1_pull:.0}, TLS h2 {h2_pull:.0} MiB/s");
+    let mut pulls = Vec::new();
+    for protocol in ["--http1.1", "--http2"] {
+        for (base, auth, pids) in [
+            (nginx.url(), &bench.bearer, &nginx_pids),
+            (tls.url(), &tls_bearer, &regate_pids),
+        ] {
+            let before = cpu_of(pids);
+            let rate = best(
+                &format!("{base}{blob_path}"),
+                auth,
+                &["--cacert", &ca_file, protocol],
+            );
+            let cpu = (cpu_of(pids) - before) / 3.0;
+            eprintln!("pull {base} {protocol}: {rate:.0} MiB/s, {cpu:.2} CPU-s");
+            pulls.push((rate, cpu));
+        }
+    }
+    let ratio = |(rate, _): (f64, f64), base: f64| format!("{rate:.0} ({:.2})", rate / base);
     vec![
         format!(
-            "| manifest GET req/s, 64 concurrent, {seconds} s | {direct:.0} | {h1:.0} ({:.2}) | {h2:.0} ({:.2}) |",
-            h1 / direct,
-            h2 / direct
+            "| manifest GET req/s, 64 concurrent, {seconds} s | {direct:.0} | {} | {} | {} | {} |",
+            ratio(gets[0], direct),
+            ratio(gets[1], direct),
+            ratio(gets[2], direct),
+            ratio(gets[3], direct),
         ),
         format!(
-            "| 1 GiB blob pull, MiB/s (best of 3) | {direct_pull:.0} | {h1_pull:.0} ({:.2}) | {h2_pull:.0} ({:.2}) |",
-            h1_pull / direct_pull,
-            h2_pull / direct_pull
+            "| proxy CPU per manifest GET, µs | | {:.0} | {:.0} | {:.0} | {:.0} |",
+            gets[0].1, gets[1].1, gets[2].1, gets[3].1
         ),
-        format!("| regate CPU seconds per 1 GiB pulled | | {h1_cpu:.2} | {h2_cpu:.2} |"),
+        format!(
+            "| 1 GiB blob pull, MiB/s (best of 3) | {direct_pull:.0} | {} | {} | {} | {} |",
+            ratio(pulls[0], direct_pull),
+            ratio(pulls[1], direct_pull),
+            ratio(pulls[2], direct_pull),
+            ratio(pulls[3], direct_pull),
+        ),
+        format!(
+            "| proxy CPU seconds per 1 GiB pulled | | {:.2} | {:.2} | {:.2} | {:.2} |",
+            pulls[0].1, pulls[1].1, pulls[2].1, pulls[3].1
+        ),
     ]
 }
 

@@ -11,10 +11,8 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+mod pool;
 
 use crate::error::ApiError;
 
@@ -67,19 +65,19 @@ impl PublicOrigin {
 pub struct RegistryFailed {
     /// The registry.
     pub origin: String,
-    /// The client's error.
+    /// What failed.
     #[source]
-    pub source: hyper_util::client::legacy::Error,
+    pub source: pool::PoolError,
 }
 
-/// The registry behind regate and a pooled HTTP client to it.
+/// The registry behind regate and the connections to it.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: std::sync::Arc<pool::Pool>,
     /// `http(s)://host:port`, no trailing slash.
     origin: String,
     authority: http::uri::Authority,
-    /// `http` or `https`.
-    scheme: http::uri::Scheme,
+    /// The `Host` header requests to it carry: its `host[:port]`.
+    host: HeaderValue,
     /// How long a request without a body may wait for the registry's response headers.
     header_timeout: Duration,
 }
@@ -88,11 +86,11 @@ impl Upstream {
     /// Whether the registry answers `GET /v2/` (any status below 500: 401 is an answer), within
     /// the header timeout; `Err` says what went wrong. For `/readyz`.
     pub async fn probe(&self) -> Result<http::StatusCode, String> {
-        let uri = format!("{}/v2/", self.origin);
-        let request = Request::get(uri.as_str())
+        let request = Request::get("/v2/")
+            .header(header::HOST, self.host.clone())
             .body(Body::empty())
             .map_err(|e| e.to_string())?;
-        let sent = tokio::time::timeout(self.header_timeout, self.client.request(request));
+        let sent = tokio::time::timeout(self.header_timeout, self.pool.send(request));
         match sent.await {
             Ok(Ok(response)) if response.status().is_server_error() => Err(format!(
                 "{} answered GET /v2/ with {}",
@@ -100,7 +98,7 @@ impl Upstream {
                 response.status()
             )),
             Ok(Ok(response)) => Ok(response.status()),
-            Ok(Err(error)) => Err(format!("{}: {}", self.origin, crate::error::chain(&error))),
+            Ok(Err(error)) => Err(format!("{}: {}", self.origin, crate::error::chain(&*error))),
             Err(_) => Err(format!(
                 "{}: no answer to GET /v2/ within {}",
                 self.origin,
@@ -132,17 +130,16 @@ impl Upstream {
                     source,
                 }
             })?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(scheme.as_str())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("not a URL"))?;
         Ok(Upstream {
-            client,
+            pool: pool::Pool::new(connector, target, Duration::from_secs(60)),
             origin: format!("{scheme}://{authority}"),
-            scheme: if scheme == "https" {
-                http::uri::Scheme::HTTPS
-            } else {
-                http::uri::Scheme::HTTP
-            },
+            host: HeaderValue::from_str(authority.as_str()).map_err(|_| bad("no host"))?,
             authority,
             header_timeout,
         })
@@ -167,20 +164,19 @@ impl Upstream {
         credential: Option<HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ApiError::NotFound)?;
+        // Origin form (`/v2/...?query`), as HTTP/1.1 sends it to an origin server.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            parts.uri = path_and_query.parse().map_err(|_| ApiError::NotFound)?;
+        }
         // The client may speak HTTP/2 to regate; the registry is spoken to in HTTP/1.1.
         parts.version = http::Version::HTTP_11;
         strip_request_headers(&mut parts.headers);
+        parts.headers.insert(header::HOST, self.host.clone());
         // regate's own credential for the registry (a pull secret), never the client's.
         if let Some(credential) = credential {
             parts.headers.insert(header::AUTHORIZATION, credential);
@@ -192,7 +188,7 @@ impl Upstream {
             parts.headers.insert(X_FORWARDED_HOST, v);
         }
         let has_body = !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE);
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.pool.send(Request::from_parts(parts, body));
         // Only a request without a body gets a deadline for the response headers: with a body,
         // the registry answers after the last byte, which may take as long as the upload.
         let started = std::time::Instant::now();
@@ -215,7 +211,7 @@ impl Upstream {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         self.rewrite_links(&mut parts.headers, public);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Points `Location` and `Link` headers at the gateway when they point at the registry.

@@ -50,6 +50,7 @@ fn panel(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
         .x_labels(bars.len())
         .x_label_style(("sans-serif", 11))
         .x_label_formatter(&|x| match x {

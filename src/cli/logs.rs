@@ -15,8 +15,11 @@ use super::LogFormat;
 /// Lines queued before a logging request waits for the writer.
 const QUEUED_LINES: usize = 64 * 1024;
 
+/// The lines waiting for the writer thread.
+type Lines = Arc<Batch<Vec<u8>>>;
+
 /// The queue and the writer thread, once started.
-static WRITER: OnceLock<(Arc<Batch<Vec<u8>>>, Mutex<Option<JoinHandle<()>>>)> = OnceLock::new();
+static WRITER: OnceLock<(Lines, Mutex<Option<JoinHandle<()>>>)> = OnceLock::new();
 
 /// Starts the writer thread and installs the subscriber (`RUST_LOG`, default `info`).
 pub(super) fn init(format: LogFormat) {
