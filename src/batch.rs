@@ -3,18 +3,15 @@
 //!
 //! Waking a sleeping thread is a system call for the waker and a context switch for the
 //! sleeper; at a thousand requests a second, once per request costs more than formatting the
-//! line. So only the first item into an empty queue wakes the writer, which then waits
-//! [`GATHER`] for more and takes everything queued in one go: a busy server writes its lines a
-//! few dozen times a second, a quiet one within [`GATHER`] of each line.
+//! line. So only the first item into an empty queue wakes the writer, which then waits a
+//! moment (its `gather`) for more and takes everything queued in one go: a busy server writes
+//! its lines a few hundred times a second at most, a quiet one within `gather` of each line.
 //!
 //! Nothing is dropped: past `capacity` queued items a producer waits for the writer. Once the
 //! queue is closed (the writer is gone), pushes are discarded instead of waiting forever.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-/// How long a woken writer waits for more items before taking the batch.
-pub const GATHER: Duration = Duration::from_millis(20);
 
 /// A bounded queue of `T` with one consumer that takes items in batches.
 pub struct Batch<T> {
@@ -142,9 +139,10 @@ mod tests {
         batch.close();
         batch.push(2);
         let mut taken = Vec::new();
-        assert!(batch.take(GATHER, &mut taken));
+        let gather = Duration::from_millis(20);
+        assert!(batch.take(gather, &mut taken));
         assert_eq!(taken, vec![1]);
         taken.clear();
-        assert!(!batch.take(GATHER, &mut taken));
+        assert!(!batch.take(gather, &mut taken));
     }
 }

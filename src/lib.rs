@@ -17,6 +17,7 @@ pub mod connections;
 pub mod error;
 pub mod fs;
 pub mod identity;
+pub mod logs;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

@@ -35,13 +35,18 @@ fn audited(more: &str, token_server: bool) -> (AuditFile, Env) {
 /// The lines of `path` once there are at least `want` (each must parse whole).
 fn audit_lines(path: &Path, want: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    // Lines are written in batches: once there are enough, wait for the file to stop growing,
+    // so a request's lines queued behind the first batch are in too.
+    let mut last = None;
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines = parse_lines(&text);
-        if lines.len() >= want || Instant::now() > deadline {
+        let settled = last == Some(text.len());
+        if (lines.len() >= want && settled) || Instant::now() > deadline {
             return lines;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        last = (lines.len() >= want).then_some(text.len());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

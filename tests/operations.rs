@@ -283,6 +283,61 @@ fn every_request_is_one_json_access_line_with_no_secret() {
 }
 
 #[test]
+fn the_text_access_line_has_tracings_layout_and_obeys_rust_log() {
+    let image = Image::unique(1000);
+    let text = Env::builder().namespaces(PROJECTS).run();
+    text.seed("project-a/app", "v1", &image);
+    let default = text.token("default", "project-a");
+    let allowed = text.get_manifest("project-a/app", "v1", Auth::Basic(&default));
+    assert_eq!(allowed.status, 200);
+    let id = allowed.header("x-request-id").expect("an id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = text.regate_log();
+        if let Some(line) = log.lines().find(|l| l.contains(&id)) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // `TIME  INFO TARGET: request key=value ...`, as tracing's text format writes every line.
+    let (time, rest) = line.split_once("  INFO ").expect("two spaces, the level");
+    assert!(
+        time.len() == 27 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "an RFC 3339 time with microseconds: {line}"
+    );
+    let expected = format!(
+        "regate::server::access_log: request method=GET path=\"/v2/project-a/app/manifests/v1\" \
+         status=200 bytes={} duration_ms=",
+        image.manifest.len()
+    );
+    assert!(rest.starts_with(&expected), "{line}");
+    assert!(
+        rest.ends_with(&format!(
+            " identity=\"system:serviceaccount:project-a:default\" request_id=\"{id}\""
+        )),
+        "{line}"
+    );
+    assert!(!text.regate_log().contains(&default), "no token in the log");
+
+    // RUST_LOG still decides: at `warn`, no access line at all.
+    let quiet = Env::builder()
+        .namespaces(PROJECTS)
+        .regate_env("RUST_LOG", "warn")
+        .run();
+    quiet.seed("project-a/app", "v1", &image);
+    let token = quiet.token("default", "project-a");
+    let reply = quiet.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+    assert_eq!(reply.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !quiet.regate_log().contains("access_log"),
+        "{}",
+        quiet.regate_log()
+    );
+}
+
+#[test]
 fn sigterm_lets_a_push_in_flight_finish_and_exits_0() {
     let mut env = Env::with_projects();
     let layout = env.dir().join("big");

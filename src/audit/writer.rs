@@ -1,6 +1,6 @@
 //! The audit writer thread: takes whole lines off the queue in batches (`batch.rs`), writes
 //! them to stdout or a file and flushes after each batch, so a quiet gateway's lines reach the
-//! disk within a few milliseconds and a busy one's go out in large writes.
+//! disk within about 5 ms and a busy one's go out in large writes.
 //!
 //! A file is rotated before a write would take it past `max_size`: `PATH.N-1` becomes `PATH.N`
 //! (the oldest is dropped), …, `PATH` becomes `PATH.1`, and a new `PATH` is opened. Lines of
@@ -15,7 +15,11 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{Batch, CloseOnDrop, GATHER};
+use crate::batch::{Batch, CloseOnDrop};
+
+/// How long the writer thread, woken by a request's lines, waits for more before writing
+/// them: an audit line is on disk within this (and a flush).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 use super::{AuditOutput, Message};
 

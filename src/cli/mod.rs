@@ -14,7 +14,6 @@ mod credential_provider;
 mod delete;
 mod get;
 mod keys;
-mod logs;
 mod policy;
 mod registry;
 mod secrets;
@@ -176,7 +175,7 @@ pub fn main() -> ExitCode {
     set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
     let result = run(cli);
-    logs::flush();
+    crate::logs::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -222,7 +221,10 @@ fn server_runtime(log_format: LogFormat) -> anyhow::Result<tokio::runtime::Runti
     // A closed log or stdout pipe must not kill a server; writes to it fail instead.
     set_sigpipe(libc::SIG_IGN);
     // Logs go to stderr; stdout is kept for the `listening on` line scripts wait for.
-    logs::init(log_format);
+    crate::logs::init(match log_format {
+        LogFormat::Text => crate::logs::Format::Text,
+        LogFormat::Json => crate::logs::Format::Json,
+    });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

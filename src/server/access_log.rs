@@ -242,6 +242,17 @@ impl Line {
         let identity = self.trail.user();
         let request_id = id_text(&self.request_id);
         match &self.refusal {
+            None if crate::logs::plain_text() && tracing::enabled!(tracing::Level::INFO) => {
+                // The line `tracing::info!` below makes, without its per-field formatting.
+                crate::logs::write_text(module_path!(), |line| {
+                    use std::fmt::Write as _;
+                    let _ = write!(
+                        line,
+                        "request method={method} path={path:?} status={status} bytes={bytes} \
+                         duration_ms={duration_ms:?} identity={identity:?} request_id={request_id:?}"
+                    );
+                });
+            }
             None => {
                 tracing::info!(%method, path, status, bytes, duration_ms, identity, request_id, "request")
             }

@@ -3,14 +3,32 @@
 //! wakes a thread per line. Every line is written whole and none is dropped: a writer that
 //! falls far behind makes the logger wait. [`flush`] writes out what is queued before the
 //! process exits.
+//!
+//! The access line, written once per request, can skip `tracing`'s formatting when the log is
+//! plain text ([`plain_text`], [`write_text`]): the same line, made with one `write!`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use crate::batch::{Batch, CloseOnDrop, GATHER};
+use crate::batch::{Batch, CloseOnDrop};
 
-use super::LogFormat;
+/// How long the writer thread, woken by a line, waits for more before writing them: a log
+/// line is out within this.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `tracing`'s text lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Set when lines are uncoloured text on the writer thread's queue: [`write_text`] may be used.
+static PLAIN_TEXT: AtomicBool = AtomicBool::new(false);
 
 /// Lines queued before a logging request waits for the writer.
 const QUEUED_LINES: usize = 64 * 1024;
@@ -22,7 +40,7 @@ type Lines = Arc<Batch<Vec<u8>>>;
 static WRITER: OnceLock<(Lines, Mutex<Option<JoinHandle<()>>>)> = OnceLock::new();
 
 /// Starts the writer thread and installs the subscriber (`RUST_LOG`, default `info`).
-pub(super) fn init(format: LogFormat) {
+pub fn init(format: Format) {
     let queue = Arc::new(Batch::new(QUEUED_LINES));
     let writer = {
         let queue = queue.clone();
@@ -36,11 +54,35 @@ pub(super) fn init(format: LogFormat) {
         return;
     };
     WRITER.get_or_init(|| (queue.clone(), Mutex::new(Some(writer))));
-    let _ = subscriber(format, Queued(queue));
+    let installed = subscriber(format, Queued(queue)).is_ok();
+    let plain = format == Format::Text && !std::io::stderr().is_terminal();
+    PLAIN_TEXT.store(installed && plain, Ordering::Release);
+}
+
+/// Whether [`write_text`] writes lines as the installed subscriber would.
+pub fn plain_text() -> bool {
+    PLAIN_TEXT.load(Ordering::Acquire)
+}
+
+/// Queues an info line of `target` in the text format — `TIME  INFO TARGET: ` and then what
+/// `fields` writes — without going through `tracing`. For a hot line only, and only when
+/// [`plain_text`] and `tracing::enabled!` say so (the caller checks both, so `RUST_LOG` still
+/// decides).
+pub fn write_text(target: &str, fields: impl FnOnce(&mut String)) {
+    use std::fmt::Write as _;
+    let Some((queue, _)) = WRITER.get() else {
+        return;
+    };
+    let mut line = String::with_capacity(256);
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+    let _ = write!(line, "{now}  INFO {target}: ");
+    fields(&mut line);
+    line.push('\n');
+    queue.push(line.into_bytes());
 }
 
 /// Installs the fmt subscriber writing through `writer`.
-fn subscriber<W>(format: LogFormat, writer: W) -> Result<(), impl std::fmt::Display>
+fn subscriber<W>(format: Format, writer: W) -> Result<(), impl std::fmt::Display>
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -50,8 +92,8 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => logs
+        Format::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        Format::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -60,7 +102,7 @@ where
 }
 
 /// Writes out every queued line and stops the writer (before the process exits).
-pub(super) fn flush() {
+pub fn flush() {
     if let Some((queue, writer)) = WRITER.get() {
         queue.close();
         if let Some(writer) = writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
