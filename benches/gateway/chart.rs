@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One bar of each panel: a path, its requests/s and its proxy CPU per request (µs; none for
 /// direct, which has no proxy).
@@ -15,7 +16,7 @@ pub struct Bar {
 
 /// Draws the two panels into `out`.
 pub fn draw(out: &Path, title: &str, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(out, (960, 420)).into_drawing_area();
+    let root = SVGBackend::new(out, (960, 380)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 18))?;
     let (left, right) = root.split_horizontally(480);
@@ -44,7 +45,7 @@ fn panel(
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 15))
         .margin(12)
-        .x_label_area_size(70)
+        .x_label_area_size(30)
         .y_label_area_size(55)
         .build_cartesian_2d((0..bars.len() - 1).into_segmented(), 0.0..top)?;
     chart
@@ -53,6 +54,7 @@ fn panel(
         .light_line_style(TRANSPARENT)
         .x_labels(bars.len())
         .x_label_style(("sans-serif", 11))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => bars.get(*i).map_or("", |b| b.label).to_string(),
             _ => String::new(),
@@ -65,6 +67,8 @@ fn panel(
             .data(values.iter().enumerate().map(|(i, v)| (i, *v))),
     )?;
     // The value over each bar.
+    let over =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     chart.draw_series(
         values
             .iter()
@@ -73,8 +77,8 @@ fn panel(
             .map(|(i, v)| {
                 Text::new(
                     format!("{v:.0}"),
-                    (SegmentValue::CenterOf(i), *v + top * 0.02),
-                    ("sans-serif", 12).into_font(),
+                    (SegmentValue::CenterOf(i), *v + top * 0.01),
+                    over.clone(),
                 )
             }),
     )?;
