@@ -838,9 +838,44 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
         &cert.cert_file,
         &cert.key_file,
     );
-    let nginx_pids = nginx.pids();
-    let regate_pids = vec![tls.regate_pid()];
-    let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    // The two proxies, in the order of the table's columns within each protocol.
+    let proxies = [
+        (nginx.url(), bench.bearer.as_str(), nginx.pids()),
+        (tls.url(), tls_bearer.as_str(), vec![tls.regate_pid()]),
+    ];
+    // `run(base, auth, protocol)` for each protocol and proxy: (rate, the proxies' CPU seconds).
+    let each = |protocols: [&str; 2], run: &dyn Fn(&str, &str, &str) -> f64| {
+        let mut runs = Vec::new();
+        for protocol in protocols {
+            for (base, auth, pids) in &proxies {
+                let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                let rate = run(base, auth, protocol);
+                let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - before;
+                eprintln!("{base} {protocol}: {rate:.0}, {cpu:.2} CPU-s");
+                runs.push((rate, cpu));
+            }
+        }
+        runs
+    };
+    // Two rows: the rates with their ratio to `direct`, then the CPU as `cpu` shows it.
+    let rows = |rates: &str,
+                cpu_label: &str,
+                direct: f64,
+                runs: &[(f64, f64)],
+                cpu: &dyn Fn(f64, f64) -> String| {
+        let rate_cells: Vec<String> = runs
+            .iter()
+            .map(|(rate, _)| format!("{rate:.0} ({:.2})", rate / direct))
+            .collect();
+        let cpu_cells: Vec<String> = runs
+            .iter()
+            .map(|(rate, seconds)| cpu(*rate, *seconds))
+            .collect();
+        vec![
+            format!("| {rates} | {direct:.0} | {} |", rate_cells.join(" | ")),
+            format!("| {cpu_label} | | {} |", cpu_cells.join(" | ")),
+        ]
+    };
 
     // Manifest GETs: requests/s and the proxy's CPU per request (warm-up included in both the
     // CPU and the count, at the measured rate).
@@ -851,20 +886,9 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
         "h1",
         seconds,
     );
-    let mut gets = Vec::new();
-    for protocol in ["h1", "h2"] {
-        for (base, auth, pids) in [
-            (nginx.url(), &bench.bearer, &nginx_pids),
-            (tls.url(), &tls_bearer, &regate_pids),
-        ] {
-            let before = cpu_of(pids);
-            let rate = h2load(&format!("{base}{manifest}"), auth, protocol, seconds);
-            let cpu = cpu_of(pids) - before;
-            let micros = cpu * 1e6 / (rate * f64::from(seconds + 2)).max(1.0);
-            eprintln!("GET manifest {base} {protocol}: {rate:.0} req/s, {micros:.0} µs CPU");
-            gets.push((rate, micros));
-        }
-    }
+    let gets = each(["h1", "h2"], &|base, auth, protocol| {
+        h2load(&format!("{base}{manifest}"), auth, protocol, seconds)
+    });
 
     // The 1 GiB blob, best of 3, and the proxy's CPU per pull.
     let blob_path = format!("/v2/bench/big/blobs/{}", blob.digest);
@@ -878,48 +902,35 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
         &bench.bearer,
         &[],
     );
-    let mut pulls = Vec::new();
-    for protocol in ["--http1.1", "--http2"] {
-        for (base, auth, pids) in [
-            (nginx.url(), &bench.bearer, &nginx_pids),
-            (tls.url(), &tls_bearer, &regate_pids),
-        ] {
-            let before = cpu_of(pids);
-            let rate = best(
-                &format!("{base}{blob_path}"),
-                auth,
-                &["--cacert", &ca_file, protocol],
-            );
-            let cpu = (cpu_of(pids) - before) / 3.0;
-            eprintln!("pull {base} {protocol}: {rate:.0} MiB/s, {cpu:.2} CPU-s");
-            pulls.push((rate, cpu));
-        }
-    }
-    let ratio = |(rate, _): (f64, f64), base: f64| format!("{rate:.0} ({:.2})", rate / base);
-    vec![
+    let pulls = each(["--http1.1", "--http2"], &|base, auth, protocol| {
+        best(
+            &format!("{base}{blob_path}"),
+            auth,
+            &["--cacert", &ca_file, protocol],
+        )
+    });
+    let per_get = |rate: f64, cpu: f64| {
         format!(
-            "| manifest GET req/s, 64 concurrent, {seconds} s | {direct:.0} | {} | {} | {} | {} |",
-            ratio(gets[0], direct),
-            ratio(gets[1], direct),
-            ratio(gets[2], direct),
-            ratio(gets[3], direct),
-        ),
-        format!(
-            "| proxy CPU per manifest GET, µs | | {:.0} | {:.0} | {:.0} | {:.0} |",
-            gets[0].1, gets[1].1, gets[2].1, gets[3].1
-        ),
-        format!(
-            "| 1 GiB blob pull, MiB/s (best of 3) | {direct_pull:.0} | {} | {} | {} | {} |",
-            ratio(pulls[0], direct_pull),
-            ratio(pulls[1], direct_pull),
-            ratio(pulls[2], direct_pull),
-            ratio(pulls[3], direct_pull),
-        ),
-        format!(
-            "| proxy CPU seconds per 1 GiB pulled | | {:.2} | {:.2} | {:.2} | {:.2} |",
-            pulls[0].1, pulls[1].1, pulls[2].1, pulls[3].1
-        ),
-    ]
+            "{:.0}",
+            cpu * 1e6 / (rate * f64::from(seconds + 2)).max(1.0)
+        )
+    };
+    let per_pull = |_: f64, cpu: f64| format!("{:.2}", cpu / 3.0);
+    let mut table = rows(
+        &format!("manifest GET req/s, 64 concurrent, {seconds} s"),
+        "proxy CPU per manifest GET, µs",
+        direct,
+        &gets,
+        &per_get,
+    );
+    table.extend(rows(
+        "1 GiB blob pull, MiB/s (best of 3)",
+        "proxy CPU seconds per 1 GiB pulled",
+        direct_pull,
+        &pulls,
+        &per_pull,
+    ));
+    table
 }
 
 /// Requests/s of `h2load` GETting `url` for `seconds` (after a 2 s warm-up) with 64 requests

@@ -13,11 +13,11 @@ mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
-
-use crate::batch::Batch;
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::batch::Batch;
 
 use crate::policy::{Attributes, Decision};
 

@@ -15,13 +15,12 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::{AuditOutput, Message};
 use crate::batch::{Batch, CloseOnDrop};
 
 /// How long the writer thread, woken by a request's lines, waits for more before writing
 /// them: an audit line is on disk within this (and a flush).
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
-
-use super::{AuditOutput, Message};
 
 /// Bytes buffered before a write reaches the file.
 const BUFFER: usize = 256 * 1024;

@@ -8,6 +8,7 @@
 //! is found out when a request is written to it; hyper hands such a request back unsent, and it
 //! is sent again on another connection, once.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
@@ -33,7 +34,9 @@ pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority/`: what the connector dials.
     target: Uri,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest first: a request takes the newest from the back; expired ones leave from the
+    /// front.
+    idle: Mutex<VecDeque<Idle>>,
     /// How long an unused connection is kept.
     idle_timeout: Duration,
 }
@@ -53,7 +56,7 @@ impl Pool {
         Arc::new(Pool {
             connector,
             target,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             idle_timeout,
         })
     }
@@ -94,7 +97,11 @@ impl Pool {
     /// whether it was reused.
     async fn checkout(&self) -> Result<(SendRequest<Body>, bool), PoolError> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_back();
             let Some(Idle { mut sender, since }) = idle else {
                 break;
             };
@@ -121,9 +128,16 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+        // The oldest connection is let go if unused too long or closed: one look per request,
+        // and the newest-first reuse leaves the stale ones at the front.
+        if idle
+            .front()
+            .is_some_and(|i| i.sender.is_closed() || i.since.elapsed() > self.idle_timeout)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
+            idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
             });

@@ -73,9 +73,7 @@ impl Marker {
         }
         *count
     }
-}
 
-impl Marker {
     /// The marker's file name, as inotify events name it.
     fn name(&self) -> &[u8] {
         use std::os::unix::ffi::OsStrExt;
@@ -112,8 +110,8 @@ fn inotify(dir: &Path) -> Option<OwnedFd> {
     }
 }
 
-/// Reads every queued event: `Some(true)` when one concerns the file named `marker` (or events were lost),
-/// `Some(false)` when none does, `None` when the watch no longer works.
+/// Reads every queued event: `Some(true)` when one concerns the file named `marker` (or events
+/// were lost), `Some(false)` when none does, `None` when the watch no longer works.
 fn drain(fd: &OwnedFd, buffer: &mut [u8; EVENTS], marker: &[u8]) -> Option<bool> {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     let mut changed = false;
