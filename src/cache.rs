@@ -1,8 +1,9 @@
 //! The decision cache between the gateway and the authority.
 //!
-//! Every authorization goes through [`Decisions::decide`]: a `moka` cache keyed by
-//! (policy generation, user name, groups, attributes), with separate lifetimes for allows and
-//! denies, one authority call per key however many requests wait for it, and a bounded size.
+//! Every authorization goes through [`Decisions::decide`]: a `moka` cache keyed by the policy
+//! generation and a keyed hash of (user name, groups, extras, attributes), with separate
+//! lifetimes for allows and denies, one authority call per key however many requests wait for
+//! it, and a bounded size.
 //! Errors are never cached. Because the authority's generation is part of the key, a decision
 //! made under an older policy is never served after a reload.
 //!
@@ -50,14 +51,37 @@ impl Default for CacheSettings {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A decision's key: the policy generation and a keyed 128-bit SipHash of the question (user
+/// name, groups, extra attributes such as token scopes, and the attributes asked), so a lookup
+/// builds no strings. The hash key is random per process: nobody can aim for a collision, and
+/// a chance one is about 2^-95 among 100,000 entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
     generation: u64,
-    user: String,
-    groups: Vec<String>,
-    /// Token scopes and the like: a scoped token must not reuse an unscoped one's decision.
-    extra: std::collections::BTreeMap<String, Vec<String>>,
-    attrs: Attributes,
+    question: u128,
+}
+
+/// Makes [`Key`]s.
+struct Keys(siphasher::sip128::SipHasher13);
+
+impl Keys {
+    fn new() -> Keys {
+        let bytes: [u8; 16] = rand::random();
+        Keys(siphasher::sip128::SipHasher13::new_with_key(&bytes))
+    }
+
+    fn key(&self, generation: u64, user: &UserInfo, attrs: &Attributes) -> Key {
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hash as _;
+        let mut hasher = self.0;
+        // std's `Hash` for strings ends each with 0xff, which no UTF-8 string holds, and
+        // prefixes sequences with their length: distinct questions hash distinct inputs.
+        (&user.name, &user.groups, &user.extra, attrs).hash(&mut hasher);
+        Key {
+            generation,
+            question: hasher.finish128().as_u128(),
+        }
+    }
 }
 
 struct ByOutcome {
@@ -116,6 +140,7 @@ pub struct Decisions {
     stale: Option<Cache<Key, Decision>>,
     /// The generation the cache last saw; a newer one drops every older entry.
     seen_generation: AtomicU64,
+    keys: Keys,
 }
 
 impl Decisions {
@@ -140,6 +165,7 @@ impl Decisions {
             authority,
             cache,
             stale,
+            keys: Keys::new(),
         }
     }
 
@@ -162,13 +188,7 @@ impl Decisions {
             // Old entries can never be hit again; free their room now.
             self.cache.invalidate_all();
         }
-        let key = Key {
-            generation,
-            user: user.name.clone(),
-            groups: user.groups.clone(),
-            extra: user.extra.clone(),
-            attrs: attrs.clone(),
-        };
+        let key = self.keys.key(generation, user, attrs);
         // Set when this call, not another one or an earlier one, asked the authority.
         let asked = std::sync::atomic::AtomicBool::new(false);
         let load = async {
@@ -197,7 +217,7 @@ impl Decisions {
                 cache_hit,
             });
         };
-        let loaded = self.cache.entry(key.clone()).or_try_insert_with(load).await;
+        let loaded = self.cache.entry(key).or_try_insert_with(load).await;
         let cache_hit = count(&asked);
         match loaded {
             Ok(entry) => {

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,6 +36,23 @@ use tower::ServiceExt;
 
 use crate::body::Watched;
 use crate::config::ConnectionSettings;
+
+/// What a listener serves: a `tower::Service` answering every request (an axum `Router`, or
+/// the gateway's own `App`).
+pub trait HttpService:
+    tower::Service<
+        http::Request<Body>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl HttpService for axum::Router {}
 
 /// One connection's state, shared by its task, its requests and the table.
 struct Conn {
@@ -170,9 +187,9 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
 /// stops accepting, lets the open connections finish what they are doing (up to `drain`) and
 /// returns.
-pub async fn serve(
+pub async fn serve<S: HttpService>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     settings: ConnectionSettings,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
@@ -275,13 +292,13 @@ enum Protocol {
 }
 
 /// What one connection's task needs.
-struct Connection {
+struct Connection<S> {
     table: Arc<Table>,
-    app: Router,
+    app: S,
     settings: ConnectionSettings,
 }
 
-impl Connection {
+impl<S: HttpService> Connection<S> {
     /// Completes the TLS handshake, if any, within the header deadline, then serves.
     async fn accept(self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
@@ -302,9 +319,9 @@ impl Connection {
         }
     }
 
-    async fn run<S>(self, stream: S, peer: SocketAddr, protocol: Protocol)
+    async fn run<T>(self, stream: T, peer: SocketAddr, protocol: Protocol)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),

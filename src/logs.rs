@@ -81,6 +81,22 @@ pub fn write_text(target: &str, fields: impl FnOnce(&mut String)) {
     queue.push(line.into_bytes());
 }
 
+/// Appends `text` as `{:?}` writes it (quoted, escaped), skipping the per-character escaping
+/// when printable ASCII needs none.
+pub fn quoted(line: &mut String, text: &str) {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        line.push('"');
+        line.push_str(text);
+        line.push('"');
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(line, "{text:?}");
+    }
+}
+
 /// Installs the fmt subscriber writing through `writer`.
 fn subscriber<W>(format: Format, writer: W) -> Result<(), impl std::fmt::Display>
 where
@@ -147,5 +163,21 @@ impl Write for QueuedLine<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quoted_writes_what_debug_writes(text in any::<String>(), ascii in "[ -~]{0,40}") {
+            for text in [text, ascii] {
+                let mut line = String::new();
+                super::quoted(&mut line, &text);
+                prop_assert_eq!(line, format!("{text:?}"));
+            }
+        }
     }
 }

@@ -235,48 +235,50 @@ impl Upstream {
 /// Removes what must not reach the registry: hop-by-hop headers, the client's credentials and
 /// cookies, and proxy headers a client could forge.
 fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in [
-        header::AUTHORIZATION,
-        header::COOKIE,
-        header::FORWARDED,
-        header::HOST,
-    ] {
-        headers.remove(name);
-    }
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-forwarded-"))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
+    strip(headers, |name| {
+        matches!(
+            *name,
+            header::AUTHORIZATION | header::COOKIE | header::FORWARDED | header::HOST
+        ) || name.as_str().starts_with("x-forwarded-")
+    });
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    strip(headers, |_| false);
+}
+
+/// The hop-by-hop headers, and the proxy ones a client must not pass through.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes the hop-by-hop headers, those `Connection` names, and those `also` picks. One look
+/// over the names first: most messages carry few of them, and each removal hashes its name.
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || also(name))
+        .cloned()
         .collect();
-    for name in listed {
-        headers.remove(name);
+    if doomed.contains(&header::CONNECTION) {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+        doomed.extend(listed);
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
+    for name in doomed {
         headers.remove(name);
     }
 }

@@ -15,6 +15,7 @@ mod forward;
 mod identify;
 mod origin;
 mod push_window;
+mod service;
 mod shed;
 mod start;
 mod token_endpoint;
@@ -26,7 +27,7 @@ pub use token_endpoint::TokenServer;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
 
@@ -87,39 +88,16 @@ pub struct UpstreamCredentials {
     pub auth: crate::upstream::auth::UpstreamAuth,
 }
 
-/// The whole HTTP service, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
-pub fn app(gateway: Arc<Gateway>) -> Router {
-    // One middleware around everything: the request id, the trail, the access line and the
-    // audit lines (`access_log.rs`). Liveness and `/metrics` are never shed; the rest is
-    // (`shed.rs`, in `dispatch`).
-    let trusted = Arc::new(gateway.config.trusted_proxies.clone());
-    let mut realm_paths = vec![gateway.config.realm_path.clone()];
-    if let Some(ts) = &gateway.token_server {
-        realm_paths.push(ts.settings.realm_path.clone());
-    }
-    let log_state = access_log::LogState {
-        realms: Arc::new(realm_paths),
-        audit: gateway.audit.clone(),
-        trusted_proxies: trusted,
-    };
-    let gateway_metrics_here = gateway.config.metrics_listen.is_none();
-    let mut router = Router::new().route("/healthz", axum::routing::any(|| async { "ok\n" }));
-    if gateway_metrics_here {
-        router = router.route("/metrics", axum::routing::get(metrics));
-    }
-    router
-        .fallback(dispatch)
-        .with_state(gateway)
-        .layer(axum::middleware::from_fn_with_state(
-            log_state,
-            access_log::access_log,
-        ))
+/// The whole HTTP service (`service.rs`), ready for `connections::serve` or
+/// `tower::ServiceExt::oneshot`.
+pub fn app(gateway: Arc<Gateway>) -> service::App {
+    service::App::new(gateway)
 }
 
 /// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. Beyond
 /// `max_in_flight` requests being handled, 503 at once. A request without a streaming body
 /// must be answered (headers) within `connections.request_timeout`.
-async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+async fn dispatch(gw: &Gateway, req: Request) -> Response {
     let Some(_admitted) = gw.admission.enter() else {
         crate::metrics::get().shed.inc();
         return api_version(ApiError::Overloaded.into_response());
@@ -127,7 +105,7 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let deadline = (!streams_upload(&req)).then_some(gw.config.connections.request_timeout);
     let answer = async {
         origin::check_target(&req)?;
-        route_request(&gw, req).await
+        route_request(gw, req).await
     };
     let result = match deadline {
         Some(limit) => tokio::time::timeout(limit, answer)
@@ -179,7 +157,7 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
     let is_api = path == "/v2" || path.starts_with("/v2/");
     if realm.is_none() && !is_api {
         return match path {
-            "/readyz" => Ok(health::readyz(gw).await),
+            "/readyz" => Ok(Box::pin(health::readyz(gw)).await),
             _ => Err(ApiError::NotFound),
         };
     }
@@ -204,7 +182,13 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
                 failed_logins: &gw.failed_logins,
                 trail: Trail::of(&req),
             };
-            token_endpoint::handle(&endpoint, realm, req, attempt.as_mut()).await
+            Box::pin(token_endpoint::handle(
+                &endpoint,
+                realm,
+                req,
+                attempt.as_mut(),
+            ))
+            .await
         }
         None => gw.handle(req).await,
     };
@@ -257,16 +241,13 @@ impl Gateway {
             self.anonymous_base(&public).await?;
         }
         if matches!(route, Route::UploadStart { .. }) {
-            self.mount_or_plain_upload(&mut req, &trail, &caller, &plan)
-                .await?;
+            Box::pin(self.mount_or_plain_upload(&mut req, &trail, &caller, &plan)).await?;
         }
         if plan.catalog {
-            return self.catalog(req, &trail, &caller, &public).await;
+            return Box::pin(self.catalog(req, &trail, &caller, &public)).await;
         }
         if let (Some(remote), Some(name)) = (remote, route.name()) {
-            return self
-                .forward_remote(req, &public, remote, name, &caller)
-                .await;
+            return Box::pin(self.forward_remote(req, &public, remote, name, &caller)).await;
         }
         let response = self.forward(req, &public, &plan).await?;
         // A push started with a credential that verified in full may outlive it.

@@ -1,6 +1,7 @@
 //! `cpu`: what a gateway hop costs per request. wrk (one thread, 64 connections) GETs the
 //! manifest `bench/app:v1` direct from the registry, through plain nginx (the cost of one proxy
-//! hop), through nginx with `auth_basic` (a password checked per request), and through regate
+//! hop), through nginx with `auth_basic` (a password checked per request), through a bare hyper
+//! proxy (`floor.rs`: what the stack regate is built on costs alone), and through regate
 //! (Basic `anything:API-TOKEN`: authenticated and authorized on every request, warm caches),
 //! once as the bench's gateway and once with the audit log on (a file) and `/metrics` scraped
 //! every second. Each proxy's CPU (nginx: master and workers) is read from `/proc/PID/stat`
@@ -11,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::chart::{self, Bar};
+use super::floor::Floor;
 use super::observe::{Gateway, Scraper};
 use super::{Bench, Nginx, cpu_seconds};
 
@@ -96,7 +98,8 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
     let observed = Gateway::start(bench, &format!("audit:\n  path: {}\n", audit.display()));
     let observed_api = basic("anything", &observed.env.token("builder", "bench"));
     let _scraper = Scraper::start(format!("{}/metrics", observed.env.url()));
-    let paths: [(&'static str, String, String, Vec<u32>); 5] = [
+    let floor = Floor::start(&registry);
+    let paths: [(&'static str, String, String, Vec<u32>); 6] = [
         (
             "direct to docker-registry",
             bench.env.registry_url(),
@@ -114,6 +117,12 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
             guarded.url(),
             basic("bench", "bench-secret"),
             guarded.pids(),
+        ),
+        (
+            "hyper floor: a bare hyper proxy, no auth",
+            floor.url(),
+            bench.bearer.clone(),
+            vec![floor.pid()],
         ),
         (
             "regate (Basic API token)",
@@ -173,8 +182,13 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
         .collect();
     rows.push(format!(
         "| **regate CPU / plain nginx CPU** | | | **{:.2}** (audit and metrics on: {:.2}; target <= 1.30) | | |",
+        micros(4) / micros(1),
+        micros(5) / micros(1)
+    ));
+    rows.push(format!(
+        "| hyper floor CPU / plain nginx CPU | | | {:.2} (regate above the floor: {:.0} µs) | | |",
         micros(3) / micros(1),
-        micros(4) / micros(1)
+        micros(4) - micros(3)
     ));
     let bars: Vec<Bar> = (0..paths.len())
         .map(|i| Bar {
@@ -198,10 +212,11 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
 const CHART: &str = "docs/benchmarks/cpu-per-request.svg";
 
 /// The paths' names under their bars.
-const SHORT: [&str; 5] = [
+const SHORT: [&str; 6] = [
     "direct",
     "nginx",
-    "nginx + basic auth",
+    "nginx+auth",
+    "floor",
     "regate",
-    "regate + audit, metrics",
+    "regate+audit",
 ];

@@ -222,3 +222,57 @@ async fn evictions_are_counted_by_cause() {
     decisions.cache.run_pending_tasks().await;
     assert!(evicted("invalidated") > invalidated);
 }
+
+#[tokio::test]
+async fn every_part_of_the_question_keeps_its_own_decision() {
+    let (authority, decisions) = setup(CacheSettings::default());
+    let named = |name: &str, groups: &[&str]| UserInfo {
+        name: name.into(),
+        uid: String::new(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        extra: Default::default(),
+    };
+    let get = Attributes::layers("get", "p", "app");
+    let mut questions = vec![
+        (named("ab", &[]), get.clone()),
+        // The same characters split differently between the parts.
+        (named("a", &["b"]), get.clone()),
+        (named("a", &["b", ""]), get.clone()),
+        (named("a", &["", "b"]), get.clone()),
+        (named("a", &[]), get.clone()),
+    ];
+    let attrs = [
+        Attributes::layers("update", "p", "app"),
+        Attributes::layers("get", "q", "app"),
+        Attributes::layers("get", "p", "other"),
+        Attributes {
+            subresource: String::new(),
+            ..get.clone()
+        },
+        Attributes {
+            group: String::new(),
+            ..get.clone()
+        },
+        Attributes {
+            resource: "imagestreams".into(),
+            subresource: "layer".into(),
+            ..get.clone()
+        },
+    ];
+    questions.extend(attrs.into_iter().map(|a| (named("a", &[]), a)));
+    let mut extra = named("a", &[]);
+    extra.extra.insert("k".into(), vec!["v".into()]);
+    questions.push((extra, get.clone()));
+    for (user, attrs) in &questions {
+        decisions.decide(user, None, attrs).await.unwrap();
+    }
+    assert_eq!(authority.calls(), questions.len(), "one call per question");
+    for (user, attrs) in &questions {
+        assert!(decisions.decide(user, None, attrs).await.unwrap().cache_hit);
+    }
+    assert_eq!(
+        authority.calls(),
+        questions.len(),
+        "each asked again is a hit"
+    );
+}

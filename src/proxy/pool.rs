@@ -113,13 +113,19 @@ impl Pool {
                 return Ok((sender, true));
             }
         }
+        // Boxed: connecting is rare once warm, and its future is larger than a send's.
+        Ok((Box::pin(self.connect()).await?, false))
+    }
+
+    /// A new connection to the registry.
+    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
         let io = self.connector.clone().oneshot(self.target.clone()).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(async move {
             // Ends when the registry or regate closes the connection; nothing to report.
             let _ = connection.await;
         });
-        Ok((sender, false))
+        Ok(sender)
     }
 
     /// Keeps `sender` for the next request (unless closed, or enough are kept already).

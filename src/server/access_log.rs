@@ -12,8 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 use tracing::Instrument;
@@ -98,7 +97,6 @@ impl Trail {
 
 /// What the access-log middleware needs: the token realms' paths (requests to them count as
 /// `token` in the metrics), the audit log, and the proxies whose forwarded address is believed.
-#[derive(Clone)]
 pub(super) struct LogState {
     pub realms: Arc<Vec<String>>,
     pub audit: Option<Arc<AuditLog>>,
@@ -108,11 +106,11 @@ pub(super) struct LogState {
 /// The middleware: hands the pipeline a [`Trail`], counts the request's bytes both ways, writes
 /// the request's audit lines when its response headers are known, and logs the access line
 /// (and counts the request) when the response body ends.
-pub(super) async fn access_log(
-    State(state): State<LogState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(super) async fn access_log<F, A>(state: &LogState, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> A,
+    A: Future<Output = Response>,
+{
     let started = Instant::now();
     // The audit log names requests by their id, so a client's own is dropped: only a trusted
     // proxy's is kept, else regate makes one. The registry and the client see it too.
@@ -140,7 +138,7 @@ pub(super) async fn access_log(
     });
     let mut req = req.map(|body| Watched::body(body, BytesIn));
     req.extensions_mut().insert(trail.clone());
-    let mut response = next.run(req).instrument(span).await;
+    let mut response = next(req).instrument(span).await;
     if !response.headers().contains_key(X_REQUEST_ID) {
         response
             .headers_mut()
@@ -245,12 +243,21 @@ impl Line {
             None if crate::logs::plain_text() && tracing::enabled!(tracing::Level::INFO) => {
                 // The line `tracing::info!` below makes, without its per-field formatting.
                 crate::logs::write_text(module_path!(), |line| {
+                    use crate::logs::quoted;
                     use std::fmt::Write as _;
+                    // `duration_ms` in tenths, as `{:?}` shows the rounded float.
+                    let tenths = (ms * 10.0).round() as u64;
+                    let _ = write!(line, "request method={method} path=");
+                    quoted(line, path);
                     let _ = write!(
                         line,
-                        "request method={method} path={path:?} status={status} bytes={bytes} \
-                         duration_ms={duration_ms:?} identity={identity:?} request_id={request_id:?}"
+                        " status={status} bytes={bytes} duration_ms={}.{} identity=",
+                        tenths / 10,
+                        tenths % 10
                     );
+                    quoted(line, &identity);
+                    line.push_str(" request_id=");
+                    quoted(line, request_id);
                 });
             }
             None => {

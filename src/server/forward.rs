@@ -94,8 +94,8 @@ impl Gateway {
         let scope = target.scope.as_deref();
         let credential = match target.credentials {
             None => None,
-            Some((auth, keyring)) => auth
-                .authorization(keyring, &target.image, scope)
+            // Boxed: the challenge dance is rare and its future large (docs/architecture.md).
+            Some((auth, keyring)) => Box::pin(auth.authorization(keyring, &target.image, scope))
                 .await
                 .map_err(|e| upstream_credentials(e.to_string()))?,
         };
