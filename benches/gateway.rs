@@ -32,9 +32,12 @@
 //!   same gateway with neither, and direct, in interleaved rounds of one run
 //!   (`benches/gateway/observe.rs`).
 //!
-//! - `cpu`: CPU per authorized manifest GET (wrk, 64 connections) of regate against plain nginx
-//!   and nginx with `auth_basic`, each proxy's processes read from `/proc`, with latency
-//!   percentiles (`benches/gateway/cpu.rs`).
+//! - `cpu`: CPU per authorized manifest GET (wrk, 64 connections) of regate against plain nginx,
+//!   nginx with `auth_basic` and a bare hyper proxy (the floor of regate's stack), each proxy's
+//!   processes read from `/proc`, with latency percentiles (`benches/gateway/cpu.rs`).
+//! - `instructions`: instructions per authorized manifest GET, counted by valgrind's callgrind,
+//!   of plain nginx, the hyper floor and regate (`benches/gateway/instructions.rs`; needs
+//!   `valgrind`).
 //! - `oidc`: regate's CPU per manifest GET with an OIDC ID token (offline verification, warm)
 //!   against an API token, same gateway, interleaved rounds (`benches/gateway/oidc.rs`).
 //!
@@ -52,6 +55,8 @@ mod common;
 mod cpu;
 #[path = "gateway/floor.rs"]
 mod floor;
+#[path = "gateway/instructions.rs"]
+mod instructions;
 #[path = "gateway/observe.rs"]
 mod observe;
 #[path = "gateway/oidc.rs"]
@@ -70,7 +75,7 @@ const BLOB_BYTES: u64 = 1 << 30;
 /// Connections of the request-rate loads.
 const CONNECTIONS: u32 = 64;
 /// What `BENCH_ONLY` may name.
-const MEASURES: [&str; 8] = [
+const MEASURES: [&str; 9] = [
     "head",
     "pull",
     "token",
@@ -79,6 +84,7 @@ const MEASURES: [&str; 8] = [
     "observe",
     "oidc",
     "cpu",
+    "instructions",
 ];
 /// The scopes of the token-issuance load, as `docker push` asks for them.
 const TOKEN_SCOPES: &str =
@@ -164,6 +170,14 @@ fn main() {
     } else {
         Vec::new()
     };
+    let instruction_rows = if runs("instructions") {
+        if !runs("head") && !runs("tls") && !runs("observe") && !runs("oidc") && !runs("cpu") {
+            bench.env.seed("bench/app", "v1", &Image::unique(4096));
+        }
+        instructions::measure(&bench)
+    } else {
+        Vec::new()
+    };
     let oidc_rows = if runs("oidc") {
         oidc::measure(&bench, seconds)
     } else {
@@ -193,6 +207,7 @@ fn main() {
     }
     for (header, rows) in [
         (cpu::HEADER, &cpu_rows),
+        (instructions::HEADER, &instruction_rows),
         (observe::HEADER, &observe_rows),
         (oidc::HEADER, &oidc_rows),
     ] {
@@ -696,12 +711,18 @@ impl Nginx {
     /// An nginx in `dir/name`; with `htpasswd`, every request needs Basic credentials from it
     /// (`auth_basic`), the baseline of a gateway that checks a password per request.
     fn start_with(dir: &Path, name: &str, upstream: &str, htpasswd: Option<&Path>) -> Nginx {
-        Nginx::start_full(dir, name, upstream, htpasswd, None)
+        Nginx::start_full(dir, name, upstream, htpasswd, None, &[])
+    }
+
+    /// A plain nginx in `dir/name` as one process (no master), started by `launcher` (e.g.
+    /// valgrind and its arguments).
+    fn start_under(dir: &Path, name: &str, upstream: &str, launcher: &[String]) -> Nginx {
+        Nginx::start_full(dir, name, upstream, None, None, launcher)
     }
 
     /// An nginx in `dir/name` serving HTTPS (HTTP/1.1 and h2) with `cert` and `key`.
     fn start_tls(dir: &Path, name: &str, upstream: &str, cert: &Path, key: &Path) -> Nginx {
-        Nginx::start_full(dir, name, upstream, None, Some((cert, key)))
+        Nginx::start_full(dir, name, upstream, None, Some((cert, key)), &[])
     }
 
     fn start_full(
@@ -710,6 +731,7 @@ impl Nginx {
         upstream: &str,
         htpasswd: Option<&Path>,
         tls: Option<(&Path, &Path)>,
+        launcher: &[String],
     ) -> Nginx {
         let port = common::free_port();
         let listen = match tls {
@@ -732,7 +754,7 @@ impl Nginx {
         fs::write(
             &conf,
             format!(
-                "daemon off;\nworker_processes auto;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+                "daemon off;\n{processes}\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {root};\n  proxy_temp_path {root};\n\
                  upstream registry {{ server {upstream}; keepalive 64; }}\n\
@@ -742,10 +764,20 @@ impl Nginx {
                  proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
                 root = root.display(),
                 auth = auth,
+                processes = if launcher.is_empty() {
+                    "worker_processes auto;"
+                } else {
+                    "master_process off;"
+                },
             ),
         )
         .expect("write nginx.conf");
-        let child = Command::new("nginx")
+        let (program, before) = match launcher.split_first() {
+            Some((program, args)) => (program.as_str(), [args, &["nginx".to_string()]].concat()),
+            None => ("nginx", Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(before)
             .arg("-c")
             .arg(&conf)
             .arg("-p")
@@ -760,7 +792,7 @@ impl Nginx {
             port,
             scheme,
         };
-        common::wait_for(Duration::from_secs(10), "nginx to listen", || {
+        common::wait_for(Duration::from_secs(60), "nginx to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
         nginx

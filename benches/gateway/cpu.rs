@@ -98,7 +98,7 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
     let observed = Gateway::start(bench, &format!("audit:\n  path: {}\n", audit.display()));
     let observed_api = basic("anything", &observed.env.token("builder", "bench"));
     let _scraper = Scraper::start(format!("{}/metrics", observed.env.url()));
-    let floor = Floor::start(&registry);
+    let floor = Floor::start(&registry, &[]);
     let paths: [(&'static str, String, String, Vec<u32>); 6] = [
         (
             "direct to docker-registry",

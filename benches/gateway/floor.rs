@@ -26,9 +26,19 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Starts the floor proxy in front of the registry at `upstream` (`host:port`).
-    pub fn start(upstream: &str) -> Floor {
-        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+    /// Starts the floor proxy in front of the registry at `upstream` (`host:port`), by
+    /// `launcher` (e.g. valgrind and its arguments) when it is not empty.
+    pub fn start(upstream: &str, launcher: &[String]) -> Floor {
+        let this = std::env::current_exe().expect("this binary");
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(this);
+                command
+            }
+            None => Command::new(this),
+        };
+        let mut child = command
             .env(FLOOR_ENV, upstream)
             .stdout(Stdio::piped())
             .spawn()

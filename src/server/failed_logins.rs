@@ -62,6 +62,9 @@ pub struct FailedLogins {
 #[derive(Debug, Default)]
 pub struct Attempt {
     keys: Vec<Key>,
+    /// The `Authorization` header (marked sensitive: `Debug` hides it), whose Basic user name
+    /// is read only when the attempt fails.
+    authorization: Option<http::HeaderValue>,
 }
 
 impl FailedLogins {
@@ -113,7 +116,7 @@ impl FailedLogins {
         };
         let clock = DefaultClock::default();
         let mut wait = None::<Duration>;
-        for key in &attempt.keys {
+        for key in &attempt.keys_with_name() {
             let bucket = self.buckets.get_with(key.clone(), || {
                 Arc::new(Bucket {
                     limiter: governor::RateLimiter::direct(quota),
@@ -160,10 +163,28 @@ impl Attempt {
                 trusted_proxies,
             ))));
         }
-        if let Some(name) = basic_user(req) {
-            keys.push(Key::Name(name));
+        let authorization = req.headers().get(header::AUTHORIZATION).map(|value| {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            value
+        });
+        Attempt {
+            keys,
+            authorization,
         }
-        Attempt { keys }
+    }
+
+    /// The keys a failure counts against: the address, and the Basic user name (decoded only
+    /// now: most attempts do not fail) unless the form's `username` is that name already.
+    fn keys_with_name(&self) -> Vec<Key> {
+        let mut keys = self.keys.clone();
+        if let Some(name) = self.authorization.as_ref().and_then(basic_user) {
+            let key = Key::Name(name);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
     }
 
     /// The client address counted, for logs. The user name is never logged: a client may have
@@ -228,8 +249,8 @@ fn prefix(ip: IpAddr) -> IpAddr {
 }
 
 /// The user name of a Basic `Authorization` header, if it has a non-empty one.
-fn basic_user(req: &Request) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+fn basic_user(value: &http::HeaderValue) -> Option<String> {
+    let value = value.to_str().ok()?;
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -379,6 +400,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_counts_the_basic_user_and_debug_hides_the_credential() {
+        use base64::Engine as _;
+        let credential = base64::engine::general_purpose::STANDARD.encode("alice:s3cret-token");
+        let authorization = format!("Basic {credential}");
+        let limiter = FailedLogins::new(&settings(1));
+        let first = Attempt::of(
+            &request("10.0.4.1:1", &[("authorization", &authorization)]),
+            &[],
+        );
+        let shown = format!("{first:?}");
+        assert!(!shown.contains(&credential), "{shown}");
+        assert!(matches!(
+            limiter.failed(&first, ApiError::NotFound),
+            ApiError::NotFound
+        ));
+        // Another address, the same name: the name's bucket is empty.
+        let second = Attempt::of(
+            &request("10.0.5.1:1", &[("authorization", &authorization)]),
+            &[],
+        );
+        assert!(matches!(
+            limiter.failed(&second, ApiError::NotFound),
+            ApiError::TooManyRequests { .. }
+        ));
+    }
+
+    #[test]
     fn the_basic_user_is_read_without_decoding_the_password() {
         use base64::Engine as _;
         let basic = |text: &str| {
@@ -387,7 +435,7 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(text)
             )
         };
-        let user = |value: &str| basic_user(&request("10.0.0.1:1", &[("authorization", value)]));
+        let user = |value: &str| basic_user(&http::HeaderValue::from_str(value).unwrap());
         let long_token = "t".repeat(2000);
         assert_eq!(
             user(&basic(&format!("alice:{long_token}"))).as_deref(),

@@ -148,17 +148,17 @@ impl Embedded {
         self.caught_up.fetch_max(changes, Ordering::AcqRel);
     }
 
-    /// The groups of the subject of an API token, or `None` when it does not exist (or is a
+    /// The subject of an API token as a caller, or `None` when it does not exist (or is a
     /// recreated object with another uid) in the snapshot and in the directory either.
-    fn groups_of(&self, name: &str, uid: &str) -> Option<Vec<String>> {
+    fn caller_of(&self, name: &str, uid: &str) -> Option<UserInfo> {
         self.catch_up();
-        if let Some(groups) = self.snapshot.load().groups_of(name, uid) {
-            return Some(groups);
+        if let Some(caller) = self.snapshot.load().caller(name, uid) {
+            return Some(caller);
         }
         // A subject written by hand, or by a writer racing this request, exists before the
         // reloader sees it: never call it deleted without looking.
         self.poll();
-        self.snapshot.load().groups_of(name, uid)
+        self.snapshot.load().caller(name, uid)
     }
 
     /// One look by the reloader: reload, and log a failure once until it changes or is fixed.
@@ -205,9 +205,8 @@ impl Authority for Embedded {
             }
         };
         // The uid check makes a deleted, or deleted and recreated, subject's tokens useless.
-        let groups = self.groups_of(&claims.sub, &claims.uid);
-        Ok(match groups {
-            Some(groups) => Authn::User(UserInfo::authenticated(claims.sub, claims.uid, groups)),
+        Ok(match self.caller_of(&claims.sub, &claims.uid) {
+            Some(caller) => Authn::User(caller),
             None => Authn::Invalid {
                 reason: format!(
                     "{} no longer exists (deleted or recreated); create a new token",

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 use super::store::*;
-use crate::identity::{UserInfo, service_account_of};
+use crate::identity::{UserInfo, service_account_of, service_account_user};
 use crate::policy::Policy;
 use crate::upstream::keyring::Keyring;
 use crate::upstream::secret::{PullSecret, chain_pull_secrets, check_secret};
@@ -45,9 +45,23 @@ pub struct Snapshot {
     /// The Secret names each service account lists in `imagePullSecrets` (linked for pull), by
     /// (namespace, name), in their listed order; service accounts listing none are absent.
     pub image_pull_secrets: HashMap<(String, String), Vec<String>>,
+    /// Every service account and user as an authenticated caller (implicit groups included),
+    /// by full name: made once per load rather than once per request (see [`Snapshot::caller`]).
+    pub callers: HashMap<String, UserInfo>,
 }
 
 impl Snapshot {
+    /// The service account or user `name` as an authenticated caller, if it exists with uid
+    /// `uid`; `None` when it was deleted or recreated (another uid).
+    pub fn caller(&self, name: &str, uid: &str) -> Option<UserInfo> {
+        if let Some(caller) = self.callers.get(name) {
+            return (caller.uid == uid).then(|| caller.clone());
+        }
+        // A snapshot built by hand (tests) has no callers made.
+        let groups = self.groups_of(name, uid)?;
+        Some(UserInfo::authenticated(name.into(), uid.into(), groups))
+    }
+
     /// The stored groups of the service account or user `name` if it exists with uid `uid`;
     /// `None` when it was deleted or recreated (another uid).
     pub fn groups_of(&self, name: &str, uid: &str) -> Option<Vec<String>> {
@@ -176,9 +190,33 @@ pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
             },
         );
     }
+    snapshot.callers = callers(&snapshot);
     snapshot.policy = Policy::new(cluster_roles, roles, cluster_role_bindings, role_bindings);
     snapshot.anonymous_has_grants = snapshot.policy.grants_anything_to(&UserInfo::anonymous());
     Ok(snapshot)
+}
+
+/// [`Snapshot::callers`] of `snapshot`'s service accounts and users, as
+/// [`Snapshot::groups_of`] finds them (a user named like a service account is not one).
+fn callers(snapshot: &Snapshot) -> HashMap<String, UserInfo> {
+    let accounts = snapshot
+        .service_accounts
+        .iter()
+        .map(|((ns, sa), uid)| (service_account_user(ns, sa), ns, sa, uid))
+        .filter(|(name, ns, sa, _)| service_account_of(name) == Some((ns.as_str(), sa.as_str())))
+        .map(|(name, _, _, uid)| (name, uid.clone(), Vec::new()));
+    let users = snapshot
+        .users
+        .iter()
+        .filter(|(name, _)| service_account_of(name).is_none())
+        .map(|(name, user)| (name.clone(), user.uid.clone(), user.groups.clone()));
+    accounts
+        .chain(users)
+        .map(|(name, uid, groups)| {
+            let caller = UserInfo::authenticated(name.clone(), uid, groups);
+            (name, caller)
+        })
+        .collect()
 }
 
 /// A cheap summary of every file's path, modification time, size and inode: it changes whenever
@@ -186,18 +224,30 @@ pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint(u64);
 
-/// The [`Fingerprint`] of the state directory `dir`.
+/// The [`Fingerprint`] of the state directory `dir`: the sum of one hash per file (of its path
+/// and stamp), so the walk's order does not matter and nothing is sorted (the reloader takes
+/// one every 250 ms, however large the directory).
 pub fn fingerprint(dir: &Path) -> Result<Fingerprint, StoreError> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.sort();
+    let mut sum = 0u64;
+    let mut files = 0u64;
+    collect_files(dir, &mut |path, stamp| {
+        use std::os::unix::ffi::OsStrExt;
+        let mut hasher = DefaultHasher::new();
+        path.as_os_str().as_bytes().hash(&mut hasher);
+        stamp.hash(&mut hasher);
+        sum = sum.wrapping_add(hasher.finish());
+        files += 1;
+    })?;
     let mut hasher = DefaultHasher::new();
-    files.hash(&mut hasher);
+    (sum, files).hash(&mut hasher);
     Ok(Fingerprint(hasher.finish()))
 }
 
-/// (path, [`crate::fs::Stamp`]) of every visible file under `dir`.
-fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, crate::fs::Stamp)>) -> Result<(), StoreError> {
+/// Hands `each` the path and [`crate::fs::Stamp`] of every visible file under `dir`.
+fn collect_files(
+    dir: &Path,
+    each: &mut impl FnMut(&Path, crate::fs::Stamp),
+) -> Result<(), StoreError> {
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         if is_hidden(&entry.file_name()) {
@@ -206,7 +256,7 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, crate::fs::Stamp)>) -> Resu
         let path = entry.path();
         let file_type = entry.file_type().map_err(io_error(&path))?;
         if file_type.is_dir() {
-            match collect_files(&path, out) {
+            match collect_files(&path, each) {
                 // Removed while we walked: the next fingerprint sees the result.
                 Err(StoreError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {}
                 other => other?,
@@ -215,7 +265,7 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, crate::fs::Stamp)>) -> Resu
         }
         // Gone while we walked (`stamp` is `None`): the next fingerprint sees the result.
         if let Some(stamp) = crate::fs::stamp(&path) {
-            out.push((path, stamp));
+            each(&path, stamp);
         }
     }
     Ok(())

@@ -389,3 +389,37 @@ async fn a_grant_is_in_force_for_the_next_decision() {
     );
     assert!(embedded.anonymous_has_grants().await.expect("answer"));
 }
+
+#[tokio::test]
+async fn the_callers_made_at_load_are_those_groups_of_would_make() {
+    let (_dir, embedded, store) = open();
+    store.create_namespace("a").expect("ns");
+    store.create_user("alice", &["devs".into()]).expect("user");
+    embedded.reload().expect("reload");
+    let snapshot = embedded.snapshot();
+    let mut subjects: Vec<(String, String)> = snapshot
+        .service_accounts
+        .iter()
+        .map(|((ns, sa), uid)| (crate::identity::service_account_user(ns, sa), uid.clone()))
+        .chain(
+            snapshot
+                .users
+                .iter()
+                .map(|(name, user)| (name.clone(), user.uid.clone())),
+        )
+        .collect();
+    subjects.sort();
+    assert!(subjects.len() >= 4, "{subjects:?}");
+    for (name, uid) in &subjects {
+        let expected = snapshot
+            .groups_of(name, uid)
+            .map(|groups| UserInfo::authenticated(name.clone(), uid.clone(), groups));
+        let made = snapshot.caller(name, uid);
+        assert_eq!(
+            made.as_ref().map(|u| (&u.name, &u.uid, &u.groups)),
+            expected.as_ref().map(|u| (&u.name, &u.uid, &u.groups)),
+            "{name}"
+        );
+        assert!(snapshot.caller(name, "another-uid").is_none(), "{name}");
+    }
+}
