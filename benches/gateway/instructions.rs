@@ -78,10 +78,24 @@ pub fn measure(bench: &Bench) -> Vec<String> {
     let floor_count = count(&floor.url(), floor.pid(), &api, &dir.join("floor.cg"));
     drop(floor);
 
-    let (mut regate, url) = start_regate(bench, &launcher("regate.cg"), &dir.join("regate.log"));
-    let regate_count = count(&url, regate.id(), &api, &dir.join("regate.cg"));
-    let _ = regate.kill();
-    let _ = regate.wait();
+    let regate_count = counted_regate(
+        bench,
+        &launcher("regate.cg"),
+        &dir.join("regate.cg"),
+        &api,
+        None,
+    );
+    let audit = dir.join("audit.log");
+    let config = dir.join("audit.yaml");
+    std::fs::write(&config, format!("audit:\n  path: {}\n", audit.display()))
+        .expect("write the audit config");
+    let audited_count = counted_regate(
+        bench,
+        &launcher("regate-audit.cg"),
+        &dir.join("regate-audit.cg"),
+        &api,
+        Some(&config),
+    );
 
     let per_request = |n: u64| n as f64 / COUNTED as f64;
     let nginx_per = per_request(nginx_count.total - nginx_count.sha256 - nginx_count.reloader);
@@ -89,6 +103,7 @@ pub fn measure(bench: &Bench) -> Vec<String> {
         ("nginx, no auth", nginx_count),
         ("hyper floor: a bare hyper proxy, no auth", floor_count),
         ("regate (Basic API token)", regate_count),
+        ("regate, audit log on", audited_count),
     ]
     .into_iter()
     .map(|(label, counted)| {
@@ -105,9 +120,30 @@ pub fn measure(bench: &Bench) -> Vec<String> {
     .collect()
 }
 
-/// A `regate serve` of the bench's state and registry, started by `launcher` and logging to
-/// `log`, and its URL.
-fn start_regate(bench: &Bench, launcher: &[String], log: &Path) -> (Child, String) {
+/// The count of a `regate serve` (with `config`, if given) started by `launcher`, which writes
+/// its callgrind files to `out` (and its log beside them).
+fn counted_regate(
+    bench: &Bench,
+    launcher: &[String],
+    out: &Path,
+    auth: &str,
+    config: Option<&Path>,
+) -> Counted {
+    let (mut regate, url) = start_regate(bench, launcher, &out.with_extension("log"), config);
+    let counted = count(&url, regate.id(), auth, out);
+    let _ = regate.kill();
+    let _ = regate.wait();
+    counted
+}
+
+/// A `regate serve` of the bench's state and registry (with `config`, if given), started by
+/// `launcher` and logging to `log`, and its URL.
+fn start_regate(
+    bench: &Bench,
+    launcher: &[String],
+    log: &Path,
+    config: Option<&Path>,
+) -> (Child, String) {
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let log = std::fs::File::create(log).expect("create the log");
@@ -118,6 +154,12 @@ fn start_regate(bench: &Bench, launcher: &[String], log: &Path) -> (Child, Strin
         .args(["--upstream", &bench.env.registry_url()])
         .arg("--state")
         .arg(bench.env.state_dir())
+        .args(
+            config
+                .map(|c| ["--config".as_ref(), c.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
