@@ -18,7 +18,6 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::batch::Batch;
-
 use crate::policy::{Attributes, Decision};
 
 /// Requests whose lines may wait for the writer; beyond it a request waits (back-pressure

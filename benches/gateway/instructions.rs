@@ -3,25 +3,24 @@
 //! sent the same request (Basic `anything:API-TOKEN`, which only regate checks). Unlike timings on a shared 2-core machine the counts
 //! repeat for one binary, so they compare builds and show where a proxy's CPU goes. Each proxy
 //! runs under `valgrind --tool=callgrind --instr-atstart=no`; 200 GETs warm it up uncounted,
-//! then counting is switched on (`callgrind_control -i on`) for 2,000 GETs over 4 keep-alive
-//! connections, one at a time. valgrind has no SHA instructions, so the SHA-256 regate hashes
+//! then counting is switched on (`callgrind_control -i on`) for 2,000 GETs on a kept-alive
+//! connection, one at a time. valgrind has no SHA instructions, so the SHA-256 regate hashes
 //! tokens with runs in software there: that part is shown on its own. So is the embedded
 //! authority's reloader, which walks the state directory every 250 ms whatever the load: under
 //! valgrind's fiftyfold slowdown its walks would be charged to requests fifty times over. The
 //! callgrind files are kept in `target/bench-instructions/` for `callgrind_annotate`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::floor::Floor;
 use super::{Bench, Nginx, common};
+use common::Auth;
 
 /// The table's header.
 pub const HEADER: &str = "Instructions per authorized manifest GET (callgrind; 2,000 keep-alive \
-GETs on 4 connections after 200 uncounted):\n\n\
+GETs after 200 uncounted):\n\n\
 | path | instructions per request | SHA-256 in software (valgrind) | the state reloader (by the clock) | \
 per request, without those two | ratio to nginx |\n\
 |---|---|---|---|---|---|";
@@ -30,8 +29,6 @@ per request, without those two | ratio to nginx |\n\
 const WARM_UP: usize = 200;
 /// GETs counted.
 const COUNTED: usize = 2000;
-/// Keep-alive connections the GETs take turns on.
-const CONNECTIONS: usize = 4;
 /// The path loaded.
 const MANIFEST: &str = "/v2/bench/app/manifests/v1";
 
@@ -61,28 +58,22 @@ pub fn measure(bench: &Bench) -> Vec<String> {
     let registry = bench.env.registry_addr().to_string();
     // Every proxy gets the same request: nginx and the floor ignore the credential, but they
     // read and forward it as regate reads it.
-    let api = {
-        use base64::Engine;
-        let token = bench.env.token("builder", "bench");
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("anything:{token}"))
-        )
-    };
+    let token = bench.env.token("builder", "bench");
+    let api = Auth::Basic(&token);
 
     let nginx = Nginx::start_under(&dir, "nginx-callgrind", &registry, &launcher("nginx.cg"));
-    let nginx_count = count(&nginx.url(), nginx.pids()[0], &api, &dir.join("nginx.cg"));
+    let nginx_count = count(&nginx.url(), nginx.pids()[0], api, &dir.join("nginx.cg"));
     drop(nginx);
 
     let floor = Floor::start(&registry, &launcher("floor.cg"));
-    let floor_count = count(&floor.url(), floor.pid(), &api, &dir.join("floor.cg"));
+    let floor_count = count(&floor.url(), floor.pid(), api, &dir.join("floor.cg"));
     drop(floor);
 
     let regate_count = counted_regate(
         bench,
         &launcher("regate.cg"),
         &dir.join("regate.cg"),
-        &api,
+        api,
         None,
     );
     let audit = dir.join("audit.log");
@@ -93,7 +84,7 @@ pub fn measure(bench: &Bench) -> Vec<String> {
         bench,
         &launcher("regate-audit.cg"),
         &dir.join("regate-audit.cg"),
-        &api,
+        api,
         Some(&config),
     );
 
@@ -126,7 +117,7 @@ fn counted_regate(
     bench: &Bench,
     launcher: &[String],
     out: &Path,
-    auth: &str,
+    auth: Auth<'_>,
     config: Option<&Path>,
 ) -> Counted {
     let (mut regate, url) = start_regate(bench, launcher, &out.with_extension("log"), config);
@@ -165,8 +156,9 @@ fn start_regate(
         .stderr(log)
         .spawn()
         .expect("start regate under valgrind");
+    let client = common::client();
     common::wait_for(Duration::from_secs(60), "regate under valgrind", || {
-        get(&url, "/healthz", "Bearer -").ok()
+        client.get(format!("{url}/healthz")).send().ok()
     });
     (child, url)
 }
@@ -180,16 +172,18 @@ struct Counted {
 
 /// Warms the proxy at `url` (process `pid`, writing callgrind data to `out`) up, counts
 /// [`COUNTED`] GETs, and reads the count back.
-fn count(url: &str, pid: u32, auth: &str, out: &Path) -> Counted {
-    let addr = url.trim_start_matches("http://").to_string();
-    let mut conns: Vec<TcpStream> = (0..CONNECTIONS)
-        .map(|_| TcpStream::connect(&addr).expect("connect"))
-        .collect();
-    let mut run = |n: usize| {
-        for i in 0..n {
-            let conn = &mut conns[i % CONNECTIONS];
-            let status = exchange(conn, &addr, MANIFEST, auth).expect("a GET");
-            assert_eq!(status, 200, "GET {url}{MANIFEST}");
+fn count(url: &str, pid: u32, auth: Auth<'_>, out: &Path) -> Counted {
+    let client = common::client();
+    let run = |n: usize| {
+        for _ in 0..n {
+            let reply = auth
+                .apply(client.get(format!("{url}{MANIFEST}")))
+                .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .and_then(|r| r.error_for_status());
+            // Read whole, so the connection is kept for the next GET.
+            let body = reply.and_then(|r| r.bytes());
+            assert!(body.is_ok(), "GET {url}{MANIFEST}: {body:?}");
         }
     };
     run(WARM_UP);
@@ -251,43 +245,4 @@ fn totals(dump: &Path) -> Counted {
         sha256: inclusive("sha2::sha256::compress256"),
         reloader: inclusive("regate::authority::embedded::Embedded::poll"),
     }
-}
-
-/// One GET of `path` on a kept-alive connection; its status, the body read whole.
-fn get(url: &str, path: &str, auth: &str) -> std::io::Result<u16> {
-    let addr = url.trim_start_matches("http://");
-    exchange(&mut TcpStream::connect(addr)?, addr, path, auth)
-}
-
-fn exchange(conn: &mut TcpStream, host: &str, path: &str, auth: &str) -> std::io::Result<u16> {
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
-         Accept: application/vnd.oci.image.manifest.v1+json\r\n\r\n"
-    )?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(status)
 }
