@@ -195,7 +195,7 @@ enum What<'a> {
 }
 
 /// The reason recorded when the authority could not answer.
-const FAIL_CLOSED: &str = "the authority could not answer (fail closed)";
+pub const FAIL_CLOSED: &str = "the authority could not answer (fail closed)";
 
 /// The JSON lines of `events`, each ending in `\n`.
 pub fn lines(request: &RequestRecord<'_>, events: &[Event]) -> Vec<u8> {

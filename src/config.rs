@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// needs system:auth-delegator) or `self` (as the caller, needs no privilege).
     #[arg(long, value_enum)]
     pub review: Option<ReviewMode>,
+    /// Serve the web console at /console/ (console: in the config file sets more).
+    #[arg(long)]
+    pub console: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -278,6 +281,29 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditOutput>,
     /// OIDC issuers whose ID tokens are identities (`identity.oidc`).
     pub oidc: Vec<crate::oidc::IssuerSettings>,
+    /// The web console (`console:` or `--console`); `None`: not served.
+    pub console: Option<ConsoleSettings>,
+}
+
+/// `console:`: the web console for operators (docs/console.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// Its own address (`console.listen`); `None`: at `/console/` beside the API.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A session unused this long ends (`console.session_idle`).
+    pub session_idle: std::time::Duration,
+    /// A session ends this long after sign-in, used or not (`console.session_max`).
+    pub session_max: std::time::Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            listen: None,
+            session_idle: std::time::Duration::from_secs(30 * 60),
+            session_max: std::time::Duration::from_secs(8 * 3600),
+        }
+    }
 }
 
 /// Parses a public URL such as `https://registry.example.com` into an origin.
@@ -350,10 +376,13 @@ impl Config {
             .token
             .realm_path
             .unwrap_or_else(|| "/openshift/token".to_string());
-        if !realm_path.starts_with('/') || realm_path.starts_with("/v2") {
+        if !realm_path.starts_with('/')
+            || realm_path.starts_with("/v2")
+            || realm_path.starts_with("/console")
+        {
             return Err(field(
                 "token.realm_path",
-                format!("{realm_path:?} must start with / and lie outside /v2/"),
+                format!("{realm_path:?} must start with / and lie outside /v2/ and /console/"),
             ));
         }
         let state = args
@@ -447,7 +476,6 @@ impl Config {
                 std::time::Duration::from_secs(30),
             )?,
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
-            authority,
             token_key_file: file.token.key_file,
             token_server,
             pull_secret: args.pull_secret.clone().or(file_upstream.pull_secret),
@@ -466,6 +494,8 @@ impl Config {
             },
             audit: audit(file.audit, &origin)?,
             oidc: oidc(file.identity.oidc, &origin)?,
+            console: console(file.console, args.console, &authority, &origin)?,
+            authority,
         })
     }
 }

@@ -17,6 +17,8 @@ use crate::identity::{UserInfo, service_account_of};
 
 /// The API group of OpenShift's image resources.
 pub const IMAGE_GROUP: &str = "image.openshift.io";
+/// The API group of roles and bindings.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// What a request asks to do, as Kubernetes' `ResourceAttributes`; empty strings mean "none".
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +61,33 @@ impl Attributes {
             namespace: String::new(),
             name: String::new(),
         }
+    }
+
+    /// `verb` on RBAC `resource` (e.g. `rolebindings`) in `namespace` ("" for cluster scope).
+    pub fn rbac(verb: &str, resource: &str, namespace: &str) -> Self {
+        Attributes {
+            verb: verb.to_string(),
+            group: RBAC_GROUP.to_string(),
+            resource: resource.to_string(),
+            subresource: String::new(),
+            namespace: namespace.to_string(),
+            name: String::new(),
+        }
+    }
+
+    /// The check in words: `get imagestreams/layers "app" in namespace project-a`, `delete
+    /// images at cluster scope`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} {}", self.verb, self.full_resource());
+        if !self.name.is_empty() {
+            text.push_str(&format!(" {:?}", self.name));
+        }
+        if self.namespace.is_empty() {
+            text.push_str(" at cluster scope");
+        } else {
+            text.push_str(&format!(" in namespace {}", self.namespace));
+        }
+        text
     }
 
     /// `resource/subresource`, or `resource` alone.
@@ -442,13 +471,76 @@ impl Policy {
         grantees
     }
 
-    /// Whether ClusterRole `role` has a rule allowing `attrs` (bound or not): whether binding it
-    /// would grant the request.
-    pub fn cluster_role_allows(&self, role: &str, attrs: &Attributes) -> bool {
+    /// The names of the ClusterRoles, sorted.
+    pub fn cluster_role_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.cluster_roles.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The rules of ClusterRole `role`; none when it does not exist.
+    pub fn cluster_role_rules(&self, role: &str) -> &[PolicyRule] {
         self.cluster_roles
             .get(role)
             .and_then(|r| r.rules.as_deref())
             .unwrap_or_default()
+    }
+
+    /// The RoleBindings of `namespace`.
+    pub fn role_bindings_in(&self, namespace: &str) -> &[RoleBinding] {
+        self.role_bindings.get(namespace).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first permission ClusterRole `role` would give in `namespace` that `user` does not
+    /// hold there; `None` when `user` holds them all (or the role does not exist). Kubernetes'
+    /// escalation check: nobody may bind a role granting more than they have.
+    pub fn first_not_held(
+        &self,
+        user: &UserInfo,
+        role: &str,
+        namespace: &str,
+    ) -> Option<Attributes> {
+        let rules = self.cluster_role_rules(role);
+        let or_all = |list: Option<&Vec<String>>| -> Vec<String> {
+            match list {
+                Some(list) if !list.is_empty() => list.clone(),
+                _ => vec![String::new()],
+            }
+        };
+        for rule in rules {
+            let Some(resources) = rule.resources.as_ref().filter(|r| !r.is_empty()) else {
+                // Non-resource URLs mean nothing to a registry.
+                continue;
+            };
+            for group in or_all(rule.api_groups.as_ref()) {
+                for resource in resources {
+                    let (resource, subresource) =
+                        resource.split_once('/').unwrap_or((resource, ""));
+                    for verb in &rule.verbs {
+                        for name in or_all(rule.resource_names.as_ref()) {
+                            let attrs = Attributes {
+                                verb: verb.clone(),
+                                group: group.clone(),
+                                resource: resource.to_string(),
+                                subresource: subresource.to_string(),
+                                namespace: namespace.to_string(),
+                                name,
+                            };
+                            if !self.evaluate(user, &attrs).allowed() {
+                                return Some(attrs);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether ClusterRole `role` has a rule allowing `attrs` (bound or not): whether binding it
+    /// would grant the request.
+    pub fn cluster_role_allows(&self, role: &str, attrs: &Attributes) -> bool {
+        self.cluster_role_rules(role)
             .iter()
             .any(|rule| rule_allows(rule, attrs))
     }

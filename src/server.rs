@@ -8,6 +8,7 @@
 
 mod access_log;
 mod catalog;
+pub mod console;
 mod health;
 
 mod failed_logins;

@@ -23,7 +23,8 @@ use crate::identity::{
     ANONYMOUS, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS, UserInfo, service_account_of,
 };
 use crate::policy::{
-    Attributes, Decision, GROUP_KIND, Grantee, IMAGE_GROUP, Policy, grant_command, role_granting,
+    Attributes, Decision, GROUP_KIND, Grantee, IMAGE_GROUP, Policy, RBAC_GROUP, grant_command,
+    role_granting,
 };
 use crate::route::Name;
 use crate::suggest::did_you_mean;
@@ -60,8 +61,6 @@ const RESOURCES: &[(&str, &str, bool)] = &[
     ("tokenreviews", "authentication.k8s.io", false),
     ("subjectaccessreviews", "authorization.k8s.io", false),
 ];
-
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// `regate policy who-can` and `regate policy explain`, flattened into `regate policy`.
 #[derive(Debug, Subcommand)]
@@ -459,7 +458,7 @@ fn can_i(
                     attrs.namespace
                 )
             };
-            let mut text = format!("no\n{scope} grants {} {}\n", user.name, check_text(attrs));
+            let mut text = format!("no\n{scope} grants {} {}\n", user.name, attrs.describe());
             let role = role_granting(attrs);
             if policy.cluster_role_allows(role, attrs) {
                 text.push_str(&format!(
@@ -470,20 +469,6 @@ fn can_i(
             text
         }
     }
-}
-
-/// `get imagestreams/layers "app" in namespace project-a`, `delete images at cluster scope`.
-fn check_text(attrs: &Attributes) -> String {
-    let mut text = format!("{} {}", attrs.verb, attrs.full_resource());
-    if !attrs.name.is_empty() {
-        text.push_str(&format!(" {:?}", attrs.name));
-    }
-    if attrs.namespace.is_empty() {
-        text.push_str(" at cluster scope");
-    } else {
-        text.push_str(&format!(" in namespace {}", attrs.namespace));
-    }
-    text
 }
 
 /// The answer of `regate policy explain`: for pull, push and delete of `name`, whether `user`

@@ -35,6 +35,16 @@ pub(super) struct FileConfig {
     pub(super) audit: Option<AuditSection>,
     #[serde(default)]
     pub(super) identity: IdentitySection,
+    pub(super) console: Option<ConsoleSection>,
+}
+
+/// `console:`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsoleSection {
+    pub(super) listen: Option<String>,
+    pub(super) session_idle: Option<String>,
+    pub(super) session_max: Option<String>,
 }
 
 /// `identity:`.

@@ -445,3 +445,64 @@ fn served_safely(url: &str) -> bool {
         _ => false,
     }
 }
+
+/// The `console:` section (or `--console`), validated: the console reads and changes the
+/// embedded authority's state directory, so it needs that authority.
+pub(super) fn console(
+    section: Option<ConsoleSection>,
+    flag: bool,
+    authority: &Authority,
+    origin: &str,
+) -> Result<Option<ConsoleSettings>, ConfigError> {
+    let section = match (section, flag) {
+        (Some(section), _) => section,
+        (None, true) => ConsoleSection::default(),
+        (None, false) => return Ok(None),
+    };
+    let field = |field, reason: String| ConfigError::Field {
+        origin: origin.to_string(),
+        field,
+        reason,
+    };
+    if matches!(authority, Authority::Kubernetes(_)) {
+        return Err(field(
+            "console",
+            "needs the embedded authority (authority.kind: embedded): with a Kubernetes \
+             authority the bindings live in the cluster; use its console, `kubectl auth can-i` \
+             and `oc policy who-can` there, or remove console:"
+                .into(),
+        ));
+    }
+    let defaults = ConsoleSettings::default();
+    let listen = match section.listen {
+        None => None,
+        Some(addr) => Some(addr.parse().map_err(|_| {
+            field(
+                "console.listen",
+                format!("{addr:?} is not an address; write e.g. 0.0.0.0:9443, or remove it to serve /console/ beside the API"),
+            )
+        })?),
+    };
+    let at_least_a_minute = |name: &'static str, value: Option<&str>, default| {
+        let d = duration(origin, name, value, default)?;
+        if d < std::time::Duration::from_secs(60) {
+            return Err(field(name, "must be at least 1m".into()));
+        }
+        Ok(d)
+    };
+    let session_idle = at_least_a_minute(
+        "console.session_idle",
+        section.session_idle.as_deref(),
+        defaults.session_idle,
+    )?;
+    let session_max = at_least_a_minute(
+        "console.session_max",
+        section.session_max.as_deref(),
+        defaults.session_max,
+    )?;
+    Ok(Some(ConsoleSettings {
+        listen,
+        session_idle,
+        session_max,
+    }))
+}

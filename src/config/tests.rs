@@ -454,3 +454,61 @@ fn oidc_issuers_are_validated_naming_the_field() {
     .unwrap();
     assert_eq!(c.oidc[0].issuer, "http://127.0.0.1:8181");
 }
+
+#[test]
+fn the_console_is_off_unless_asked_for_and_takes_defaults() {
+    let c = load_yaml("listen: 127.0.0.1:0\n", ServeArgs::default()).unwrap();
+    assert_eq!(c.console, None);
+    let flag = ServeArgs {
+        console: true,
+        ..ServeArgs::default()
+    };
+    let c = load_yaml("listen: 127.0.0.1:0\n", flag).unwrap();
+    assert_eq!(c.console, Some(ConsoleSettings::default()));
+    let c = load_yaml(
+        "console:\n  listen: 127.0.0.1:9443\n  session_idle: 5m\n  session_max: 2h\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    let console = c.console.unwrap();
+    assert_eq!(console.listen, Some("127.0.0.1:9443".parse().unwrap()));
+    assert_eq!(console.session_idle, std::time::Duration::from_secs(300));
+    assert_eq!(console.session_max, std::time::Duration::from_secs(7200));
+}
+
+#[test]
+fn console_errors_name_the_field() {
+    for (yaml, field, hint) in [
+        (
+            "console:\n  listen: here\n",
+            "console.listen",
+            "0.0.0.0:9443",
+        ),
+        (
+            "console:\n  session_idle: 10s\n",
+            "console.session_idle",
+            "at least 1m",
+        ),
+        (
+            "console:\n  session_max: often\n",
+            "console.session_max",
+            "30s, 5m or 1h",
+        ),
+        ("console:\n  port: 1\n", "unknown field `port`", "listen"),
+        (
+            "authority:\n  kind: kubernetes\nconsole: {}\n",
+            "console",
+            "embedded authority",
+        ),
+        (
+            "token:\n  realm_path: /console/token\n",
+            "token.realm_path",
+            "/console/",
+        ),
+    ] {
+        let e = load_yaml(yaml, ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(hint), "{yaml}: {e}");
+    }
+}

@@ -386,3 +386,58 @@ fn grants_anything_to_anonymous() {
     );
     assert!(policy.grants_anything_to(&UserInfo::anonymous()));
 }
+
+#[test]
+fn binding_a_role_needs_every_permission_it_grants() {
+    let puller = cluster_role(
+        "puller",
+        vec![rule(&[""], &["imagestreams/layers"], &["get"])],
+    );
+    let admin = cluster_role(
+        "admin",
+        vec![
+            rule(&[""], &["imagestreams/layers"], &["get", "update"]),
+            rule(
+                &["rbac.authorization.k8s.io"],
+                &["rolebindings"],
+                &["create"],
+            ),
+        ],
+    );
+    let everything = cluster_role("everything", vec![rule(&["*"], &["*"], &["*"])]);
+    let bind = |name: &str, role: &str, ns: &str| {
+        role_binding(
+            ns,
+            name,
+            role_ref(CLUSTER_ROLE_KIND, role),
+            vec![subject(USER_KIND, name, None)],
+        )
+    };
+    let policy = Policy::new(
+        vec![puller, admin, everything],
+        vec![],
+        vec![],
+        vec![bind("ann", "admin", "a"), bind("pat", "puller", "a")],
+    );
+    let user = |name: &str| UserInfo::authenticated(name.into(), String::new(), vec![]);
+    assert_eq!(policy.first_not_held(&user("ann"), "puller", "a"), None);
+    assert_eq!(policy.first_not_held(&user("ann"), "admin", "a"), None);
+    let missing = policy
+        .first_not_held(&user("ann"), "everything", "a")
+        .unwrap();
+    assert_eq!(
+        (missing.verb.as_str(), missing.resource.as_str()),
+        ("*", "*")
+    );
+    let missing = policy.first_not_held(&user("pat"), "admin", "a").unwrap();
+    assert_eq!(missing.full_resource(), "imagestreams/layers");
+    assert_eq!(missing.verb, "update");
+    // What ann holds in a, she does not hold in b.
+    assert!(policy.first_not_held(&user("ann"), "puller", "b").is_some());
+    assert_eq!(
+        policy.cluster_role_names(),
+        ["admin", "everything", "puller"]
+    );
+    assert_eq!(policy.role_bindings_in("a").len(), 2);
+    assert!(policy.role_bindings_in("b").is_empty());
+}

@@ -17,6 +17,7 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use tracing::Instrument;
 
+use super::console::Recent;
 use super::failed_logins::client_address;
 use crate::audit::{AuditLog, Event, RequestRecord};
 use crate::body::{Watch, Watched};
@@ -26,12 +27,14 @@ use crate::metrics::{RequestLabels, RouteKind};
 use crate::policy::Attributes;
 
 /// What the pipeline records about a request as it goes: who the caller turned out to be (for
-/// the access line) and, when auditing, what was decided and issued (for the audit log).
+/// the access line) and, when recording, what was decided and issued (for the audit log and
+/// the console's recent decisions).
 #[derive(Clone, Default)]
 pub(super) struct Trail(Arc<Mutex<Recorded>>);
 
 #[derive(Default)]
 struct Recorded {
+    /// Whether events are kept: the audit log or the console wants them.
     auditing: bool,
     user: Option<String>,
     groups: Vec<String>,
@@ -100,6 +103,8 @@ impl Trail {
 pub(super) struct LogState {
     pub realms: Arc<Vec<String>>,
     pub audit: Option<Arc<AuditLog>>,
+    /// The console's stream of recent decisions, when the console is served.
+    pub recent: Option<Arc<Recent>>,
     pub trusted_proxies: Arc<Vec<IpAddr>>,
 }
 
@@ -123,19 +128,19 @@ where
             id
         }
     };
-    let trail = Trail::new(state.audit.is_some());
+    let recording = state.audit.is_some() || state.recent.is_some();
+    let trail = Trail::new(recording);
     let route = RouteKind::of(req.uri().path(), &state.realms);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // Method, path and request id only: headers may carry credentials.
     let span = tracing::debug_span!("request", %method, path, id = id_text(&request_id));
-    // Read only when auditing.
-    let client = state.audit.as_ref().and_then(|_| {
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
-        Some(client_address(peer.0.ip(), &req, &state.trusted_proxies))
-    });
+    // Read only when recording.
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .filter(|_| recording)
+        .map(|peer| client_address(peer.0.ip(), &req, &state.trusted_proxies));
     let mut req = req.map(|body| Watched::body(body, BytesIn));
     req.extensions_mut().insert(trail.clone());
     let mut response = next(req).instrument(span).await;
@@ -144,7 +149,7 @@ where
             .headers_mut()
             .insert(X_REQUEST_ID, request_id.clone());
     }
-    if let Some(audit) = &state.audit {
+    if recording {
         let request = RequestRecord {
             request_id: id_text(&request_id),
             client,
@@ -154,7 +159,7 @@ where
             groups: &[],
             status: response.status().as_u16(),
         };
-        audit_lines(audit, &trail, request);
+        record(state, &trail, request);
     }
     crate::metrics::get().transfers_in_flight.inc();
     let (parts, body) = response.into_parts();
@@ -187,8 +192,9 @@ fn id_text(id: &http::HeaderValue) -> &str {
     id.to_str().unwrap_or("")
 }
 
-/// Hands the request's audit lines, if it decided or issued anything, to the audit log.
-fn audit_lines(audit: &AuditLog, trail: &Trail, request: RequestRecord<'_>) {
+/// Hands the request's events, if it decided or issued anything, to the audit log and the
+/// console's stream of recent decisions.
+fn record(state: &LogState, trail: &Trail, request: RequestRecord<'_>) {
     let lines = {
         let mut recorded = trail.recorded();
         if recorded.events.is_empty() {
@@ -200,9 +206,17 @@ fn audit_lines(audit: &AuditLog, trail: &Trail, request: RequestRecord<'_>) {
             groups: &recorded.groups,
             ..request
         };
-        crate::audit::lines(&request, &events)
+        if let Some(recent) = &state.recent {
+            recent.record(&request, &events);
+        }
+        state
+            .audit
+            .as_ref()
+            .map(|_| crate::audit::lines(&request, &events))
     };
-    audit.write(lines);
+    if let (Some(audit), Some(lines)) = (&state.audit, lines) {
+        audit.write(lines);
+    }
 }
 
 /// What the line says, filled in as the request goes.

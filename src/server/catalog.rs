@@ -25,7 +25,7 @@ use crate::route::Name;
 /// Most bytes of one `_catalog` page regate reads from the registry.
 const PAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Repositories asked of the registry per page.
-const UPSTREAM_PAGE: usize = 1000;
+pub(super) const UPSTREAM_PAGE: usize = 1000;
 /// Repositories one answer reads from the registry at most, visible or not.
 const MAX_SCANNED: usize = 1_000_000;
 /// A page's size when the caller gives no valid `n` (distribution's default).
@@ -111,7 +111,7 @@ impl Gateway {
 
     /// One page of the registry's catalog after `last`: its repositories, or the registry's
     /// answer when it is not a success.
-    async fn upstream_page(
+    pub(super) async fn upstream_page(
         &self,
         public: &PublicOrigin,
         last: Option<&str>,

@@ -1,6 +1,6 @@
 //! The gateway as one `tower::Service`, [`App`]: every request goes through the access log
-//! (`access_log.rs`), then to liveness, `/metrics` (when it is served on this address) or the
-//! gateway's [`dispatch`].
+//! (`access_log.rs`), then to liveness, `/metrics` (when it is served on this address), the
+//! console (when it is served here) or the gateway's [`dispatch`].
 //!
 //! Written by hand rather than as an axum `Router` with a `from_fn` layer: with three fixed
 //! paths in front of one fallback, the router's lookup, its boxed services and the middleware's
@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
 
 use super::access_log::{self, LogState};
+use super::console::Console;
 use super::{Gateway, dispatch, metrics};
 
 /// The whole HTTP service of `regate serve`; cheap to clone (one `Arc`).
@@ -27,11 +28,23 @@ struct Inner {
     log: LogState,
     /// Whether `/metrics` is answered here (no `metrics.listen` of its own).
     metrics_here: bool,
+    /// The console's routes, when `/console/` is served here.
+    console: Option<axum::Router>,
 }
 
 impl App {
     /// The service in front of `gateway`.
     pub fn new(gateway: Arc<Gateway>) -> App {
+        App::build(gateway, None, false)
+    }
+
+    /// The service in front of `gateway`, feeding `console` its recent decisions, and serving
+    /// it at `/console/` when `here` (else it has an address of its own).
+    pub fn with_console(gateway: Arc<Gateway>, console: &Arc<Console>, here: bool) -> App {
+        App::build(gateway, Some(console), here)
+    }
+
+    fn build(gateway: Arc<Gateway>, console: Option<&Arc<Console>>, here: bool) -> App {
         let mut realms = vec![gateway.config.realm_path.clone()];
         if let Some(ts) = &gateway.token_server {
             realms.push(ts.settings.realm_path.clone());
@@ -39,10 +52,12 @@ impl App {
         let log = LogState {
             realms: Arc::new(realms),
             audit: gateway.audit.clone(),
+            recent: console.map(|c| c.recent()),
             trusted_proxies: Arc::new(gateway.config.trusted_proxies.clone()),
         };
         App(Arc::new(Inner {
             metrics_here: gateway.config.metrics_listen.is_none(),
+            console: console.filter(|_| here).map(Console::router),
             gateway,
             log,
         }))
@@ -82,7 +97,21 @@ impl Inner {
                 )
                     .into_response(),
             },
+            path if is_console(path) && self.console.is_some() => {
+                let Some(console) = self.console.clone() else {
+                    return dispatch(&self.gateway, req).await;
+                };
+                match tower::ServiceExt::oneshot(console, req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
             _ => dispatch(&self.gateway, req).await,
         }
     }
+}
+
+/// Whether `path` is the console's.
+fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
 }

@@ -115,7 +115,7 @@ impl Gateway {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let tls = serving_tls(config.tls.as_ref())?;
-    let (authority, signer) = open_authority(&config).await?;
+    let (authority, signer, embedded) = open_authority(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
@@ -134,7 +134,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let connections = config.connections.clone();
+    let console_settings = config.console.clone();
     let gateway = Arc::new(Gateway::build(config, authority, signer)?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let service = match (console_settings, embedded) {
+        (None, _) => app(gateway.clone()),
+        (Some(settings), Some(embedded)) => {
+            let recent = Arc::new(super::console::Recent::default());
+            let console =
+                super::console::Console::new(gateway.clone(), embedded, &settings, recent);
+            if let Some(addr) = settings.listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (console.listen)"))?;
+                tracing::info!("console at {scheme}://{}/console/", listener.local_addr()?);
+                tokio::spawn(connections::serve(
+                    listener,
+                    console.router(),
+                    connections.clone(),
+                    tls.clone(),
+                    stop_rx.clone(),
+                    DRAIN_TIMEOUT,
+                ));
+            } else {
+                tracing::info!("console at {scheme}://{bound}/console/");
+            }
+            if tls.is_none() {
+                tracing::warn!(
+                    "the console is served over plain HTTP: browsers keep its Secure session \
+                     cookie only on the loopback address; configure tls: (or a TLS proxy) for \
+                     anyone else"
+                );
+            }
+            super::service::App::with_console(gateway.clone(), &console, settings.listen.is_none())
+        }
+        (Some(_), None) => anyhow::bail!(
+            "console: needs the embedded authority (authority.kind: embedded), or remove console:"
+        ),
+    };
     // Printed only once the socket accepts, so a script can wait for this line.
     {
         use std::io::Write;
@@ -148,10 +185,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         reopen_on_hangup(audit)?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(connections::serve(
         listener,
-        app(gateway.clone()),
+        service,
         connections,
         tls,
         stop_rx,
@@ -245,8 +281,11 @@ pub fn serving_tls(
     Ok(Some(live.server_config()))
 }
 
-/// The configured authority, and the key that signs registry tokens.
-async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>)> {
+/// The configured authority, the key that signs registry tokens, and the embedded store when
+/// that is the authority (the console reads and changes it).
+async fn open_authority(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>, Option<Arc<Embedded>>)> {
     let key_file = |path: &std::path::Path| -> anyhow::Result<Arc<Signer>> {
         Ok(Arc::new(Signer::load_or_create(path).with_context(
             || format!("token.key_file {}", path.display()),
@@ -261,7 +300,7 @@ async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, 
                 Some(path) => key_file(path)?,
                 None => embedded.signer(),
             };
-            Ok((embedded, signer))
+            Ok((embedded.clone(), signer, Some(embedded)))
         }
         crate::config::Authority::Kubernetes(k8s) => {
             let authority = Kubernetes::new(k8s.clone())
@@ -277,7 +316,7 @@ async fn open_authority(config: &Config) -> anyhow::Result<(Arc<dyn Authority>, 
                     Arc::new(Signer::random())
                 }
             };
-            Ok((authority, signer))
+            Ok((authority, signer, None))
         }
     }
 }

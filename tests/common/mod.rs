@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+mod browser;
 mod containerd;
 mod docker;
 mod env;
@@ -23,6 +24,8 @@ mod recorder;
 mod tls;
 
 // Each test file uses some of these; the rest are unused there.
+#[allow(unused_imports)]
+pub use browser::*;
 #[allow(unused_imports)]
 pub use containerd::*;
 #[allow(unused_imports)]

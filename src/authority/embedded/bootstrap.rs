@@ -13,8 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::identity::SERVICE_ACCOUNTS;
 use crate::policy::{CLUSTER_ROLE_KIND, GROUP_KIND, IMAGE_GROUP, SERVICE_ACCOUNT_KIND};
 
-/// The API group of RBAC objects.
-pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+pub use crate::policy::RBAC_GROUP;
 
 /// Pull: `get` on `imagestreams/layers`.
 pub const IMAGE_PULLER: &str = "system:image-puller";

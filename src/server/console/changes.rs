@@ -1,0 +1,181 @@
+//! Changes to a namespace's bindings from the console: the grant and revoke forms, each the
+//! `regate policy` operation on the state directory, taken only from the console's own pages
+//! with the session's CSRF token, and only when RBAC lets the viewer make it.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::HeaderMap;
+
+use super::handlers::{ConsoleState, csrf_refused, same_origin};
+use super::{Console, Refused, Viewer};
+use crate::authority::embedded::{Store, StoreError, SubjectRef};
+
+/// A change to the bindings of a namespace: the fields of the grant and revoke forms.
+#[derive(serde::Deserialize)]
+pub(super) struct Change {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    role: String,
+    /// `user` (a user or `system:serviceaccount:NS:NAME`) or `group`.
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    subject: String,
+    /// The decision the grant was applied from, to go back to.
+    decision: Option<u64>,
+}
+
+/// The viewer of a write and its form, once the form's origin and CSRF token are checked.
+async fn writer(
+    console: &Console,
+    headers: &HeaderMap,
+    form: Result<Form<Change>, FormRejection>,
+) -> Result<(Viewer, Change, SubjectRef), Refused> {
+    same_origin(headers)?;
+    let viewer = console.viewer(headers).await?;
+    let Ok(Form(form)) = form else {
+        return Err(Refused::BadRequest("the form is not readable".into()));
+    };
+    if !viewer.session.csrf_matches(&form.csrf) {
+        return Err(csrf_refused());
+    }
+    let subject = form.subject.trim();
+    if form.role.is_empty() || subject.is_empty() {
+        return Err(Refused::BadRequest(
+            "a role and a subject are needed".into(),
+        ));
+    }
+    let subject = match form.kind.as_str() {
+        "user" => SubjectRef::user(subject),
+        "group" => SubjectRef::Group(subject.to_string()),
+        other => {
+            return Err(Refused::BadRequest(format!(
+                "unknown subject kind {other:?}: user or group"
+            )));
+        }
+    };
+    Ok((viewer, form, subject))
+}
+
+/// `POST /console/namespaces/NS/grant`: `regate policy add-role-to-user|group ROLE SUBJECT -n
+/// NS`, when the viewer may create bindings there and holds what the role grants.
+pub(super) async fn grant(
+    State(console): ConsoleState,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Change>, FormRejection>,
+) -> Result<Response, Refused> {
+    change_bindings(&console, ns, &headers, form, Op::Grant).await
+}
+
+/// `POST /console/namespaces/NS/revoke`: `regate policy remove-role-from-user|group ROLE
+/// SUBJECT -n NS`, when the viewer may delete bindings there.
+pub(super) async fn revoke(
+    State(console): ConsoleState,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Change>, FormRejection>,
+) -> Result<Response, Refused> {
+    change_bindings(&console, ns, &headers, form, Op::Revoke).await
+}
+
+/// Adding to or removing from a namespace's bindings.
+#[derive(Clone, Copy)]
+enum Op {
+    Grant,
+    Revoke,
+}
+
+async fn change_bindings(
+    console: &Console,
+    ns: String,
+    headers: &HeaderMap,
+    form: Result<Form<Change>, FormRejection>,
+    op: Op,
+) -> Result<Response, Refused> {
+    let (viewer, form, subject) = writer(console, headers, form).await?;
+    console.namespace(&viewer, &ns).await?;
+    let refused = match op {
+        Op::Grant => console
+            .may_grant(&viewer, &ns, &form.role)
+            .await?
+            .err()
+            .map(|why| format!("Not granted: {why}.")),
+        Op::Revoke => (!console.may_revoke(&viewer, &ns).await?).then(|| {
+            format!(
+                "Not removed: {} may not delete rolebindings in namespace {ns}.",
+                viewer.user.name
+            )
+        }),
+    };
+    if let Some(why) = refused {
+        return Err(Refused::Forbidden(why));
+    }
+    let verb = match op {
+        Op::Grant => "add-role-to",
+        Op::Revoke => "remove-role-from",
+    };
+    let command = command(verb, &form.role, &subject, &ns);
+    let (role, at) = (form.role.clone(), ns.clone());
+    let done = console
+        .change(move |store| match op {
+            Op::Grant => store.add_role(&at, &role, &[subject]),
+            Op::Revoke => store.remove_role(&at, &role, &[subject]),
+        })
+        .await;
+    Ok(finish(&viewer, done, &command, &ns, form.decision))
+}
+
+/// The `regate policy` command a change is, e.g. `regate policy add-role-to-user
+/// system:image-puller alice -n project-b`.
+fn command(verb: &str, role: &str, subject: &SubjectRef, ns: &str) -> String {
+    let kind = match subject {
+        SubjectRef::Group(_) => "group",
+        _ => "user",
+    };
+    format!("regate policy {verb}-{kind} {role} {subject} -n {ns}")
+}
+
+/// Tells the viewer what the change did (on the next page) and goes back: to the decision the
+/// grant was applied from, or to the namespace.
+fn finish(
+    viewer: &Viewer,
+    done: Result<(), String>,
+    command: &str,
+    ns: &str,
+    decision: Option<u64>,
+) -> Response {
+    match done {
+        Ok(()) => {
+            tracing::info!(user = %viewer.user.name, %command, "console: bindings changed");
+            viewer.session.tell(true, format!("Done: {command}"));
+        }
+        Err(error) => viewer.session.tell(false, format!("Not done: {error}")),
+    }
+    let to = match decision {
+        Some(seq) => format!("/console/decisions/{seq}"),
+        None => format!("/console/namespaces/{ns}"),
+    };
+    Redirect::to(&to).into_response()
+}
+
+impl Console {
+    /// Runs `op` on the state directory, as `regate policy` does; `Err` is the store's message.
+    async fn change<F>(&self, op: F) -> Result<(), String>
+    where
+        F: FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    {
+        let dir = self.embedded.dir().to_path_buf();
+        let done = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&dir)?;
+            op(&store)
+        })
+        .await;
+        match done {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the change was interrupted".into()),
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! The console's routes: thin handlers that find the viewer, ask [`Console`] what they may see
+//! or do, and render a page. Every write is a POST carrying the session's CSRF token from a
+//! page of the same origin; a refused write changes nothing and says why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use maud::Markup;
+use secrecy::SecretString;
+
+use super::pages::{self, Filter, Who};
+use super::{Console, Refused, Seen, Viewer};
+use crate::identity::UserInfo;
+use crate::policy::{self, Attributes, Grantee, SERVICE_ACCOUNT_KIND};
+
+/// Longest sign-in form read: a token is a few KiB at most.
+const SIGN_IN_BYTES: usize = 32 * 1024;
+/// Decisions shown at once.
+const ROWS: usize = 200;
+/// Repositories whose tags one namespace page lists.
+const TAGGED_REPOSITORIES: usize = 100;
+
+pub(super) type ConsoleState = State<Arc<Console>>;
+
+/// The routes under `/console/`.
+pub(super) fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .route("/console/", get(home))
+        .route("/console/login", get(sign_in_page).post(sign_in))
+        .route("/console/logout", post(sign_out))
+        .route("/console/namespaces", get(namespaces))
+        .route("/console/namespaces/{namespace}", get(namespace))
+        .route(
+            "/console/namespaces/{namespace}/grant",
+            post(super::changes::grant),
+        )
+        .route(
+            "/console/namespaces/{namespace}/revoke",
+            post(super::changes::revoke),
+        )
+        .route("/console/decisions", get(decisions))
+        .route("/console/decisions/{seq}", get(decision))
+        .route("/console/assets/console.css", get(css))
+        .route("/console/assets/console.js", get(js))
+        .fallback(|| async { Refused::NotFound("no such page".into()) })
+        .layer(axum::middleware::map_response(guarded))
+        .with_state(console)
+}
+
+/// Headers on every console answer: no framing, no inline script, no caching of pages.
+async fn guarded(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+         img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "x-content-type-options", "nosniff");
+    // `no-referrer` would make browsers send `Origin: null` on the console's own forms.
+    set(headers, "referrer-policy", "same-origin");
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, "cache-control", "no-store");
+    }
+    response
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            Refused::SignIn(None) => return Redirect::to("/console/login").into_response(),
+            Refused::SignIn(Some(message)) => {
+                return page(
+                    StatusCode::UNAUTHORIZED,
+                    pages::sign_in(Some(&message), false),
+                );
+            }
+            Refused::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
+            Refused::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            Refused::BadRequest(m) => (StatusCode::BAD_REQUEST, "Cannot take this request", m),
+            Refused::TooMany => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins",
+                "Too many failed sign-ins from this address: wait a minute and try again.".into(),
+            ),
+            Refused::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The authority could not answer, so nothing was shown or changed: try again \
+                 shortly (see /readyz)."
+                    .into(),
+            ),
+        };
+        page(status, pages::refusal(title, &message, None))
+    }
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn who(viewer: &Viewer) -> Who<'_> {
+    Who {
+        name: &viewer.user.name,
+        csrf: &viewer.session.csrf,
+        cluster: viewer.cluster,
+    }
+}
+
+async fn home(State(console): ConsoleState, headers: HeaderMap) -> Redirect {
+    match console.sessions.find(&headers) {
+        Some(_) => Redirect::to("/console/namespaces"),
+        None => Redirect::to("/console/login"),
+    }
+}
+
+async fn sign_in_page(State(console): ConsoleState, headers: HeaderMap) -> Response {
+    if console.sessions.find(&headers).is_some() {
+        return Redirect::to("/console/namespaces").into_response();
+    }
+    page(
+        StatusCode::OK,
+        pages::sign_in(None, plain_http(&console, &headers)),
+    )
+}
+
+/// `POST /console/login`: the token authenticated as the gateway authenticates it, a failure
+/// counted against the client as a failed `docker login` is.
+async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response, Refused> {
+    same_origin(req.headers())?;
+    let gateway = &console.gateway;
+    let attempt = super::super::failed_logins::Attempt::of(&req, &gateway.config.trusted_proxies);
+    if gateway.failed_logins.check(&attempt).is_err() {
+        return Err(Refused::TooMany);
+    }
+    let plain = plain_http(&console, req.headers());
+    let body = axum::body::to_bytes(req.into_body(), SIGN_IN_BYTES)
+        .await
+        .map_err(|_| Refused::BadRequest("the sign-in form is too large".into()))?;
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|token| !token.is_empty());
+    let Some(token) = token else {
+        let message = "Paste a token to sign in.";
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            pages::sign_in(Some(message), plain),
+        ));
+    };
+    let token = SecretString::from(token);
+    match console.authenticate(&token).await? {
+        Ok(user) => {
+            tracing::info!(user = %user.name, "console: signed in");
+            let cookie = console.sessions.start(token);
+            let mut response = Redirect::to("/console/namespaces").into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            Ok(response)
+        }
+        Err(reason) => {
+            crate::metrics::get().failed_logins.inc();
+            let refused = crate::error::ApiError::NotFound;
+            if matches!(
+                gateway.failed_logins.failed(&attempt, refused),
+                crate::error::ApiError::TooManyRequests { .. }
+            ) {
+                return Err(Refused::TooMany);
+            }
+            let message = format!("This token was refused: {reason}.");
+            Ok(page(
+                StatusCode::UNAUTHORIZED,
+                pages::sign_in(Some(&message), plain),
+            ))
+        }
+    }
+}
+
+/// Whether the sign-in page should warn that the session cookie will not be kept: plain HTTP
+/// to a host that is not the loopback address.
+fn plain_http(console: &Console, headers: &HeaderMap) -> bool {
+    if console.gateway.config.tls.is_some() {
+        return false;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    !["127.", "localhost", "[::1]"]
+        .iter()
+        .any(|loopback| host.starts_with(loopback))
+}
+
+/// A form posted to regate: from a page of the console's own origin, with the session's CSRF
+/// token.
+#[derive(serde::Deserialize)]
+struct Posted {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(
+    State(console): ConsoleState,
+    headers: HeaderMap,
+    form: Result<Form<Posted>, FormRejection>,
+) -> Result<Response, Refused> {
+    same_origin(&headers)?;
+    let Some(session) = console.sessions.find(&headers) else {
+        return Err(Refused::SignIn(None));
+    };
+    let Ok(Form(form)) = form else {
+        return Err(Refused::BadRequest("the form is not readable".into()));
+    };
+    if !session.csrf_matches(&form.csrf) {
+        return Err(csrf_refused());
+    }
+    let cookie = console.sessions.end(&headers);
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+pub(super) fn csrf_refused() -> Refused {
+    Refused::BadRequest(
+        "This form is out of date (its CSRF token does not match your session): reload the page \
+         and try again."
+            .into(),
+    )
+}
+
+/// Refuses a write from another site: the browser's `Sec-Fetch-Site` and `Origin` must name
+/// this console's own origin when present (browsers send them on every form POST).
+pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
+    let cross = || Refused::Forbidden("Forms are taken only from the console's own pages.".into());
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(cross());
+    }
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        return Err(cross());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().ok();
+        let matches = match (origin, host) {
+            (Some(origin), Some(host)) => origin
+                .split_once("://")
+                .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host),
+            _ => false,
+        };
+        if !matches {
+            return Err(cross());
+        }
+    }
+    Ok(())
+}
+
+async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<Response, Refused> {
+    let viewer = console.viewer(&headers).await?;
+    let visible = console.namespaces(&viewer).await?;
+    let (catalog, registry_error) = match console.catalog().await {
+        Ok(catalog) => (catalog, None),
+        Err(error) => (BTreeMap::new(), Some(error)),
+    };
+    let snapshot = console.snapshot();
+    let rows: Vec<pages::NamespaceRow> = visible
+        .into_iter()
+        .map(|name| pages::NamespaceRow {
+            repositories: catalog.get(&name).map_or(0, Vec::len),
+            service_accounts: snapshot
+                .service_accounts
+                .keys()
+                .filter(|(ns, _)| *ns == name)
+                .count(),
+            name,
+        })
+        .collect();
+    let markup = pages::namespaces(&who(&viewer), &rows, registry_error.as_deref());
+    Ok(page(StatusCode::OK, markup))
+}
+
+async fn namespace(
+    State(console): ConsoleState,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let viewer = console.viewer(&headers).await?;
+    console.namespace(&viewer, &ns).await?;
+    let snapshot = console.snapshot();
+    let policy = &snapshot.policy;
+    let repositories = match console.catalog().await {
+        Err(error) => Err(error),
+        Ok(mut catalog) => {
+            let mut repositories = Vec::new();
+            for (i, name) in catalog
+                .remove(&ns)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                let tags = if i < TAGGED_REPOSITORIES {
+                    console.tags(&name).await
+                } else {
+                    Err("not listed here (too many repositories)".into())
+                };
+                repositories.push(pages::Repository { name, tags });
+            }
+            Ok(repositories)
+        }
+    };
+    let bindings = policy
+        .role_bindings_in(&ns)
+        .iter()
+        .map(|binding| {
+            let role_ref = &binding.role_ref;
+            pages::Binding {
+                name: binding.metadata.name.clone().unwrap_or_default(),
+                role: format!("{} {}", role_ref.kind, role_ref.name),
+                cluster_role: (role_ref.kind == policy::CLUSTER_ROLE_KIND)
+                    .then(|| role_ref.name.clone()),
+                subjects: binding
+                    .subjects
+                    .iter()
+                    .flatten()
+                    .map(|s| (s.kind.clone(), subject_name(s, &ns)))
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut service_accounts: Vec<pages::ServiceAccount> = snapshot
+        .service_accounts
+        .keys()
+        .filter(|(sa_ns, _)| *sa_ns == ns)
+        .map(|(_, name)| pages::ServiceAccount {
+            pull_secrets: snapshot
+                .image_pull_secrets
+                .get(&(ns.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_default(),
+            name: name.clone(),
+        })
+        .collect();
+    service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
+    let secrets = snapshot
+        .pull_secrets
+        .keys()
+        .filter(|(secret_ns, _)| *secret_ns == ns)
+        .map(|(_, name)| name.clone())
+        .collect();
+    // Offer the roles the viewer may grant here; none, with the reason, when they may not.
+    let mut roles = Vec::new();
+    let mut no_grant = None;
+    for role in policy.cluster_role_names() {
+        match console.may_grant(&viewer, &ns, role).await? {
+            Ok(()) => roles.push(role.to_string()),
+            Err(why) if no_grant.is_none() => no_grant = Some(why),
+            Err(_) => {}
+        }
+    }
+    let view = pages::NamespaceView {
+        repositories,
+        pullers: grantees(policy.who_can(&Attributes::layers("get", &ns, ""))),
+        pushers: grantees(policy.who_can(&Attributes::layers("update", &ns, ""))),
+        bindings,
+        service_accounts,
+        secrets,
+        no_grant: roles.is_empty().then(|| no_grant.unwrap_or_default()),
+        roles,
+        may_revoke: console.may_revoke(&viewer, &ns).await?,
+        name: ns,
+    };
+    let flash = viewer.session.told();
+    Ok(page(
+        StatusCode::OK,
+        pages::namespace(&who(&viewer), &view, flash.as_ref()),
+    ))
+}
+
+/// A binding subject as `regate policy` takes it: a service account as
+/// `system:serviceaccount:NS:NAME`.
+fn subject_name(subject: &k8s_openapi::api::rbac::v1::Subject, binding_ns: &str) -> String {
+    if subject.kind == SERVICE_ACCOUNT_KIND {
+        let ns = subject
+            .namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(binding_ns);
+        crate::identity::service_account_user(ns, &subject.name)
+    } else {
+        subject.name.clone()
+    }
+}
+
+/// Grantees merged per subject, each with every binding that grants it.
+fn grantees(list: Vec<Grantee>) -> Vec<pages::Grantee> {
+    let mut merged: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for Grantee { kind, name, by } in list {
+        let bindings = merged.entry((kind, name)).or_default();
+        if !bindings.contains(&by) {
+            bindings.push(by);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|((kind, name), by)| pages::Grantee { kind, name, by })
+        .collect()
+}
+
+/// `GET /console/decisions`: recent decisions the viewer may see, filtered.
+async fn decisions(
+    State(console): ConsoleState,
+    headers: HeaderMap,
+    filter: Result<Query<Filter>, QueryRejection>,
+) -> Result<Response, Refused> {
+    let viewer = console.viewer(&headers).await?;
+    let Ok(Query(filter)) = filter else {
+        return Err(Refused::BadRequest("the filter is not readable".into()));
+    };
+    let visible: BTreeSet<String> = console.namespaces(&viewer).await?.into_iter().collect();
+    let rows = console.recent.newest(ROWS, |seen| {
+        sees(&viewer, &visible, seen) && matches_filter(&filter, seen)
+    });
+    let visible: Vec<String> = visible.into_iter().collect();
+    let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
+    Ok(page(StatusCode::OK, markup))
+}
+
+/// Whether `viewer` may see decision `seen`: cluster viewers see all, others those about the
+/// namespaces they see.
+fn sees(viewer: &Viewer, visible: &BTreeSet<String>, seen: &Seen) -> bool {
+    viewer.cluster || visible.contains(&seen.attrs.namespace)
+}
+
+fn matches_filter(filter: &Filter, seen: &Seen) -> bool {
+    let identity = filter.identity.trim();
+    (identity.is_empty() || seen.user.as_deref().is_some_and(|u| u.contains(identity)))
+        && (filter.namespace.is_empty() || seen.attrs.namespace == filter.namespace)
+        && match filter.outcome.as_str() {
+            "allowed" => seen.allowed == Some(true),
+            "denied" => seen.allowed != Some(true),
+            _ => true,
+        }
+}
+
+/// `GET /console/decisions/SEQ`: one decision, and for a denial what is missing and the grant.
+async fn decision(
+    State(console): ConsoleState,
+    Path(seq): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refused> {
+    let viewer = console.viewer(&headers).await?;
+    let gone = || Refused::NotFound("this decision is no longer kept (or not yours to see)".into());
+    let seen = seq
+        .parse()
+        .ok()
+        .and_then(|seq| console.recent.get(seq))
+        .ok_or_else(gone)?;
+    let visible = if viewer.cluster || seen.attrs.namespace.is_empty() {
+        viewer.cluster
+    } else {
+        console.sees(&viewer, &seen.attrs.namespace).await?
+    };
+    if !visible {
+        return Err(gone());
+    }
+    let snapshot = console.snapshot();
+    let policy = &snapshot.policy;
+    let attrs = &seen.attrs;
+    let role = policy::role_granting(attrs).to_string();
+    let user = seen.user.clone().unwrap_or_default();
+    let subject = UserInfo {
+        name: user.clone(),
+        groups: seen.groups.clone(),
+        ..UserInfo::anonymous()
+    };
+    let now = match policy.evaluate(&subject, attrs) {
+        policy::Decision::Allow { by } if seen.allowed == Some(false) => Some(by),
+        _ => None,
+    };
+    let apply = if attrs.namespace.is_empty() {
+        Err("cluster-wide".to_string())
+    } else {
+        console.may_grant(&viewer, &attrs.namespace, &role).await?
+    };
+    let view = pages::Explanation {
+        role_grants: rules_text(policy.cluster_role_rules(&role)),
+        command: policy::grant_command(&role, &user, attrs),
+        now,
+        who_can: grantees(policy.who_can(attrs)),
+        apply,
+        role,
+        seen,
+    };
+    let flash = viewer.session.told();
+    Ok(page(
+        StatusCode::OK,
+        pages::decision(&who(&viewer), &view, flash.as_ref()),
+    ))
+}
+
+/// A role's rules as text: `get, update on imagestreams/layers`.
+fn rules_text(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|rule| {
+            let resources = rule.resources.as_ref().filter(|r| !r.is_empty())?;
+            let mut text = format!("{} on {}", rule.verbs.join(", "), resources.join(", "));
+            if let Some(names) = rule.resource_names.as_ref().filter(|n| !n.is_empty()) {
+                text.push_str(&format!(" named {}", names.join(", ")));
+            }
+            Some(text)
+        })
+        .collect()
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", pages::CSS)
+}
+
+async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", pages::JS)
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        text,
+    )
+        .into_response()
+}

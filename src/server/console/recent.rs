@@ -1,0 +1,186 @@
+//! The console's live view of decisions: the last [`CAPACITY`] authorization decisions of
+//! registry requests, taken from the same events the audit log writes (`access_log.rs` hands
+//! each request's events to both), newest last.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::audit::{Event, RequestRecord};
+use crate::policy::Attributes;
+
+/// Decisions kept.
+pub const CAPACITY: usize = 2000;
+
+/// One decision a registry request needed.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Its place in the stream, from 1; what the console's links name.
+    pub seq: u64,
+    /// When it was made.
+    pub time: SystemTime,
+    /// The request's `X-Request-Id`, as in the audit log.
+    pub request_id: String,
+    /// The request's method and path (never the query).
+    pub method: String,
+    /// The request's path.
+    pub path: String,
+    /// Who asked; `None` when no identity was settled.
+    pub user: Option<String>,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// What was asked.
+    pub attrs: Attributes,
+    /// `Some(allowed)`, or `None` when the authority could not answer (fail closed).
+    pub allowed: Option<bool>,
+    /// The binding that allowed it, or why it was denied.
+    pub reason: String,
+    /// The status the request was answered with.
+    pub status: u16,
+}
+
+/// The stream of recent decisions.
+#[derive(Default)]
+pub struct Recent {
+    inner: Mutex<Ring>,
+}
+
+#[derive(Default)]
+struct Ring {
+    next: u64,
+    seen: VecDeque<Arc<Seen>>,
+}
+
+impl Recent {
+    /// Keeps the decisions among `events`, made for `request`.
+    pub fn record(&self, request: &RequestRecord<'_>, events: &[Event]) {
+        let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            let Event::Decision {
+                time,
+                attrs,
+                decision,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            ring.next += 1;
+            let seen = Seen {
+                seq: ring.next,
+                time: *time,
+                request_id: request.request_id.to_string(),
+                method: request.method.to_string(),
+                path: request.path.to_string(),
+                user: request.user.map(str::to_string),
+                groups: request.groups.to_vec(),
+                attrs: attrs.clone(),
+                allowed: decision.as_ref().map(|d| d.allowed()),
+                reason: decision.as_ref().map_or_else(
+                    || crate::audit::FAIL_CLOSED.to_string(),
+                    |d| d.reason().to_string(),
+                ),
+                status: request.status,
+            };
+            if ring.seen.len() == CAPACITY {
+                ring.seen.pop_front();
+            }
+            ring.seen.push_back(Arc::new(seen));
+        }
+    }
+
+    /// The decisions kept that `keep` takes, newest first, at most `limit`.
+    pub fn newest(&self, limit: usize, keep: impl Fn(&Seen) -> bool) -> Vec<Arc<Seen>> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ring.seen
+            .iter()
+            .rev()
+            .filter(|seen| keep(seen))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Decision `seq`, if it is still kept.
+    pub fn get(&self, seq: u64) -> Option<Arc<Seen>> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let first = ring.seen.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        ring.seen.get(index).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Decision;
+
+    fn request(status: u16) -> RequestRecord<'static> {
+        RequestRecord {
+            request_id: "id",
+            client: None,
+            method: "GET",
+            path: "/v2/ns/app/manifests/v1",
+            user: Some("alice"),
+            groups: &[],
+            status,
+        }
+    }
+
+    fn decision(allowed: bool) -> Event {
+        Event::Decision {
+            time: SystemTime::now(),
+            attrs: Attributes::layers("get", "ns", "app"),
+            decision: Some(if allowed {
+                Decision::Allow { by: "b".into() }
+            } else {
+                Decision::deny("no binding")
+            }),
+            cache_hit: false,
+        }
+    }
+
+    #[test]
+    fn keeps_decisions_in_order_and_drops_the_oldest_beyond_capacity() {
+        let recent = Recent::default();
+        let token = Event::Token {
+            time: SystemTime::now(),
+            realm: "gateway",
+            scope: None,
+            expires_in: 1,
+            refresh_token: false,
+        };
+        recent.record(&request(200), &[decision(true), token]);
+        recent.record(&request(403), &[decision(false)]);
+        let newest = recent.newest(10, |_| true);
+        assert_eq!(newest.len(), 2, "tokens are not decisions");
+        assert_eq!((newest[0].seq, newest[0].allowed), (2, Some(false)));
+        assert_eq!(newest[0].reason, "no binding");
+        assert_eq!(newest[1].status, 200);
+        assert_eq!(recent.newest(10, |s| s.allowed == Some(true)).len(), 1);
+        for _ in 0..CAPACITY {
+            recent.record(&request(200), &[decision(true)]);
+        }
+        assert!(recent.get(2).is_none(), "pushed out");
+        let last = CAPACITY as u64 + 2;
+        assert_eq!(recent.get(last).unwrap().seq, last);
+        assert_eq!(recent.get(3).unwrap().seq, 3);
+        assert!(recent.get(last + 1).is_none());
+        assert_eq!(recent.newest(5, |_| true).len(), 5);
+    }
+
+    #[test]
+    fn an_authority_that_could_not_answer_is_neither_allowed_nor_denied() {
+        let recent = Recent::default();
+        let event = Event::Decision {
+            time: SystemTime::now(),
+            attrs: Attributes::layers("get", "ns", "app"),
+            decision: None,
+            cache_hit: false,
+        };
+        recent.record(&request(503), &[event]);
+        let seen = recent.get(1).unwrap();
+        assert_eq!(seen.allowed, None);
+        assert!(seen.reason.contains("fail closed"));
+    }
+}

@@ -1,0 +1,568 @@
+//! The web console (docs/console.md), served by a real `regate serve --console` in front of a
+//! real registry, driven by headless Chromium through chromedriver:
+//! - an admin signs in, sees a pull denied, grants it from the page, and the next pull passes;
+//! - a namespace's admin sees their namespace only, and is offered only the roles they hold;
+//! - with plain HTTP requests: the cookie's attributes, CSRF and origin checks, refusals that
+//!   change nothing, failed sign-ins, sign-out and a revoked token ending the session.
+//!
+//! Screenshots of the main pages land in `target/console-screenshots/`.
+//!
+//! The console needs the embedded authority, so under `REGATE_TEST_AUTHORITY=kubernetes*` these
+//! tests check only that `--console` is refused there.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PULLER: &str = "system:serviceaccount:project-a:default";
+
+/// A gateway serving the console, with project-a and project-b; `None` outside embedded mode.
+fn console_env() -> Option<Env> {
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        eprintln!(
+            "the console needs the embedded authority; see refused_without_the_embedded_authority"
+        );
+        return None;
+    }
+    Some(
+        Env::builder()
+            .namespaces(PROJECTS)
+            .serve_arg("--console")
+            .run(),
+    )
+}
+
+/// User `name`, bound to `role` in `ns`, and an API token of theirs.
+fn admin(env: &Env, name: &str, role: &str, ns: &str) -> String {
+    env.regate_ok(&["create", "user", name]);
+    env.regate_ok(&["policy", "add-role-to-user", role, name, "-n", ns]);
+    env.user_token(name)
+}
+
+/// An image pushed straight to the registry as `repo:tag`.
+fn pushed(env: &Env, repo: &str, tag: &str) {
+    push_image(
+        &env.registry_url(),
+        Auth::None,
+        repo,
+        tag,
+        &Image::unique(512),
+    )
+    .unwrap_or_else(|r| panic!("push {repo}:{tag} to the registry: {}", r.status));
+}
+
+/// Signs `browser` in with `token`, typed and sent with the Enter key (no mouse).
+fn sign_in(browser: &Browser, env: &Env, token: &str) {
+    browser.goto(&format!("{}/console/", env.url()));
+    assert_eq!(
+        browser.path(),
+        "/console/login",
+        "a visitor is sent to sign in"
+    );
+    browser.type_into("#token", &format!("{token}\u{E007}"));
+    browser.wait_for("#signed-in-as", Duration::from_secs(20));
+    assert_eq!(browser.path(), "/console/namespaces");
+}
+
+/// The names of form fields on the page that no label describes.
+fn unlabelled_fields(browser: &Browser) -> serde_json::Value {
+    browser.eval(
+        "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]\
+         .filter(e => !e.labels || e.labels.length === 0).map(e => e.name);",
+    )
+}
+
+/// Polls the text of `css` until it contains `needle`.
+fn wait_text(browser: &Browser, css: &str, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = browser.text(css);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needle:?}; it shows:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes() {
+    let Some(env) = console_env() else { return };
+    pushed(&env, "project-b/app", "v1");
+    let ops = admin(&env, "ops", "registry-admin", "project-b");
+    let puller = env.token("default", "project-a");
+    let pull = || {
+        env.get_manifest("project-b/app", "v1", Auth::Basic(&puller))
+            .status
+    };
+    assert_eq!(
+        pull(),
+        403,
+        "project-a's default service account may not pull project-b yet"
+    );
+
+    let browser = Browser::start();
+    sign_in(&browser, &env, &ops);
+    let cookies = browser.cookies();
+    assert!(
+        cookies.contains(&("__Host-regate-console".into(), true, true, "Strict".into())),
+        "the session cookie is HttpOnly, Secure and SameSite=Strict: {cookies:?}"
+    );
+    assert!(browser.text("#namespaces").contains("project-b"));
+    browser.screenshot("namespaces");
+
+    // The namespace: its repository and tag from the registry, and who may pull.
+    browser.click("a[href='/console/namespaces/project-b']");
+    browser.wait_for("#repositories", Duration::from_secs(20));
+    let repositories = browser.text("#repositories");
+    assert!(
+        repositories.contains("project-b/app") && repositories.contains("v1"),
+        "{repositories}"
+    );
+    let pullers = browser.text("#who-can-pull");
+    assert!(
+        pullers.contains("system:serviceaccounts:project-b"),
+        "{pullers}"
+    );
+    assert!(!pullers.contains(PULLER), "{pullers}");
+    assert!(browser.text("#service-accounts").contains("builder"));
+    assert_eq!(
+        unlabelled_fields(&browser),
+        serde_json::json!([]),
+        "every field has a label"
+    );
+    browser.screenshot("namespace");
+
+    // The live view shows the denial, filtered to denials.
+    browser.goto(&format!("{}/console/decisions?outcome=denied", env.url()));
+    let rows = browser.text("#decisions-body");
+    assert!(rows.contains(PULLER) && rows.contains("Denied"), "{rows}");
+    assert!(!rows.contains("Allowed"), "filtered to denials: {rows}");
+    assert_eq!(unlabelled_fields(&browser), serde_json::json!([]));
+    browser.screenshot("decisions");
+
+    // Its explanation names the missing grant and the command; the button applies it.
+    browser.click("#decisions-body tr.denied a");
+    browser.wait_for("#grant-command", Duration::from_secs(20));
+    assert!(browser.path().starts_with("/console/decisions/"));
+    assert!(
+        browser
+            .text("#missing")
+            .contains("get imagestreams/layers \"app\" in namespace project-b")
+    );
+    assert_eq!(
+        browser.text("#grant-command"),
+        format!("regate policy add-role-to-user system:image-puller {PULLER} -n project-b")
+    );
+    browser.screenshot("denial");
+    browser.click("#apply-grant");
+    browser.wait_for("#now-allowed", Duration::from_secs(20));
+    assert!(
+        browser
+            .text("#flash")
+            .starts_with("Done: regate policy add-role-to-user")
+    );
+    browser.screenshot("granted");
+
+    // The next pull passes, and the CLI sees the binding the page made.
+    assert_eq!(pull(), 200, "the grant is in force for the next pull");
+    let who = env.regate_ok(&[
+        "policy",
+        "who-can",
+        "get",
+        "imagestreams/layers",
+        "-n",
+        "project-b",
+    ]);
+    assert!(who.contains(PULLER), "{who}");
+
+    // New decisions appear without a reload (the page's script), newest first.
+    browser.goto(&format!("{}/console/decisions", env.url()));
+    let stranger = env.token("builder", "project-a");
+    let refused = env
+        .get_manifest("project-b/app", "v1", Auth::Basic(&stranger))
+        .status;
+    assert_eq!(refused, 403);
+    wait_text(
+        &browser,
+        "#decisions-body",
+        "system:serviceaccount:project-a:builder",
+        Duration::from_secs(15),
+    );
+
+    // Signing out ends the session.
+    browser.click("form.signout button");
+    browser.wait_for("#token", Duration::from_secs(20));
+    browser.goto(&format!("{}/console/namespaces", env.url()));
+    assert_eq!(browser.path(), "/console/login");
+}
+
+#[test]
+fn a_namespace_admin_sees_only_their_namespace() {
+    let Some(env) = console_env() else { return };
+    pushed(&env, "project-a/tool", "1.0");
+    pushed(&env, "project-b/secret-app", "v1");
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    // A denial in each namespace.
+    let a_default = env.token("default", "project-a");
+    let b_default = env.token("default", "project-b");
+    assert_eq!(
+        env.get_manifest("project-b/secret-app", "v1", Auth::Basic(&a_default))
+            .status,
+        403
+    );
+    assert_eq!(
+        env.get_manifest("project-a/tool", "1.0", Auth::Basic(&b_default))
+            .status,
+        403
+    );
+
+    let browser = Browser::start();
+    sign_in(&browser, &env, &ann);
+    let namespaces = browser.text("#namespaces");
+    assert!(namespaces.contains("project-a"), "{namespaces}");
+    assert!(!namespaces.contains("project-b"), "{namespaces}");
+    assert!(!browser.has(".badge"), "ann does not see every namespace");
+
+    // Another namespace is not found, and nothing of it shows.
+    browser.goto(&format!("{}/console/namespaces/project-b", env.url()));
+    assert!(browser.text("h1").contains("Not found"));
+    assert!(!browser.source().contains("secret-app"));
+
+    // Decisions: project-a's denial, not project-b's.
+    browser.goto(&format!("{}/console/decisions", env.url()));
+    let rows = browser.text("#decisions-body");
+    assert!(rows.contains("/v2/project-a/tool/manifests/1.0"), "{rows}");
+    assert!(!rows.contains("secret-app"), "{rows}");
+    let options = browser.text("#namespace");
+    assert!(!options.contains("project-b"), "{options}");
+
+    // Only roles ann holds are offered: registry-admin cannot hand out admin.
+    browser.goto(&format!("{}/console/namespaces/project-a", env.url()));
+    let roles = browser.text("#role");
+    assert!(roles.contains("system:image-puller"), "{roles}");
+    assert!(roles.contains("registry-admin"), "{roles}");
+    assert!(!roles.lines().any(|r| r.trim() == "admin"), "{roles}");
+    browser.screenshot("namespace-admin");
+}
+
+/// A client of the console without a browser: its own cookie handling, so every header shows.
+struct Visitor {
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Visitor {
+    fn new(env: &Env) -> Self {
+        Visitor::at(env.url())
+    }
+
+    /// A visitor of the console at `base`, e.g. `http://127.0.0.1:PORT`.
+    fn at(base: String) -> Self {
+        Visitor { base, cookie: None }
+    }
+
+    /// Signs in with `token`: the raw `Set-Cookie` on success.
+    fn sign_in(&mut self, token: &str) -> Reply {
+        let reply = self.post("/console/login", &[("token", token)], &[]);
+        if reply.status == 303 {
+            let set = reply
+                .header("set-cookie")
+                .expect("a session cookie")
+                .to_string();
+            self.cookie = set.split(';').next().map(str::to_string);
+        }
+        reply
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        let mut request = client().get(format!("{}{path}", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("Cookie", cookie);
+        }
+        Reply::from_request(request)
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+        let mut request = client().post(format!("{}{path}", self.base)).form(form);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("origin"))
+        {
+            request = request.header("Origin", &self.base);
+        }
+        if let Some(cookie) = &self.cookie {
+            request = request.header("Cookie", cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Reply::from_request(request)
+    }
+
+    /// The CSRF token of the session, from a page's sign-out form.
+    fn csrf(&self) -> String {
+        let page = self.get("/console/namespaces").text();
+        let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+        page[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn bindings(env: &Env, ns: &str) -> String {
+    env.regate_ok(&["get", "rolebindings", "-n", ns, "-o", "yaml"])
+}
+
+#[test]
+fn the_console_refuses_forged_stale_and_unauthorized_requests() {
+    let Some(env) = console_env() else { return };
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    let before_a = bindings(&env, "project-a");
+    let before_b = bindings(&env, "project-b");
+    let grant = |v: &Visitor, ns: &str, role: &str, csrf: &str, headers: &[(&str, &str)]| {
+        v.post(
+            &format!("/console/namespaces/{ns}/grant"),
+            &[
+                ("csrf", csrf),
+                ("role", role),
+                ("kind", "user"),
+                ("subject", "mallory"),
+            ],
+            headers,
+        )
+    };
+
+    // A refused token: 401, no cookie, and the token is never echoed.
+    let mut visitor = Visitor::new(&env);
+    let forged = format!("{ann}x");
+    let reply = visitor.sign_in(&forged);
+    assert_eq!(reply.status, 401);
+    assert!(reply.header("set-cookie").is_none());
+    assert!(!reply.text().contains(&forged));
+    assert!(reply.text().contains("This token was refused"));
+
+    // The session cookie's attributes.
+    let reply = visitor.sign_in(&ann);
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    let set = reply.header("set-cookie").unwrap_or_default().to_string();
+    for attribute in [
+        "__Host-regate-console=",
+        "Path=/",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+    ] {
+        assert!(set.contains(attribute), "{attribute} missing from {set}");
+    }
+    let csrf = visitor.csrf();
+    assert!(csrf.len() >= 40, "a random CSRF token: {csrf:?}");
+
+    // Forged writes: no CSRF token, a wrong one, another site's form. Nothing changes.
+    assert_eq!(
+        grant(&visitor, "project-a", "system:image-puller", "", &[]).status,
+        400
+    );
+    assert_eq!(
+        grant(
+            &visitor,
+            "project-a",
+            "system:image-puller",
+            "0123456789abcdef",
+            &[]
+        )
+        .status,
+        400
+    );
+    let evil = [("Origin", "http://evil.example")];
+    assert_eq!(
+        grant(&visitor, "project-a", "system:image-puller", &csrf, &evil).status,
+        403
+    );
+    let cross = [("Sec-Fetch-Site", "cross-site")];
+    assert_eq!(
+        grant(&visitor, "project-a", "system:image-puller", &csrf, &cross).status,
+        403
+    );
+    // Beyond what ann holds: another namespace, and a role granting more than registry-admin.
+    assert_eq!(
+        grant(&visitor, "project-b", "system:image-puller", &csrf, &[]).status,
+        404
+    );
+    let escalation = grant(&visitor, "project-a", "admin", &csrf, &[]);
+    assert_eq!(escalation.status, 403);
+    assert!(
+        escalation
+            .text()
+            .contains("nobody may grant more than they hold")
+    );
+    assert_eq!(
+        bindings(&env, "project-a"),
+        before_a,
+        "no refused write changed anything"
+    );
+    assert_eq!(bindings(&env, "project-b"), before_b);
+
+    // The same form, sound, is taken.
+    let done = grant(&visitor, "project-a", "system:image-puller", &csrf, &[]);
+    assert_eq!(done.status, 303);
+    assert_eq!(
+        done.header("location"),
+        Some("/console/namespaces/project-a")
+    );
+    assert!(bindings(&env, "project-a").contains("mallory"));
+    let page = visitor.get("/console/namespaces/project-a").text();
+    assert!(
+        page.contains(
+            "Done: regate policy add-role-to-user system:image-puller mallory -n project-a"
+        )
+    );
+    let removed = visitor.post(
+        "/console/namespaces/project-a/revoke",
+        &[
+            ("csrf", &csrf),
+            ("role", "system:image-puller"),
+            ("kind", "user"),
+            ("subject", "mallory"),
+        ],
+        &[],
+    );
+    assert_eq!(removed.status, 303);
+    assert!(!bindings(&env, "project-a").contains("mallory"));
+
+    // Someone with no rights signs in and sees nothing, and may change nothing.
+    env.regate_ok(&["create", "user", "nobody"]);
+    let mut nobody = Visitor::new(&env);
+    assert_eq!(nobody.sign_in(&env.user_token("nobody")).status, 303);
+    assert!(
+        nobody
+            .get("/console/namespaces")
+            .text()
+            .contains("You administer no namespace")
+    );
+    assert_eq!(nobody.get("/console/namespaces/project-a").status, 404);
+    let theirs = nobody.csrf();
+    assert_eq!(
+        grant(&nobody, "project-a", "system:image-puller", &theirs, &[]).status,
+        404
+    );
+    assert_eq!(
+        grant(&visitor, "project-a", "system:image-puller", &theirs, &[]).status,
+        400
+    );
+
+    // Signed out: the cookie opens nothing any more.
+    let out = visitor.post("/console/logout", &[("csrf", &csrf)], &[]);
+    assert_eq!(out.status, 303);
+    assert!(
+        out.header("set-cookie")
+            .unwrap_or_default()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        visitor.get("/console/namespaces").header("location"),
+        Some("/console/login")
+    );
+
+    // A deleted user's session ends at the next page.
+    env.change(&["delete", "user", "nobody"]);
+    let ended = nobody.get("/console/namespaces");
+    assert_eq!(ended.status, 401);
+    assert!(ended.text().contains("Your session ended"));
+
+    // No token reached the log.
+    let log = env.regate_log();
+    for token in [&ann, &forged] {
+        assert!(!log.contains(token.as_str()), "a token in regate's log");
+    }
+}
+
+#[test]
+fn on_an_address_of_its_own_with_failed_sign_ins_limited() {
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        return;
+    }
+    let port = free_port();
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&format!(
+            "console:\n  listen: 127.0.0.1:{port}\nfailed_logins:\n  burst: 2\n  refill: 1m\n"
+        ))
+        .run();
+    let token = admin(&env, "ann", "registry-admin", "project-a");
+    assert_eq!(
+        Visitor::new(&env).get("/console/login").status,
+        404,
+        "not beside the API"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ann = Visitor::at(base.clone());
+    assert_eq!(ann.sign_in(&token).status, 303);
+    // Decisions made on the API's address show on the console's.
+    pushed(&env, "project-a/tool", "1.0");
+    let stranger = env.token("default", "project-b");
+    assert_eq!(
+        env.get_manifest("project-a/tool", "1.0", Auth::Basic(&stranger))
+            .status,
+        403
+    );
+    let page = ann.get("/console/decisions?outcome=denied").text();
+    assert!(
+        page.contains("system:serviceaccount:project-b:default"),
+        "{page}"
+    );
+
+    // Guessing tokens is limited as guessing `docker login` passwords is.
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| {
+            Visitor::at(base.clone())
+                .sign_in(&format!("guess-{i}"))
+                .status
+        })
+        .collect();
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    assert_eq!(
+        Visitor::at(base.clone()).sign_in(&token).status,
+        429,
+        "a barred client waits, whatever it sends"
+    );
+}
+
+#[test]
+fn without_the_flag_there_is_no_console() {
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        return;
+    }
+    let env = Env::builder().namespaces(PROJECTS).run();
+    let reply = Visitor::new(&env).get("/console/");
+    assert_eq!(reply.status, 404);
+}
+
+#[test]
+fn refused_without_the_embedded_authority() {
+    let env = Env::cli_only();
+    let out = env.regate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--authority",
+        "kubernetes",
+        "--kubeconfig",
+        "/nonexistent",
+        "--console",
+    ]);
+    expect_failure(&out, "regate serve --console with a Kubernetes authority");
+    let text = stderr(&out);
+    assert!(
+        text.contains("console") && text.contains("embedded authority"),
+        "the error names the setting and the fix: {text}"
+    );
+}
