@@ -365,6 +365,28 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
     let csrf = visitor.csrf();
     assert!(csrf.len() >= 40, "a random CSRF token: {csrf:?}");
 
+    // A push refused its first check is explained with the role a push needs, as the 403 says.
+    let outsider = env.token("default", "project-b");
+    assert_eq!(
+        env.start_upload("project-a/new", Auth::Basic(&outsider))
+            .status,
+        403
+    );
+    let list = visitor.get("/console/decisions?outcome=denied").text();
+    let newest = list
+        .split("href=\"/console/decisions/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a denial listed");
+    let explained = visitor.get(&format!("/console/decisions/{newest}")).text();
+    assert!(
+        explained.contains(
+            "regate policy add-role-to-user system:image-pusher \
+             system:serviceaccount:project-b:default -n project-a"
+        ),
+        "{explained}"
+    );
+
     // Forged writes: no CSRF token, a wrong one, another site's form. Nothing changes.
     assert_eq!(
         grant(&visitor, "project-a", "system:image-puller", "", &[]).status,
@@ -477,8 +499,15 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
     assert_eq!(ended.status, 401);
     assert!(ended.text().contains("Your session ended"));
 
-    // No token reached the log.
+    // The access log names the viewer of each page; no token reached the log.
     let log = env.regate_log();
+    assert!(
+        log.lines().any(
+            |line| line.contains("path=\"/console/namespaces/project-a\"")
+                && line.contains("identity=\"ann\"")
+        ),
+        "{log}"
+    );
     for token in [&ann, &forged] {
         assert!(!log.contains(token.as_str()), "a token in regate's log");
     }
@@ -533,6 +562,69 @@ fn on_an_address_of_its_own_with_failed_sign_ins_limited() {
         Visitor::at(base.clone()).sign_in(&token).status,
         429,
         "a barred client waits, whatever it sends"
+    );
+}
+
+#[test]
+fn an_id_token_signs_in_and_pull_secrets_show_by_name_only() {
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        return;
+    }
+    let issuer = Issuer::start();
+    let mut config = issuer.config("      username_prefix: \"ci:\"\n");
+    config.push_str("console: {}\n");
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&config)
+        .run();
+    env.regate_ok(&[
+        "policy",
+        "add-role-to-user",
+        "registry-admin",
+        "ci:ops",
+        "-n",
+        "project-a",
+    ]);
+    env.regate_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "upstream-pull",
+        "-n",
+        "project-a",
+        "--docker-server=registry.example.com:5000",
+        "--docker-username=robot-account",
+        "--docker-password=s3cret-pass",
+    ]);
+    env.regate_ok(&[
+        "secrets",
+        "link",
+        "default",
+        "upstream-pull",
+        "--for=pull",
+        "-n",
+        "project-a",
+    ]);
+
+    // An ID token of the trusted issuer, mapped as the gateway maps it.
+    let mut ops = Visitor::new(&env);
+    assert_eq!(ops.sign_in(&issuer.token("ops")).status, 303);
+    let page = ops.get("/console/namespaces/project-a").text();
+    assert!(page.contains("id=\"signed-in-as\">ci:ops<"), "{page}");
+    let default_row = page
+        .split("<th scope=\"row\">default</th>")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(default_row.contains("upstream-pull"), "{page}");
+    for secret in ["s3cret-pass", "robot-account", "registry.example.com"] {
+        assert!(!page.contains(secret), "the page shows {secret}");
+    }
+    // A token from an issuer regate does not trust is refused.
+    let stranger = Issuer::start();
+    assert_eq!(
+        Visitor::new(&env).sign_in(&stranger.token("ops")).status,
+        401
     );
 }
 

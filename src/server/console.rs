@@ -52,6 +52,10 @@ pub(super) struct Viewer {
     cluster: bool,
 }
 
+/// Who a console answer was for, left in its extensions for the access line (`identified`).
+#[derive(Clone)]
+pub(super) struct Identified(UserInfo);
+
 /// Why a console request cannot go on.
 #[derive(Debug)]
 pub(super) enum Refused {

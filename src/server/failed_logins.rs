@@ -111,9 +111,15 @@ impl FailedLogins {
 
     /// Counts a failed login; the 429 to answer instead of `error` when it used up the burst.
     pub fn failed(&self, attempt: &Attempt, error: ApiError) -> ApiError {
-        let Some(quota) = self.quota else {
-            return error;
-        };
+        match self.count(attempt) {
+            Some(left) => too_many(millis(left)),
+            None => error,
+        }
+    }
+
+    /// Counts a failed login; how long its client is barred when it used up the burst.
+    pub fn count(&self, attempt: &Attempt) -> Option<Duration> {
+        let quota = self.quota?;
         let clock = DefaultClock::default();
         let mut wait = None::<Duration>;
         for key in &attempt.keys_with_name() {
@@ -130,16 +136,13 @@ impl FailedLogins {
                 wait = Some(wait.map_or(left, |w| w.max(left)));
             }
         }
-        match wait {
-            Some(left) => {
-                tracing::warn!(
-                    client = ?attempt.address(),
-                    "too many failed logins; refusing this client for {left:?}"
-                );
-                too_many(millis(left))
-            }
-            None => error,
+        if let Some(left) = wait {
+            tracing::warn!(
+                client = ?attempt.address(),
+                "too many failed logins; refusing this client for {left:?}"
+            );
         }
+        wait
     }
 
     fn now_ms(&self) -> u64 {

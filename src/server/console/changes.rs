@@ -33,7 +33,7 @@ async fn writer(
     headers: &HeaderMap,
     form: Result<Form<Change>, FormRejection>,
 ) -> Result<(Viewer, Change, SubjectRef), Refused> {
-    same_origin(headers)?;
+    same_origin(console, headers)?;
     let viewer = console.viewer(headers).await?;
     let Ok(Form(form)) = form else {
         return Err(Refused::BadRequest("the form is not readable".into()));
@@ -158,7 +158,9 @@ fn finish(
         Some(seq) => format!("/console/decisions/{seq}"),
         None => format!("/console/namespaces/{ns}"),
     };
-    Redirect::to(&to).into_response()
+    let mut response = Redirect::to(&to).into_response();
+    super::handlers::identify(viewer, &mut response);
+    response
 }
 
 impl Console {

@@ -14,8 +14,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::Markup;
 use secrecy::SecretString;
 
+use super::super::access_log::Trail;
 use super::pages::{self, Filter, Who};
-use super::{Console, Refused, Seen, Viewer};
+use super::{Console, Identified, Refused, Seen, Viewer};
 use crate::identity::UserInfo;
 use crate::policy::{self, Attributes, Grantee, SERVICE_ACCOUNT_KIND};
 
@@ -54,7 +55,18 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .route("/console/assets/console.js", get(js))
         .fallback(|| async { Refused::NotFound("no such page".into()) })
         .layer(axum::middleware::map_response(guarded))
+        .layer(axum::middleware::from_fn(identified))
         .with_state(console)
+}
+
+/// Names the viewer on the request's access line (beside the API, where the access log runs).
+async fn identified(req: Request, next: axum::middleware::Next) -> Response {
+    let trail = Trail::of(&req);
+    let mut response = next.run(req).await;
+    if let Some(Identified(user)) = response.extensions_mut().remove::<Identified>() {
+        trail.identify(&user);
+    }
+    response
 }
 
 /// Headers on every console answer: no framing, no inline script, no caching of pages.
@@ -118,6 +130,20 @@ fn page(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
+/// A page for `viewer`, who is named on the access line.
+fn viewed(viewer: &Viewer, status: StatusCode, markup: Markup) -> Response {
+    let mut response = page(status, markup);
+    identify(viewer, &mut response);
+    response
+}
+
+/// Leaves `viewer` in `response` for the access line.
+pub(super) fn identify(viewer: &Viewer, response: &mut Response) {
+    response
+        .extensions_mut()
+        .insert(Identified(viewer.user.clone()));
+}
+
 fn who(viewer: &Viewer) -> Who<'_> {
     Who {
         name: &viewer.user.name,
@@ -146,10 +172,11 @@ async fn sign_in_page(State(console): ConsoleState, headers: HeaderMap) -> Respo
 /// `POST /console/login`: the token authenticated as the gateway authenticates it, a failure
 /// counted against the client as a failed `docker login` is.
 async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response, Refused> {
-    same_origin(req.headers())?;
+    same_origin(&console, req.headers())?;
     let gateway = &console.gateway;
     let attempt = super::super::failed_logins::Attempt::of(&req, &gateway.config.trusted_proxies);
     if gateway.failed_logins.check(&attempt).is_err() {
+        crate::metrics::get().rate_limited.inc();
         return Err(Refused::TooMany);
     }
     let plain = plain_http(&console, req.headers());
@@ -174,15 +201,14 @@ async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response,
             let cookie = console.sessions.start(token);
             let mut response = Redirect::to("/console/namespaces").into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response.extensions_mut().insert(Identified(user));
             Ok(response)
         }
         Err(reason) => {
-            crate::metrics::get().failed_logins.inc();
-            let refused = crate::error::ApiError::NotFound;
-            if matches!(
-                gateway.failed_logins.failed(&attempt, refused),
-                crate::error::ApiError::TooManyRequests { .. }
-            ) {
+            let metrics = crate::metrics::get();
+            metrics.failed_logins.inc();
+            if gateway.failed_logins.count(&attempt).is_some() {
+                metrics.rate_limited.inc();
                 return Err(Refused::TooMany);
             }
             let message = format!("This token was refused: {reason}.");
@@ -222,7 +248,7 @@ async fn sign_out(
     headers: HeaderMap,
     form: Result<Form<Posted>, FormRejection>,
 ) -> Result<Response, Refused> {
-    same_origin(&headers)?;
+    same_origin(&console, &headers)?;
     let Some(session) = console.sessions.find(&headers) else {
         return Err(Refused::SignIn(None));
     };
@@ -247,31 +273,33 @@ pub(super) fn csrf_refused() -> Refused {
 }
 
 /// Refuses a write from another site: the browser's `Sec-Fetch-Site` and `Origin` must name
-/// this console's own origin when present (browsers send them on every form POST).
-pub(super) fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
+/// this console's own origin when present (browsers send them on every form POST). The origin
+/// is the request's `Host`, or the configured `public_url` (behind a proxy that rewrites `Host`).
+pub(super) fn same_origin(console: &Console, headers: &HeaderMap) -> Result<(), Refused> {
     let cross = || Refused::Forbidden("Forms are taken only from the console's own pages.".into());
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
         return Err(cross());
     }
-    if headers.get_all(header::ORIGIN).iter().count() > 1 {
-        return Err(cross());
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin = origin.to_str().ok();
-        let matches = match (origin, host) {
-            (Some(origin), Some(host)) => origin
-                .split_once("://")
-                .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host),
-            _ => false,
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let (Some(origin), None) = (origins.next(), origins.next()) else {
+        // None at all (not a browser: the CSRF token decides), or several: refused.
+        return if headers.contains_key(header::ORIGIN) {
+            Err(cross())
+        } else {
+            Ok(())
         };
-        if !matches {
-            return Err(cross());
-        }
-    }
-    Ok(())
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let public = console.gateway.config.public_url.as_ref();
+    let ours = origin.to_str().ok().is_some_and(|origin| {
+        public.is_some_and(|p| p.url() == origin)
+            || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && Some(rest) == host
+            })
+    });
+    if ours { Ok(()) } else { Err(cross()) }
 }
 
 async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<Response, Refused> {
@@ -295,7 +323,7 @@ async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<
         })
         .collect();
     let markup = pages::namespaces(&who(&viewer), &rows, registry_error.as_deref());
-    Ok(page(StatusCode::OK, markup))
+    Ok(viewed(&viewer, StatusCode::OK, markup))
 }
 
 async fn namespace(
@@ -389,10 +417,8 @@ async fn namespace(
         name: ns,
     };
     let flash = viewer.session.told();
-    Ok(page(
-        StatusCode::OK,
-        pages::namespace(&who(&viewer), &view, flash.as_ref()),
-    ))
+    let markup = pages::namespace(&who(&viewer), &view, flash.as_ref());
+    Ok(viewed(&viewer, StatusCode::OK, markup))
 }
 
 /// A binding subject as `regate policy` takes it: a service account as
@@ -441,7 +467,7 @@ async fn decisions(
     });
     let visible: Vec<String> = visible.into_iter().collect();
     let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
-    Ok(page(StatusCode::OK, markup))
+    Ok(viewed(&viewer, StatusCode::OK, markup))
 }
 
 /// Whether `viewer` may see decision `seen`: cluster viewers see all, others those about the
@@ -485,7 +511,14 @@ async fn decision(
     let snapshot = console.snapshot();
     let policy = &snapshot.policy;
     let attrs = &seen.attrs;
-    let role = policy::role_granting(attrs).to_string();
+    // As the gateway's 403: a push refused its `get` still needs the pusher role.
+    let pushing = matches!(seen.method.as_str(), "PUT" | "POST" | "PATCH");
+    let role = if pushing && attrs.subresource == "layers" {
+        crate::authority::embedded::IMAGE_PUSHER
+    } else {
+        policy::role_granting(attrs)
+    }
+    .to_string();
     let user = seen.user.clone().unwrap_or_default();
     let subject = UserInfo {
         name: user.clone(),
@@ -511,10 +544,8 @@ async fn decision(
         seen,
     };
     let flash = viewer.session.told();
-    Ok(page(
-        StatusCode::OK,
-        pages::decision(&who(&viewer), &view, flash.as_ref()),
-    ))
+    let markup = pages::decision(&who(&viewer), &view, flash.as_ref());
+    Ok(viewed(&viewer, StatusCode::OK, markup))
 }
 
 /// A role's rules as text: `get, update on imagestreams/layers`.
