@@ -1,5 +1,6 @@
-//! The audit log: one JSON line per authorization decision and per token issued, so "who pulled
-//! project-b/app yesterday, and who was refused?" has an answer (format in docs/behaviour.md).
+//! The audit log: one JSON line per authorization decision, per token issued and per binding
+//! changed in the web console, so "who pulled project-b/app yesterday, who was refused, and who
+//! granted it?" has an answer (format in docs/behaviour.md).
 //!
 //! The gateway collects what a request decided in its [`Event`]s; when the request's response
 //! headers are known, [`lines`] turns them into JSON lines carrying the request (time, id,
@@ -137,6 +138,18 @@ pub enum Event {
         /// Whether a refresh token was issued with it.
         refresh_token: bool,
     },
+    /// A namespace's bindings changed (or a change refused by the store) from the web console.
+    Binding {
+        /// When.
+        time: SystemTime,
+        /// The `regate policy` command the change is, e.g. `regate policy add-role-to-user
+        /// system:image-puller alice -n project-b`.
+        command: String,
+        /// The namespace of the bindings.
+        namespace: String,
+        /// Whether it was made; `None` when it was, else why not.
+        refused: Option<String>,
+    },
 }
 
 /// The request the events of one [`lines`] call belong to.
@@ -192,6 +205,13 @@ enum What<'a> {
         expires_in: u64,
         refresh_token: bool,
     },
+    Binding {
+        command: &'a str,
+        namespace: &'a str,
+        done: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refused: Option<&'a str>,
+    },
 }
 
 /// The reason recorded when the authority could not answer.
@@ -234,6 +254,21 @@ pub fn lines(request: &RequestRecord<'_>, events: &[Event]) -> Vec<u8> {
                     scope: scope.as_deref(),
                     expires_in: *expires_in,
                     refresh_token: *refresh_token,
+                },
+            ),
+            Event::Binding {
+                time,
+                command,
+                namespace,
+                refused,
+            } => (
+                time,
+                "binding",
+                What::Binding {
+                    command,
+                    namespace,
+                    done: refused.is_none(),
+                    refused: refused.as_deref(),
                 },
             ),
         };

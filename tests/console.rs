@@ -195,6 +195,18 @@ fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes(
         Duration::from_secs(15),
     );
 
+    // Filtered by identity: only that identity's decisions.
+    browser.goto(&format!(
+        "{}/console/decisions?identity=project-a%3Abuilder",
+        env.url()
+    ));
+    let rows = browser.text("#decisions-body");
+    assert!(
+        rows.contains("system:serviceaccount:project-a:builder"),
+        "{rows}"
+    );
+    assert!(!rows.contains(PULLER), "{rows}");
+
     // Signing out ends the session.
     browser.click("form.signout button");
     browser.wait_for("#token", Duration::from_secs(20));
@@ -519,10 +531,14 @@ fn on_an_address_of_its_own_with_failed_sign_ins_limited() {
         return;
     }
     let port = free_port();
+    let logs = tempfile::tempdir().expect("a dir for the audit log");
+    let audit_log = logs.path().join("audit.log");
     let env = Env::builder()
         .namespaces(PROJECTS)
         .gateway_config(&format!(
-            "console:\n  listen: 127.0.0.1:{port}\nfailed_logins:\n  burst: 2\n  refill: 1m\n"
+            "console:\n  listen: 127.0.0.1:{port}\nfailed_logins:\n  burst: 2\n  refill: 1m\n\
+             audit:\n  path: {}\n",
+            audit_log.display()
         ))
         .run();
     let token = admin(&env, "ann", "registry-admin", "project-a");
@@ -547,6 +563,44 @@ fn on_an_address_of_its_own_with_failed_sign_ins_limited() {
         page.contains("system:serviceaccount:project-b:default"),
         "{page}"
     );
+
+    // Changes, made and refused, are in the audit log with who asked.
+    let csrf = ann.csrf();
+    let change = |role: &str| {
+        ann.post(
+            "/console/namespaces/project-a/grant",
+            &[
+                ("csrf", &csrf),
+                ("role", role),
+                ("kind", "group"),
+                ("subject", "qa"),
+            ],
+            &[],
+        )
+        .status
+    };
+    assert_eq!(change("system:image-puller"), 303);
+    assert_eq!(change("admin"), 403);
+    let bindings: Vec<serde_json::Value> =
+        wait_for(Duration::from_secs(5), "binding lines", || {
+            let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .filter(|line: &serde_json::Value| line["event"] == "binding")
+                .collect();
+            (lines.len() == 2).then_some(lines)
+        });
+    assert_eq!(bindings[0]["user"], "ann");
+    assert_eq!(
+        bindings[0]["command"],
+        "regate policy add-role-to-group system:image-puller qa -n project-a"
+    );
+    assert_eq!(bindings[0]["done"], true);
+    assert_eq!(bindings[0]["status"], 303);
+    assert_eq!(bindings[1]["done"], false);
+    let refused = bindings[1]["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("grant more than they hold"), "{refused}");
 
     // Guessing tokens is limited as guessing `docker login` passwords is.
     let statuses: Vec<u16> = (0..4)

@@ -232,3 +232,53 @@ fn an_unwritable_path_fails_at_open_naming_the_field() {
         "{text}"
     );
 }
+
+#[test]
+fn a_binding_line_says_what_was_changed_and_whether() {
+    let groups = vec!["system:authenticated".to_string()];
+    let record = RequestRecord {
+        method: "POST",
+        path: "/console/namespaces/project-b/grant",
+        user: Some("ops"),
+        client: None,
+        status: 303,
+        ..request(&groups)
+    };
+    let command = "regate policy add-role-to-user system:image-puller alice -n project-b";
+    let events = [
+        Event::Binding {
+            time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_484_262_123_456),
+            command: command.to_string(),
+            namespace: "project-b".to_string(),
+            refused: None,
+        },
+        Event::Binding {
+            time: SystemTime::now(),
+            command: command.to_string(),
+            namespace: "project-b".to_string(),
+            refused: Some("Not granted: ops may not create rolebindings".to_string()),
+        },
+    ];
+    let lines = parse(&lines(&record, &events));
+    assert_eq!(
+        lines[0],
+        serde_json::json!({
+            "time": "2025-11-30T06:31:02.123456Z",
+            "event": "binding",
+            "request_id": "id-1",
+            "method": "POST",
+            "path": "/console/namespaces/project-b/grant",
+            "user": "ops",
+            "groups": ["system:authenticated"],
+            "command": command,
+            "namespace": "project-b",
+            "done": true,
+            "status": 303,
+        })
+    );
+    assert_eq!(lines[1]["done"], false);
+    assert_eq!(
+        lines[1]["refused"],
+        "Not granted: ops may not create rolebindings"
+    );
+}

@@ -1,6 +1,9 @@
 //! Changes to a namespace's bindings from the console: the grant and revoke forms, each the
 //! `regate policy` operation on the state directory, taken only from the console's own pages
-//! with the session's CSRF token, and only when RBAC lets the viewer make it.
+//! with the session's CSRF token, and only when RBAC lets the viewer make it. Each one that
+//! gets that far, made or refused, is a `binding` line in the audit log.
+
+use std::time::SystemTime;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
@@ -9,6 +12,7 @@ use http::HeaderMap;
 
 use super::handlers::{ConsoleState, csrf_refused, same_origin};
 use super::{Console, Refused, Viewer};
+use crate::audit::{Event, RequestRecord};
 use crate::authority::embedded::{Store, StoreError, SubjectRef};
 
 /// A change to the bindings of a namespace: the fields of the grant and revoke forms.
@@ -110,14 +114,23 @@ async fn change_bindings(
             )
         }),
     };
-    if let Some(why) = refused {
-        return Err(Refused::Forbidden(why));
-    }
-    let verb = match op {
-        Op::Grant => "add-role-to",
-        Op::Revoke => "remove-role-from",
+    let (verb, path) = match op {
+        Op::Grant => ("add-role-to", "grant"),
+        Op::Revoke => ("remove-role-from", "revoke"),
     };
     let command = command(verb, &form.role, &subject, &ns);
+    let attempt = Attempt {
+        console,
+        headers,
+        viewer: &viewer,
+        path: format!("/console/namespaces/{ns}/{path}"),
+        command: &command,
+        namespace: &ns,
+    };
+    if let Some(why) = refused {
+        attempt.audit(403, Some(&why));
+        return Err(Refused::Forbidden(why));
+    }
     let (role, at) = (form.role.clone(), ns.clone());
     let done = console
         .change(move |store| match op {
@@ -125,7 +138,47 @@ async fn change_bindings(
             Op::Revoke => store.remove_role(&at, &role, &[subject]),
         })
         .await;
+    attempt.audit(303, done.as_ref().err().map(String::as_str));
     Ok(finish(&viewer, done, &command, &ns, form.decision))
+}
+
+/// A change asked for, as the audit log records it.
+struct Attempt<'a> {
+    console: &'a Console,
+    headers: &'a HeaderMap,
+    viewer: &'a Viewer,
+    path: String,
+    command: &'a str,
+    namespace: &'a str,
+}
+
+impl Attempt<'_> {
+    /// Writes the attempt's audit line, when there is an audit log: made, or `refused` and why.
+    fn audit(&self, status: u16, refused: Option<&str>) {
+        let Some(audit) = &self.console.gateway.audit else {
+            return;
+        };
+        let request = RequestRecord {
+            request_id: self
+                .headers
+                .get("x-request-id")
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or(""),
+            client: None,
+            method: "POST",
+            path: &self.path,
+            user: Some(&self.viewer.user.name),
+            groups: &self.viewer.user.groups,
+            status,
+        };
+        let event = Event::Binding {
+            time: SystemTime::now(),
+            command: self.command.to_string(),
+            namespace: self.namespace.to_string(),
+            refused: refused.map(str::to_string),
+        };
+        audit.write(crate::audit::lines(&request, &[event]));
+    }
 }
 
 /// The `regate policy` command a change is, e.g. `regate policy add-role-to-user
