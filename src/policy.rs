@@ -179,6 +179,17 @@ pub fn role_granting(attrs: &Attributes) -> &'static str {
     }
 }
 
+/// The role that grants a request refused `attrs`, as its 403 and the console name it: as
+/// [`role_granting`], except that a push (`pushing`: it needs `get` and `update` on the layers)
+/// is granted by the pusher role even when its `get` was the check refused.
+pub fn role_granting_request(attrs: &Attributes, pushing: bool) -> &'static str {
+    if pushing && attrs.subresource == "layers" {
+        "system:image-pusher"
+    } else {
+        role_granting(attrs)
+    }
+}
+
 /// The `kind` of a binding's `roleRef` naming a ClusterRole.
 pub const CLUSTER_ROLE_KIND: &str = "ClusterRole";
 /// The `kind` of a binding's `roleRef` naming a Role of the binding's namespace.
@@ -328,19 +339,39 @@ fn binds(subjects: Option<&[Subject]>, user: &UserInfo, namespace: &str) -> bool
         .any(|subject| subject_is(subject, user, namespace))
 }
 
+/// The name `subject` of a binding in `namespace` ("" for a cluster binding) goes by, as
+/// `regate policy` takes it: a user's or group's name, a service account's user name
+/// `system:serviceaccount:NS:NAME` (NS defaulting to the binding's). `None` when it names
+/// nobody: a service account without a namespace, or an unknown kind (as in [`subject_is`]).
+pub fn subject_name(subject: &Subject, namespace: &str) -> Option<String> {
+    match subject.kind.as_str() {
+        USER_KIND | GROUP_KIND => Some(subject.name.clone()),
+        SERVICE_ACCOUNT_KIND => service_account_namespace(subject, namespace)
+            .map(|sa_namespace| crate::identity::service_account_user(sa_namespace, &subject.name)),
+        _ => None,
+    }
+}
+
+/// The namespace of a ServiceAccount `subject` of a binding in `namespace`: its own, else the
+/// binding's; `None` for neither (a cluster binding's subject without one).
+fn service_account_namespace<'a>(subject: &'a Subject, namespace: &'a str) -> Option<&'a str> {
+    let sa_namespace = subject
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(namespace);
+    (!sa_namespace.is_empty()).then_some(sa_namespace)
+}
+
 /// Whether `subject` names `user`, as Kubernetes' `appliesToUser`.
 pub fn subject_is(subject: &Subject, user: &UserInfo, namespace: &str) -> bool {
     match subject.kind.as_str() {
         USER_KIND => subject.name == user.name,
         GROUP_KIND => user.groups.contains(&subject.name),
         SERVICE_ACCOUNT_KIND => {
-            let sa_namespace = subject
-                .namespace
-                .as_deref()
-                .filter(|ns| !ns.is_empty())
-                .unwrap_or(namespace);
-            !sa_namespace.is_empty()
-                && service_account_of(&user.name) == Some((sa_namespace, subject.name.as_str()))
+            service_account_namespace(subject, namespace).is_some_and(|sa_namespace| {
+                service_account_of(&user.name) == Some((sa_namespace, subject.name.as_str()))
+            })
         }
         _ => false,
     }
@@ -425,21 +456,8 @@ impl Policy {
         let mut grantees = Vec::new();
         let mut collect = |subjects: Option<&[Subject]>, binding: String, namespace: &str| {
             for subject in subjects.unwrap_or_default() {
-                let name = match subject.kind.as_str() {
-                    USER_KIND | GROUP_KIND => subject.name.clone(),
-                    SERVICE_ACCOUNT_KIND => {
-                        let sa_namespace = subject
-                            .namespace
-                            .as_deref()
-                            .filter(|ns| !ns.is_empty())
-                            .unwrap_or(namespace);
-                        if sa_namespace.is_empty() {
-                            continue;
-                        }
-                        crate::identity::service_account_user(sa_namespace, &subject.name)
-                    }
-                    // An unknown kind names nobody, as in `subject_is`.
-                    _ => continue,
+                let Some(name) = subject_name(subject, namespace) else {
+                    continue;
                 };
                 grantees.push(Grantee {
                     kind: subject.kind.clone(),

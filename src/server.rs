@@ -385,11 +385,7 @@ async fn decide_audited(
 fn denied(user: &UserInfo, attrs: &Attributes, plan: &Plan) -> ApiError {
     // A push needs get and update; the hint names the role that grants the whole request.
     let pushing = plan.required.iter().any(|a| a.verb == "update");
-    let role = if pushing && attrs.subresource == "layers" {
-        "system:image-pusher"
-    } else {
-        policy::role_granting(attrs)
-    };
+    let role = policy::role_granting_request(attrs, pushing);
     let what = if attrs.namespace.is_empty() {
         format!("{} {} at cluster scope", attrs.verb, attrs.full_resource())
     } else {

@@ -441,3 +441,32 @@ fn binding_a_role_needs_every_permission_it_grants() {
     assert_eq!(policy.role_bindings_in("a").len(), 2);
     assert!(policy.role_bindings_in("b").is_empty());
 }
+
+#[test]
+fn a_subject_goes_by_the_name_regate_policy_takes() {
+    let sa = subject(SERVICE_ACCOUNT_KIND, "default", None);
+    assert_eq!(
+        subject_name(&sa, "project-a").as_deref(),
+        Some("system:serviceaccount:project-a:default")
+    );
+    assert_eq!(subject_name(&sa, ""), None, "no namespace: names nobody");
+    let elsewhere = subject(SERVICE_ACCOUNT_KIND, "ci", Some("project-b"));
+    assert_eq!(
+        subject_name(&elsewhere, "project-a").as_deref(),
+        Some("system:serviceaccount:project-b:ci")
+    );
+    assert_eq!(
+        subject_name(&subject(GROUP_KIND, "devs", None), "").as_deref(),
+        Some("devs")
+    );
+    assert_eq!(subject_name(&subject("Robot", "r2", None), "a"), None);
+}
+
+#[test]
+fn a_refused_push_is_granted_by_the_pusher_role() {
+    let get = Attributes::layers("get", "ns", "app");
+    assert_eq!(role_granting_request(&get, false), "system:image-puller");
+    assert_eq!(role_granting_request(&get, true), "system:image-pusher");
+    let delete = Attributes::cluster("delete", "images");
+    assert_eq!(role_granting_request(&delete, true), "system:image-pruner");
+}

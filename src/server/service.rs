@@ -97,16 +97,15 @@ impl Inner {
                 )
                     .into_response(),
             },
-            path if is_console(path) && self.console.is_some() => {
-                let Some(console) = self.console.clone() else {
-                    return dispatch(&self.gateway, req).await;
-                };
-                match tower::ServiceExt::oneshot(console, req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
+            path => match &self.console {
+                Some(console) if is_console(path) => {
+                    match tower::ServiceExt::oneshot(console.clone(), req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
                 }
-            }
-            _ => dispatch(&self.gateway, req).await,
+                _ => dispatch(&self.gateway, req).await,
+            },
         }
     }
 }

@@ -18,7 +18,7 @@ use super::super::access_log::Trail;
 use super::pages::{self, Filter, Who};
 use super::{Console, Identified, Refused, Seen, Viewer};
 use crate::identity::UserInfo;
-use crate::policy::{self, Attributes, Grantee, SERVICE_ACCOUNT_KIND};
+use crate::policy::{self, Attributes, Grantee};
 
 /// Longest sign-in form read: a token is a few KiB at most.
 const SIGN_IN_BYTES: usize = 32 * 1024;
@@ -131,8 +131,8 @@ fn page(status: StatusCode, markup: Markup) -> Response {
 }
 
 /// A page for `viewer`, who is named on the access line.
-fn viewed(viewer: &Viewer, status: StatusCode, markup: Markup) -> Response {
-    let mut response = page(status, markup);
+fn viewed(viewer: &Viewer, markup: Markup) -> Response {
+    let mut response = page(StatusCode::OK, markup);
     identify(viewer, &mut response);
     response
 }
@@ -323,7 +323,7 @@ async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<
         })
         .collect();
     let markup = pages::namespaces(&who(&viewer), &rows, registry_error.as_deref());
-    Ok(viewed(&viewer, StatusCode::OK, markup))
+    Ok(viewed(&viewer, markup))
 }
 
 async fn namespace(
@@ -369,7 +369,10 @@ async fn namespace(
                     .subjects
                     .iter()
                     .flatten()
-                    .map(|s| (s.kind.clone(), subject_name(s, &ns)))
+                    .map(|s| {
+                        let name = policy::subject_name(s, &ns).unwrap_or_else(|| s.name.clone());
+                        (s.kind.clone(), name)
+                    })
                     .collect(),
             }
         })
@@ -418,22 +421,7 @@ async fn namespace(
     };
     let flash = viewer.session.told();
     let markup = pages::namespace(&who(&viewer), &view, flash.as_ref());
-    Ok(viewed(&viewer, StatusCode::OK, markup))
-}
-
-/// A binding subject as `regate policy` takes it: a service account as
-/// `system:serviceaccount:NS:NAME`.
-fn subject_name(subject: &k8s_openapi::api::rbac::v1::Subject, binding_ns: &str) -> String {
-    if subject.kind == SERVICE_ACCOUNT_KIND {
-        let ns = subject
-            .namespace
-            .as_deref()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or(binding_ns);
-        crate::identity::service_account_user(ns, &subject.name)
-    } else {
-        subject.name.clone()
-    }
+    Ok(viewed(&viewer, markup))
 }
 
 /// Grantees merged per subject, each with every binding that grants it.
@@ -467,7 +455,7 @@ async fn decisions(
     });
     let visible: Vec<String> = visible.into_iter().collect();
     let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
-    Ok(viewed(&viewer, StatusCode::OK, markup))
+    Ok(viewed(&viewer, markup))
 }
 
 /// Whether `viewer` may see decision `seen`: cluster viewers see all, others those about the
@@ -500,7 +488,8 @@ async fn decision(
         .ok()
         .and_then(|seq| console.recent.get(seq))
         .ok_or_else(gone)?;
-    let visible = if viewer.cluster || seen.attrs.namespace.is_empty() {
+    // A cluster-scoped decision is for cluster viewers only.
+    let visible = if seen.attrs.namespace.is_empty() {
         viewer.cluster
     } else {
         console.sees(&viewer, &seen.attrs.namespace).await?
@@ -511,14 +500,8 @@ async fn decision(
     let snapshot = console.snapshot();
     let policy = &snapshot.policy;
     let attrs = &seen.attrs;
-    // As the gateway's 403: a push refused its `get` still needs the pusher role.
     let pushing = matches!(seen.method.as_str(), "PUT" | "POST" | "PATCH");
-    let role = if pushing && attrs.subresource == "layers" {
-        crate::authority::embedded::IMAGE_PUSHER
-    } else {
-        policy::role_granting(attrs)
-    }
-    .to_string();
+    let role = policy::role_granting_request(attrs, pushing).to_string();
     let user = seen.user.clone().unwrap_or_default();
     let subject = UserInfo {
         name: user.clone(),
@@ -545,7 +528,7 @@ async fn decision(
     };
     let flash = viewer.session.told();
     let markup = pages::decision(&who(&viewer), &view, flash.as_ref());
-    Ok(viewed(&viewer, StatusCode::OK, markup))
+    Ok(viewed(&viewer, markup))
 }
 
 /// A role's rules as text: `get, update on imagestreams/layers`.
