@@ -236,7 +236,8 @@ fn ten_thousand_concurrent_requests_give_ten_thousand_whole_lines() {
             .timeout(Duration::from_secs(120))
             .build()
             .expect("client");
-        // All started at once; one connection each (nothing idle to reuse yet).
+        // All started at once, nearly all on a connection of their own (a late starter may
+        // reuse one an early answer left idle).
         let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(REQUESTS));
         let tasks: Vec<_> = (0..REQUESTS)
             .map(|n| {
@@ -306,7 +307,10 @@ fn ten_thousand_concurrent_requests_give_ten_thousand_whole_lines() {
     assert_eq!(ids.len(), lines.len(), "every request once");
     assert!(statuses.iter().all(|(_, id, _)| ids.contains(id.as_str())));
     let allowed = lines.iter().filter(|l| l["allowed"] == true).count();
-    assert!((REQUESTS / 10..=REQUESTS / 10 + errors.len()).contains(&allowed));
+    assert!(
+        (REQUESTS / 10..=REQUESTS / 10 + errors.len()).contains(&allowed),
+        "one allowed line per pull from project-a: {allowed}"
+    );
 }
 
 /// Raises this process's open-file limit to `want`, and the hard limit too where allowed (as
