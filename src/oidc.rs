@@ -118,13 +118,18 @@ impl Issuers {
         })
     }
 
-    /// Who an ID token of a configured issuer names when its only fault is having expired
-    /// (signature, issuer, audience and `nbf` verify); `None` otherwise. Never cached.
-    pub async fn expired_identity(&self, token: &str) -> Option<UserInfo> {
+    /// `None` when `token` is not an ID token of a configured issuer; else who it names when
+    /// all but its expiry verifies (signature, issuer, audience, `nbf`), or why it is refused.
+    /// Never cached.
+    pub async fn after_expiry(&self, token: &str) -> Option<Result<UserInfo, String>> {
         let iss = unverified_issuer(token)?;
         let issuer = self.issuers.iter().find(|i| i.settings.issuer == iss)?;
-        let verified = issuer.check(token, false).await.ok()?;
-        (verified.expires + LEEWAY.as_secs() < crate::token::now()).then_some(verified.user)
+        Some(
+            issuer
+                .check(token, false)
+                .await
+                .map(|verified| verified.user),
+        )
     }
 
     /// `None` when `token` is not an ID token of a configured issuer; else who it names, or

@@ -65,8 +65,6 @@ pub struct Gateway {
     pub draining: std::sync::atomic::AtomicBool,
     /// The audit log, when `audit:` is configured.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
-    /// Pushes under way, which outlive the ID tokens they started with (`push_window.rs`).
-    pub(crate) push_windows: push_window::PushWindows,
     /// Requests being handled, for load shedding (`shed.rs`).
     pub(crate) admission: shed::Admission,
 }
@@ -229,7 +227,7 @@ impl Gateway {
         }
         let public = origin::public_origin(&req, &self.config)?;
         let push_to = push_window::push_step(req.method(), &route).map(|n| n.as_str());
-        let (caller, verified) = self
+        let caller = self
             .identify(req.headers(), &public, plan.scope.as_deref(), push_to)
             .await?;
         let trail = Trail::of(&req);
@@ -250,15 +248,7 @@ impl Gateway {
         if let (Some(remote), Some(name)) = (remote, route.name()) {
             return Box::pin(self.forward_remote(req, &public, remote, name, &caller)).await;
         }
-        let response = self.forward(req, &public, &plan).await?;
-        // A push started with a credential that verified in full may outlive it.
-        if let (Route::UploadStart { name }, true) = (&route, verified)
-            && response.status() == http::StatusCode::ACCEPTED
-            && !caller.user.is_anonymous()
-        {
-            self.push_windows.open(&caller.user.name, name.as_str());
-        }
-        Ok(response)
+        self.forward(req, &public, &plan).await
     }
 
     /// `GET /v2/` for anonymous callers: 200 only where some binding grants anonymous anything,

@@ -28,6 +28,7 @@ use crate::identity::UserInfo;
 
 pub mod distribution;
 pub mod keys;
+pub mod window;
 
 /// The `iss` of every token regate signs.
 pub const ISSUER: &str = "regate";
@@ -92,6 +93,9 @@ pub struct RegistryClaims {
     /// The API token, sealed (see `Signer::seal`); absent for anonymous tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cred: Option<String>,
+    /// The push window a registry token carries, sealed (see [`window::PushWindow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win: Option<String>,
     /// Issued at.
     pub iat: u64,
     /// Expires at.
@@ -119,7 +123,8 @@ pub struct Signer {
     decoding: DecodingKey,
     /// Any of the three audiences: what a token is, is read from the claims it verified with.
     any: Validation,
-    registry: Validation,
+    /// As `any`, but for `exp`: only to tell whose an expired token is.
+    expired: Validation,
     /// Tokens whose signature verified under this key, by SHA-256.
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
@@ -127,6 +132,14 @@ pub struct Signer {
 /// How many verified tokens a signer remembers, and for how long at most.
 const VERIFIED_MAX: u64 = 10_000;
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// Whether a token's `exp` is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    Checked,
+    /// Only for what an authority can tell of an expired credential (push windows).
+    Ignored,
+}
 
 /// The claims of a token whose signature and issuer verified: any of the three kinds, told
 /// apart by `aud`.
@@ -139,26 +152,28 @@ struct Verified {
     uid: Option<String>,
     #[serde(default)]
     cred: Option<String>,
+    #[serde(default)]
+    win: Option<String>,
     iat: u64,
     exp: u64,
     jti: String,
 }
 
 impl Verified {
-    /// The claims if the token is of `audience` and has not expired (as jsonwebtoken checks
-    /// `exp` with no leeway).
-    fn of(&self, audience: &str) -> Result<&Verified, TokenError> {
+    /// The claims if the token is of `audience` and, with `Expiry::Checked`, has not expired
+    /// (as jsonwebtoken checks `exp`, with no leeway).
+    fn of(&self, audience: &str, expiry: Expiry) -> Result<&Verified, TokenError> {
         if self.aud != audience {
             return Err(TokenError::Invalid("token is of another kind".into()));
         }
-        if self.exp < now() {
+        if expiry == Expiry::Checked && self.exp < now() {
             return Err(TokenError::Invalid("token expired".into()));
         }
         Ok(self)
     }
 
-    fn api(&self) -> Result<ApiClaims, TokenError> {
-        let claims = self.of(API_AUDIENCE)?;
+    fn api(&self, expiry: Expiry) -> Result<ApiClaims, TokenError> {
+        let claims = self.of(API_AUDIENCE, expiry)?;
         Ok(ApiClaims {
             iss: claims.iss.clone(),
             aud: claims.aud.clone(),
@@ -174,12 +189,13 @@ impl Verified {
     }
 
     fn identity(&self, audience: &str) -> Result<RegistryClaims, TokenError> {
-        let claims = self.of(audience)?;
+        let claims = self.of(audience, Expiry::Checked)?;
         Ok(RegistryClaims {
             iss: claims.iss.clone(),
             aud: claims.aud.clone(),
             sub: claims.sub.clone(),
             cred: claims.cred.clone(),
+            win: claims.win.clone(),
             iat: claims.iat,
             exp: claims.exp,
             jti: claims.jti.clone(),
@@ -231,7 +247,10 @@ impl Signer {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             any: validation(&[API_AUDIENCE, REGISTRY_AUDIENCE, REFRESH_AUDIENCE]),
-            registry: validation(&[REGISTRY_AUDIENCE]),
+            expired: Validation {
+                validate_exp: false,
+                ..validation(&[API_AUDIENCE, REGISTRY_AUDIENCE, REFRESH_AUDIENCE])
+            },
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_MAX)
                 .time_to_live(VERIFIED_TTL)
@@ -305,7 +324,13 @@ impl Signer {
 
     /// Checks an API token's signature, audience and expiry.
     pub fn verify_api_token(&self, token: &str) -> Result<ApiClaims, TokenError> {
-        self.verified(token)?.api()
+        self.verified(token)?.api(Expiry::Checked)
+    }
+
+    /// Checks an API token's signature and audience but not its expiry: only to tell whose an
+    /// expired token is, for a push that started while it was valid (docs/behaviour.md §3).
+    pub fn verify_api_token_ignoring_expiry(&self, token: &str) -> Result<ApiClaims, TokenError> {
+        decode::<Verified>(token, &self.decoding, &self.expired)?.api(Expiry::Ignored)
     }
 
     /// The claims of `token` if its signature and issuer verify under this key (remembered, so
@@ -323,28 +348,30 @@ impl Signer {
 
     /// Seals `credential` for a token of `audience`: base64url(nonce || AES-256-GCM).
     fn seal(&self, audience: &str, credential: &SecretString) -> Result<String, TokenError> {
+        self.seal_bytes(audience.as_bytes(), credential.expose_secret().as_bytes())
+    }
+
+    /// `plain` sealed under `aad`, which must be given again to open it.
+    fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Result<String, TokenError> {
         use ring::aead::{Aad, NONCE_LEN, Nonce};
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
-        let mut sealed = credential.expose_secret().as_bytes().to_vec();
+        let mut sealed = plain.to_vec();
         self.sealing
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(audience.as_bytes()),
+                Aad::from(aad),
                 &mut sealed,
             )
-            .map_err(|_| TokenError::Sign("cannot seal the credential".into()))?;
+            .map_err(|_| TokenError::Sign("cannot seal".into()))?;
         let mut out = nonce.to_vec();
         out.append(&mut sealed);
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// The API token a verified registry or refresh token carries; `None` for anonymous ones.
-    pub fn unseal(&self, claims: &RegistryClaims) -> Result<Option<SecretString>, TokenError> {
+    /// What [`Signer::seal_bytes`] sealed under `aad`; "malformed token" for anything else.
+    fn open_bytes(&self, aad: &[u8], sealed: &str) -> Result<Vec<u8>, TokenError> {
         use ring::aead::{Aad, NONCE_LEN, Nonce};
-        let Some(sealed) = &claims.cred else {
-            return Ok(None);
-        };
         let invalid = || TokenError::Invalid("malformed token".into());
         let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sealed)
@@ -356,9 +383,19 @@ impl Signer {
         let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| invalid())?;
         let plain = self
             .sealing
-            .open_in_place(nonce, Aad::from(claims.aud.as_bytes()), &mut text)
+            .open_in_place(nonce, Aad::from(aad), &mut text)
             .map_err(|_| invalid())?;
-        let token = String::from_utf8(plain.to_vec()).map_err(|_| invalid())?;
+        Ok(plain.to_vec())
+    }
+
+    /// The API token a verified registry or refresh token carries; `None` for anonymous ones.
+    pub fn unseal(&self, claims: &RegistryClaims) -> Result<Option<SecretString>, TokenError> {
+        let Some(sealed) = &claims.cred else {
+            return Ok(None);
+        };
+        let plain = self.open_bytes(claims.aud.as_bytes(), sealed)?;
+        let token =
+            String::from_utf8(plain).map_err(|_| TokenError::Invalid("malformed token".into()))?;
         Ok(Some(SecretString::from(token)))
     }
 
@@ -368,6 +405,7 @@ impl Signer {
         credential: Option<&SecretString>,
         audience: &str,
         expires_at: u64,
+        window: Option<&window::PushWindow>,
     ) -> Result<Issued, TokenError> {
         let iat = now();
         let claims = RegistryClaims {
@@ -375,6 +413,7 @@ impl Signer {
             aud: audience.into(),
             sub: user.name.clone(),
             cred: credential.map(|c| self.seal(audience, c)).transpose()?,
+            win: window.map(|w| self.seal_window(w)).transpose()?,
             iat,
             exp: expires_at.max(iat + 1),
             jti: random_id(),
@@ -387,30 +426,20 @@ impl Signer {
     }
 
     /// A registry token for `user`, proven by `credential` (its API token; `None` only for
-    /// anonymous), valid until `expires_at`.
+    /// anonymous), valid until `expires_at`, carrying the push `window` if one is given.
     pub fn issue_registry_token(
         &self,
         user: &UserInfo,
         credential: Option<&SecretString>,
         expires_at: u64,
+        window: Option<&window::PushWindow>,
     ) -> Result<Issued, TokenError> {
-        self.issue_identity(user, credential, REGISTRY_AUDIENCE, expires_at)
+        self.issue_identity(user, credential, REGISTRY_AUDIENCE, expires_at, window)
     }
 
     /// Checks a registry token; `Err` for anything else, an API token included.
     pub fn verify_registry_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
         self.verified(token)?.identity(REGISTRY_AUDIENCE)
-    }
-
-    /// Checks a registry token but for its expiry: for a push that outlives the ID token its
-    /// registry token was capped by (docs/behaviour.md §3).
-    pub fn verify_registry_token_ignoring_expiry(
-        &self,
-        token: &str,
-    ) -> Result<RegistryClaims, TokenError> {
-        let mut validation = self.registry.clone();
-        validation.validate_exp = false;
-        decode(token, &self.decoding, &validation)
     }
 
     /// A refresh token for `user`, proven by `credential`, that expires at `expires_at`.
@@ -420,7 +449,7 @@ impl Signer {
         credential: &SecretString,
         expires_at: u64,
     ) -> Result<Issued, TokenError> {
-        self.issue_identity(user, Some(credential), REFRESH_AUDIENCE, expires_at)
+        self.issue_identity(user, Some(credential), REFRESH_AUDIENCE, expires_at, None)
     }
 
     /// Checks a refresh token.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::{Authn, Authority, AuthorityError};
+use super::{AfterExpiry, Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
 use crate::upstream::keyring::Keyring;
@@ -59,8 +59,8 @@ impl Authority for Measured {
         self.0.pull_keyring(user, namespace).await
     }
 
-    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
-        self.0.expired_identity(token).await
+    async fn after_expiry(&self, token: &SecretString) -> AfterExpiry {
+        self.0.after_expiry(token).await
     }
 
     async fn ready(&self) -> Result<(), AuthorityError> {

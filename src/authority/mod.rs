@@ -33,6 +33,20 @@ pub enum Authn {
     },
 }
 
+/// What an authority can tell of a credential that verified once and has expired since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterExpiry {
+    /// It verifies but for its expiry, and names this identity as the authority sees it now.
+    Identity(UserInfo),
+    /// It is refused for more than its expiry (forged, or its subject deleted or recreated).
+    Refused {
+        /// Why, safe to show the client.
+        reason: String,
+    },
+    /// The authority cannot tell: a Kubernetes API server reviews unexpired tokens only.
+    CannotTell,
+}
+
 /// The authority could not answer; the gateway fails closed with 503.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum AuthorityError {
@@ -89,12 +103,11 @@ pub trait Authority: Send + Sync + 'static {
         Ok(Default::default())
     }
 
-    /// Who `token` names when it is refused only for having expired: an ID token of a trusted
-    /// OIDC issuer whose signature, issuer and audience still verify. Only for a push that
-    /// started while it was valid (docs/behaviour.md §3); `None` for anything else (default).
-    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
+    /// What the authority can still tell of `token` after its expiry, for a push that started
+    /// while it was valid (docs/behaviour.md §3). Default: it cannot tell.
+    async fn after_expiry(&self, token: &SecretString) -> AfterExpiry {
         let _ = token;
-        None
+        AfterExpiry::CannotTell
     }
 
     /// Whether the authority answers at all, for `/readyz`: `Err` says why not. Default: it is

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Authn, Authority, AuthorityError};
+use super::{AfterExpiry, Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;
 use crate::oidc::{IssuerSettings, Issuers};
 use crate::policy::{Attributes, Decision};
@@ -67,8 +67,12 @@ impl Authority for Trusting {
         self.inner.pull_keyring(user, namespace).await
     }
 
-    async fn expired_identity(&self, token: &SecretString) -> Option<UserInfo> {
-        self.issuers.expired_identity(token.expose_secret()).await
+    async fn after_expiry(&self, token: &SecretString) -> AfterExpiry {
+        match self.issuers.after_expiry(token.expose_secret()).await {
+            Some(Ok(user)) => AfterExpiry::Identity(user),
+            Some(Err(reason)) => AfterExpiry::Refused { reason },
+            None => self.inner.after_expiry(token).await,
+        }
     }
 
     async fn ready(&self) -> Result<(), AuthorityError> {

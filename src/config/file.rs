@@ -111,6 +111,7 @@ pub(super) struct ConnectionsSection {
 pub(super) struct FailedLoginsSection {
     pub(super) burst: Option<u32>,
     pub(super) refill: Option<String>,
+    pub(super) replicas: Option<u32>,
 }
 
 /// One entry of `remotes:`: a namespace whose images are pulled from another registry.

@@ -95,9 +95,19 @@ pub(super) fn failed_logins(
                 .into(),
         });
     }
+    let replicas = section.replicas.unwrap_or(1);
+    if replicas == 0 {
+        return Err(ConfigError::Field {
+            origin: origin.to_string(),
+            field: "failed_logins.replicas",
+            reason: "must be at least 1 (the number of replicas behind one address)".into(),
+        });
+    }
+    // Each replica counts alone (docs/architecture.md, "Replicas"): a share of the burst and of
+    // the refill each, so N replicas together allow about what one would.
     Ok(FailedLoginSettings {
-        burst: section.burst.unwrap_or(d.burst),
-        refill,
+        burst: section.burst.unwrap_or(d.burst).div_ceil(replicas),
+        refill: refill.saturating_mul(replicas),
     })
 }
 

@@ -512,3 +512,18 @@ fn console_errors_name_the_field() {
         assert!(e.contains(field) && e.contains(hint), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn failed_login_limits_are_shared_out_among_replicas() {
+    let c = load_yaml(
+        "failed_logins:\n  burst: 30\n  refill: 1s\n  replicas: 4\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(c.failed_logins.burst, 8, "30 over 4 replicas, rounded up");
+    assert_eq!(c.failed_logins.refill, std::time::Duration::from_secs(4));
+    let e = load_yaml("failed_logins:\n  replicas: 0\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("failed_logins.replicas"), "{e}");
+}

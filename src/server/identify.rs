@@ -19,22 +19,21 @@ use crate::token::{RegistryClaims, Signer};
 impl Gateway {
     /// Who is calling: anonymous, a registry token's identity, or an API token's (asked of the
     /// authority). A credential that is present but unusable is a 401 with `invalid_token`,
-    /// unless the request is a step of a push to `push_to` and the credential's only fault is
-    /// its expiry inside an open push window (`server/push_window.rs`). The flag says whether
-    /// the credential verified in full.
+    /// unless the request is a step of a push to `push_to` made with a registry token whose
+    /// push window admits it (`server/push_window.rs`).
     pub(super) async fn identify(
         &self,
         headers: &HeaderMap,
         public: &PublicOrigin,
         scope: Option<&str>,
         push_to: Option<&str>,
-    ) -> Result<(Caller, bool), ApiError> {
+    ) -> Result<Caller, ApiError> {
         let header = headers.get(header::AUTHORIZATION);
         if header.is_some_and(|h| h.len() > identity::MAX_AUTHORIZATION_LEN) {
             return Err(ApiError::HeaderTooLarge);
         }
         let token = match identity::credential(header) {
-            Ok(Credential::Anonymous) => return Ok((Caller::anonymous(), true)),
+            Ok(Credential::Anonymous) => return Ok(Caller::anonymous()),
             Ok(Credential::Token(token)) => token,
             Err(CredentialError::UnknownScheme) => {
                 return Err(self.challenge(
@@ -49,30 +48,25 @@ impl Gateway {
             }
         };
         let identities = self.identities();
-        // Kept only where a push window may take it.
-        let kept = push_to.map(|_| token.clone());
         let authn = match self.signer.verify_registry_token(token.expose_secret()) {
-            Ok(claims) => identities.reauthenticate(&claims).await,
+            Ok(claims) => match (identities.reauthenticate(&claims).await?, push_to) {
+                (Err(reason), Some(repository)) => identities
+                    .in_push_window(&claims, repository)
+                    .await
+                    .unwrap_or(Err(reason)),
+                (authn, _) => authn,
+            },
             // Not one of regate's registry tokens: an API token for the authority.
-            Err(_) => identities.authenticate(token).await,
+            Err(_) => identities.authenticate(token).await?,
         };
-        match authn? {
-            Ok(caller) => Ok((caller, true)),
-            Err(reason) => {
-                if let (Some(token), Some(repository)) = (kept, push_to)
-                    && let Some((caller, _)) =
-                        identities.in_push_window(&token, &[repository]).await
-                {
-                    return Ok((caller, false));
-                }
-                Err(self.challenge(
-                    public,
-                    scope,
-                    Some("invalid_token"),
-                    &format!("{reason}: log in again with a valid token"),
-                ))
-            }
-        }
+        authn.map_err(|reason| {
+            self.challenge(
+                public,
+                scope,
+                Some("invalid_token"),
+                &format!("{reason}: log in again with a valid token"),
+            )
+        })
     }
 
     /// What authenticating needs: the key of registry tokens and the authority.
@@ -80,7 +74,6 @@ impl Gateway {
         Identities {
             signer: &self.signer,
             authority: self.decisions.authority().as_ref(),
-            push_windows: &self.push_windows,
         }
     }
 }
@@ -91,7 +84,6 @@ impl Gateway {
 pub(super) struct Identities<'a> {
     signer: &'a Signer,
     authority: &'a dyn Authority,
-    push_windows: &'a super::push_window::PushWindows,
 }
 
 impl Identities<'_> {
@@ -109,22 +101,14 @@ impl Identities<'_> {
         })
     }
 
-    /// Who an expired `token` names, and when the first of the push windows open for that
-    /// identity on `repositories` closes (for the token endpoint; see `push_window.rs`).
+    /// Who a registry token whose credential is refused names inside its push window, for a
+    /// step of a push to `repository` (see `push_window.rs`); `None` when no window admits it.
     pub(super) async fn in_push_window(
         &self,
-        token: &SecretString,
-        repositories: &[&str],
-    ) -> Option<(Caller, u64)> {
-        let (user, closes) = self
-            .push_windows
-            .admit(self.signer, self.authority, token, repositories)
-            .await?;
-        let caller = Caller {
-            user,
-            token: Some(token.clone()),
-        };
-        Some((caller, closes))
+        claims: &RegistryClaims,
+        repository: &str,
+    ) -> Option<Result<Caller, String>> {
+        super::push_window::admit(self.signer, self.authority, claims, repository).await
     }
 
     /// Who the holder of a verified registry or refresh token is now: its sealed API token

@@ -93,7 +93,6 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!("identity.oidc: {e}"))?;
         Ok(Gateway {
             audit,
-            push_windows: super::push_window::PushWindows::new(config.token_lifetime),
             admission: super::shed::Admission::new(config.connections.max_in_flight),
             decisions: Decisions::new(
                 Arc::new(crate::authority::measured::Measured(authority)),

@@ -99,6 +99,7 @@ async fn an_authority_that_cannot_answer_gets_503_and_nothing_is_forwarded() {
             &user,
             Some(&SecretString::from("api-token")),
             crate::token::now() + 60,
+            None,
         )
         .unwrap()
         .token;

@@ -27,10 +27,10 @@ use crate::cache::Decisions;
 use crate::config::TokenServerSettings;
 use crate::error::ApiError;
 use crate::identity::{self, Caller, Credential, UserInfo};
-use crate::token::Issued;
-use crate::token::Signer;
 use crate::token::distribution::{DistributionClaims, ResourceActions};
 use crate::token::keys::LiveKey;
+use crate::token::window::PushWindow;
+use crate::token::{Issued, Signer};
 
 /// Largest OAuth2 form body read.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -156,11 +156,11 @@ pub(super) async fn handle(
     let credential = identity::credential(header).map_err(|e| ApiError::InvalidCredential {
         message: e.to_string(),
     })?;
-    let (caller, until) = match credential {
-        Credential::Anonymous => (Caller::anonymous(), None),
-        Credential::Token(token) => authenticate_for_scopes(ep, token, &params.asked).await?,
+    let caller = match credential {
+        Credential::Anonymous => Caller::anonymous(),
+        Credential::Token(token) => authenticate_api_token(ep, token).await?,
     };
-    respond(ep, realm, &caller, &params, until).await
+    respond(ep, realm, &caller, &params).await
 }
 
 /// The OAuth2 form: `grant_type=password` (password = API token) or `refresh_token`.
@@ -178,8 +178,8 @@ async fn post(
                 .take()
                 .filter(|p| !p.expose_secret().is_empty())
                 .ok_or_else(|| bad("grant_type=password needs a password (the API token)"))?;
-            let (caller, until) = authenticate_for_scopes(ep, password, &params.asked).await?;
-            respond(ep, realm, &caller, &params, until).await
+            let caller = authenticate_api_token(ep, password).await?;
+            respond(ep, realm, &caller, &params).await
         }
         Some("refresh_token") => {
             let token = params
@@ -206,7 +206,7 @@ async fn post(
                 offline: false,
                 ..params
             };
-            respond(ep, realm, &caller, &params, None).await
+            respond(ep, realm, &caller, &params).await
         }
         Some(other) => Err(bad(&format!(
             "grant_type {other:?} is not supported; use password or refresh_token"
@@ -228,56 +228,25 @@ async fn authenticate_api_token(
         })
 }
 
-/// Who `token` belongs to, and `None`; or, when it is refused only for its expiry and every
-/// scope asked is a repository with a push window open for its identity, that identity and
-/// when the first window closes (`server/push_window.rs`).
-async fn authenticate_for_scopes(
-    ep: &Endpoint<'_>,
-    token: SecretString,
-    asked: &[Scope],
-) -> Result<(Caller, Option<u64>), ApiError> {
-    let kept = token.clone();
-    match authenticate_api_token(ep, token).await {
-        Ok(caller) => Ok((caller, None)),
-        Err(refused) => {
-            let repositories: Vec<&str> = asked
-                .iter()
-                .filter(|s| s.kind == "repository")
-                .map(|s| s.name.as_str())
-                .collect();
-            if repositories.len() < asked.len() {
-                return Err(refused);
-            }
-            match ep.identities.in_push_window(&kept, &repositories).await {
-                Some((caller, closes)) => Ok((caller, Some(closes))),
-                None => Err(refused),
-            }
-        }
-    }
-}
-
 /// The token response for `caller`: the realm's token, and a refresh token when asked for.
-/// Neither outlives the caller's API token where its expiry can be read, nor `until` (the end
-/// of the push windows an expired credential was taken in; no refresh token then).
+/// Neither outlives the caller's API token where its expiry can be read, but for the push
+/// window a gateway token may carry (`token/window.rs`).
 async fn respond(
     ep: &Endpoint<'_>,
     realm: Realm<'_>,
     caller: &Caller,
     params: &Params,
-    until: Option<u64>,
 ) -> Result<Response, ApiError> {
     let user = &caller.user;
     ep.trail.identify(user);
     let api_token = caller.token.as_ref();
     // Whole seconds, rounded down: a token never ends after its API token.
-    let api_expiry = until.or_else(|| {
-        api_token
-            .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
-            .map(|exp| exp as u64)
-    });
+    let api_expiry = api_token
+        .and_then(|t| crate::token::unverified_expiry(t.expose_secret()))
+        .map(|exp| exp as u64);
     let (issued, scope) = match realm {
         Realm::Gateway => {
-            let issued = gateway_token(ep, caller, api_expiry)?;
+            let issued = gateway_token(ep, caller, api_expiry, &params.asked)?;
             let scope = (!params.scopes.is_empty()).then(|| params.scopes.join(" "));
             (issued, scope)
         }
@@ -295,21 +264,20 @@ async fn respond(
     // Reviewing as the caller hands the caller's own API token back as the access token: a
     // refresh token would add nothing, and OpenShift's registry issues none there either.
     let reviews_as_caller = ep.decisions.authority().needs_caller_token();
-    let refresh_token =
-        match api_token.filter(|_| params.offline && !reviews_as_caller && until.is_none()) {
-            Some(api_token) => {
-                let cap = crate::token::now() + REFRESH_MAX.as_secs();
-                let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
-                Some(
-                    ep.signer
-                        .issue_refresh_token(user, api_token, expires_at)
-                        .map_err(sign_error)?
-                        .token,
-                )
-            }
-            // Anonymous callers have nothing to refresh.
-            None => None,
-        };
+    let refresh_token = match api_token.filter(|_| params.offline && !reviews_as_caller) {
+        Some(api_token) => {
+            let cap = crate::token::now() + REFRESH_MAX.as_secs();
+            let expires_at = api_expiry.map_or(cap, |e| e.min(cap));
+            Some(
+                ep.signer
+                    .issue_refresh_token(user, api_token, expires_at)
+                    .map_err(sign_error)?
+                    .token,
+            )
+        }
+        // Anonymous callers have nothing to refresh.
+        None => None,
+    };
     let realm_label = match realm {
         Realm::Gateway => "gateway",
         Realm::TokenServer(_) => "token_server",
@@ -352,15 +320,35 @@ fn sign_error(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
 }
 
 /// The gateway realm's token: a registry token carrying the caller's API token sealed, or, when
-/// the authority reviews as the caller, the caller's own API token handed back.
+/// the authority reviews as the caller, the caller's own API token handed back. A registry
+/// token asked for push by a caller whose API token ends before it carries a push window and
+/// lives until the window closes (`token/window.rs`).
 fn gateway_token(
     ep: &Endpoint<'_>,
     caller: &Caller,
     api_expiry: Option<u64>,
+    asked: &[Scope],
 ) -> Result<Issued, ApiError> {
     let issued_at = crate::token::now();
     let lifetime_end = issued_at + ep.token_lifetime.as_secs();
-    let expires_at = api_expiry.map_or(lifetime_end, |e| e.min(lifetime_end));
+    let pushed: Vec<String> = asked
+        .iter()
+        .filter(|s| s.kind == "repository" && s.actions.iter().any(|a| a == "push" || a == "*"))
+        .map(|s| s.name.clone())
+        .collect();
+    let window = caller.token.as_ref().and_then(|_| {
+        PushWindow::at_issue(
+            &caller.user,
+            api_expiry,
+            pushed,
+            issued_at,
+            ep.token_lifetime,
+        )
+    });
+    let expires_at = match &window {
+        Some(window) => window.closes,
+        None => api_expiry.map_or(lifetime_end, |e| e.min(lifetime_end)),
+    };
     match caller
         .token
         .as_ref()
@@ -375,7 +363,12 @@ fn gateway_token(
         }),
         None => ep
             .signer
-            .issue_registry_token(&caller.user, caller.token.as_ref(), expires_at)
+            .issue_registry_token(
+                &caller.user,
+                caller.token.as_ref(),
+                expires_at,
+                window.as_ref(),
+            )
             .map_err(sign_error),
     }
 }

@@ -29,7 +29,7 @@ fn kinds_do_not_mix() {
     let user = UserInfo::authenticated("alice".into(), "u".into(), vec![]);
     let credential = SecretString::from(api.token.clone());
     let reg = s
-        .issue_registry_token(&user, Some(&credential), now() + 60)
+        .issue_registry_token(&user, Some(&credential), now() + 60, None)
         .unwrap();
     assert!(s.verify_api_token(&reg.token).is_err());
     assert!(s.verify_refresh_token(&reg.token).is_err());
@@ -88,7 +88,7 @@ fn another_key_and_expiry_are_refused() {
     assert!(err.contains("another key"), "{err}");
     let user = UserInfo::anonymous();
     let expired = signer()
-        .issue_identity(&user, None, REGISTRY_AUDIENCE, now() - 10)
+        .issue_identity(&user, None, REGISTRY_AUDIENCE, now() - 10, None)
         .unwrap();
     // issue_identity never issues an already-expired token
     assert!(expired.expires_at > now() - 1);

@@ -147,6 +147,7 @@ impl EnvBuilder {
             registry: None,
             token_registry: None,
             regate: None,
+            replicas: Vec::new(),
             upstream: String::new(),
             public_url: self.public_url.clone(),
             serve_args: self.serve_args.clone(),
@@ -211,6 +212,8 @@ pub struct Env {
     /// A second registry with `auth: token`, for token-server mode.
     token_registry: Option<Registry>,
     regate: Option<Regate>,
+    /// More `regate serve` processes on the same state (`start_replicas`).
+    replicas: Vec<Regate>,
     state: PathBuf,
     upstream: String,
     public_url: Option<String>,
@@ -436,10 +439,42 @@ impl Env {
     /// Start (or restart) `regate serve` against this Env's upstream and state.
     pub fn start_regate(&mut self) {
         self.stop_regate();
+        let args = self.serve_command(&self.listen.clone());
+        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+    }
+
+    /// `n` more `regate serve` processes like this Env's, each on a port of its own: replicas
+    /// sharing its state, config (so `token.key_file`), upstream and authority, as replicas
+    /// behind a load balancer do. Their addresses.
+    pub fn start_replicas(&mut self, n: usize) -> Vec<SocketAddr> {
+        (0..n)
+            .map(|_| {
+                let args = self.serve_command("127.0.0.1:0");
+                let replica = Regate::start_with(self.dir(), &args, &self.regate_env);
+                let addr = replica.addr;
+                self.replicas.push(replica);
+                addr
+            })
+            .collect()
+    }
+
+    /// SIGKILL replica `i` (of [`Env::start_replicas`]), as a node failure would.
+    pub fn kill_replica(&mut self, i: usize) {
+        kill(&mut self.replicas[i].child);
+    }
+
+    /// The stderr (log) of replica `i`.
+    pub fn replica_log(&self, i: usize) -> String {
+        read_lossy(&self.replicas[i].stderr)
+    }
+
+    /// The arguments of `regate serve` on `listen`, starting the authority first if this Env
+    /// has one and it is not running.
+    fn serve_command(&mut self, listen: &str) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
-            self.listen.clone(),
+            listen.to_string(),
             "--upstream".into(),
             self.upstream.clone(),
             "--state".into(),
@@ -472,7 +507,7 @@ impl Env {
             }
         }
         args.extend(self.serve_args.iter().cloned());
-        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+        args
     }
 
     /// The authority mode of this Env.
@@ -902,6 +937,15 @@ impl Drop for Env {
                 eprintln!(
                     "---- regate authority serve stderr (tail) ----\n{}",
                     tail(&read_lossy(&a.stderr), 25)
+                );
+            }
+        }
+        for (i, mut r) in self.replicas.drain(..).enumerate() {
+            kill(&mut r.child);
+            if panicking {
+                eprintln!(
+                    "---- replica {i} stderr (tail) ----\n{}",
+                    tail(&read_lossy(&r.stderr), 25)
                 );
             }
         }

@@ -172,3 +172,11 @@ impl Issuer {
         )
     }
 }
+
+/// Seconds since the epoch, as JWT claims count them.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64
+}

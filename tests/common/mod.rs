@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+mod balancer;
 mod browser;
 mod containerd;
 mod docker;
@@ -24,6 +25,8 @@ mod recorder;
 mod tls;
 
 // Each test file uses some of these; the rest are unused there.
+#[allow(unused_imports)]
+pub use balancer::*;
 #[allow(unused_imports)]
 pub use browser::*;
 #[allow(unused_imports)]

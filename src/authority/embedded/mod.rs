@@ -45,7 +45,7 @@ pub use ops::{LinkFor, SecretError, SubjectRef};
 pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
 pub use store::{Layout, Store, StoreError, User};
 
-use super::{Authn, Authority, AuthorityError};
+use super::{AfterExpiry, Authn, Authority, AuthorityError};
 use crate::identity::UserInfo;
 use crate::policy::{Attributes, Decision};
 use crate::token::{Signer, TokenError};
@@ -214,6 +214,27 @@ impl Authority for Embedded {
                 ),
             },
         })
+    }
+
+    async fn after_expiry(&self, token: &SecretString) -> AfterExpiry {
+        let claims = match self
+            .signer
+            .load()
+            .verify_api_token_ignoring_expiry(token.expose_secret())
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                return AfterExpiry::Refused {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        match self.caller_of(&claims.sub, &claims.uid) {
+            Some(caller) => AfterExpiry::Identity(caller),
+            None => AfterExpiry::Refused {
+                reason: format!("{} no longer exists (deleted or recreated)", claims.sub),
+            },
+        }
     }
 
     async fn authorize(
