@@ -627,3 +627,47 @@ fn keys_show_prints_the_block_keys_init_printed() {
         show_output(&again)
     );
 }
+
+/// The token-server realm takes no expired credential: not the API token, and not a gateway
+/// registry token that carries a push window made from it (the registry would honour what the
+/// realm signs without asking regate again).
+#[test]
+fn the_token_server_realm_takes_no_expired_credential() {
+    let env = token_env();
+    let api = env.regate_ok(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "project-a",
+        "--duration",
+        "2s",
+    ]);
+    let scope = "repository:project-a/app:pull,push";
+    let windowed = Reply::from_request(
+        env.client()
+            .get(format!("{}/openshift/token?scope={scope}", env.url()))
+            .basic_auth("anything", Some(&api)),
+    );
+    env.expect_status(&windowed, 200, "a gateway token asked for push");
+    let windowed = windowed.json()["token"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    for (what, credential) in [
+        ("the expired API token", &api),
+        ("its windowed token", &windowed),
+    ] {
+        for realm in ["/token", "/openshift/token"] {
+            let url = add_query(
+                &format!("{}{realm}?service={SERVICE}", env.url()),
+                "scope",
+                scope,
+            );
+            let reply = Reply::from_request(
+                env.client()
+                    .get(url)
+                    .basic_auth("anything", Some(credential)),
+            );
+            env.expect_error(&reply, 401, "UNAUTHORIZED", &format!("{what} at {realm}"));
+        }
+    }
+}
