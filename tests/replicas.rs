@@ -13,7 +13,8 @@ const REPLICAS: usize = 3;
 const CI_SUB: &str = "repo:org/app:ref:refs/heads/main";
 const CI_USER: &str = "ci:repo:org/app:ref:refs/heads/main";
 
-/// Three replicas behind nginx, trusting an OIDC issuer, with project-a and project-b.
+/// Three replicas behind nginx, trusting an OIDC issuer, with project-a and project-b, and
+/// [`CI_USER`] allowed to push to project-a.
 struct Cluster {
     env: Env,
     lb: Balancer,
@@ -31,6 +32,15 @@ impl Cluster {
             config.push_str(KUBERNETES_TEST_CONFIG);
         }
         env.set_gateway_config(&config);
+        // The CI identity of the issuer's tokens pushes to project-a.
+        env.regate_ok(&[
+            "policy",
+            "add-role-to-user",
+            "system:image-pusher",
+            CI_USER,
+            "-n",
+            "project-a",
+        ]);
         let replicas = env.start_replicas(REPLICAS);
         let lb = Balancer::start(env.dir(), &replicas, env.registry_addr(), "1m");
         Cluster { env, lb, issuer }
@@ -204,12 +214,6 @@ type Credential = (&'static str, String);
 fn a_skopeo_push_outlives_its_credential_on_every_replica() {
     let cluster = Cluster::start();
     let env = &cluster.env;
-    env.policy(
-        "add-role-to-user",
-        "system:image-pusher",
-        CI_USER,
-        "project-a",
-    );
     env.change(&["create", "user", "alice"]);
     env.policy(
         "add-role-to-user",
@@ -219,15 +223,8 @@ fn a_skopeo_push_outlives_its_credential_on_every_replica() {
     );
     const LIFE: i64 = 3;
     let life = format!("{LIFE}s");
-    let id_token = {
-        let t = now();
-        let mut claims = cluster.issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
-        // Minted ten minutes ago; the 30 s leeway after `exp` leaves it LIFE seconds.
-        for (claim, at) in [("iat", t - 600), ("nbf", t - 600), ("exp", t + LIFE - 30)] {
-            claims[claim] = at.into();
-        }
-        cluster.issuer.mint("es-1", &claims)
-    };
+    // An ID token minted ten minutes ago: the 30 s leeway after `exp` leaves it LIFE seconds.
+    let id_token = cluster.issuer.token_until(CI_SUB, now() + LIFE - 30);
     let credentials: Vec<Credential> = vec![
         (
             "API token",
@@ -235,40 +232,35 @@ fn a_skopeo_push_outlives_its_credential_on_every_replica() {
         ),
         (
             "service-account token",
-            env.regate_ok(&[
-                "create",
-                "token",
-                "builder",
-                "-n",
-                "project-a",
-                "--duration",
-                &life,
-            ]),
+            env.token_for("builder", "project-a", &life),
         ),
         ("ID token", id_token),
     ];
+    for i in 0..credentials.len() {
+        seed_two_layers(env, &format!("src/slow-{i}"));
+    }
     let started = Instant::now();
-    let copies: Vec<_> = credentials
-        .iter()
-        .enumerate()
-        .map(|(i, (what, credential))| {
-            let source = format!("src/slow-{i}");
-            seed_two_layers(env, &source);
-            let from = format!("docker://{}/{source}:v1", cluster.lb.slow_source);
-            let to = cluster.reference(&format!("project-a/outlived-{i}:v1"));
-            let credential = credential.clone();
-            let what = *what;
-            // skopeo is a child process: one thread each runs the three copies at once.
-            let dir = env.dir().to_path_buf();
-            thread::spawn(move || (what, skopeo_with(&dir, &from, &to, &credential)))
-        })
-        .collect();
-    for copy in copies {
-        let (what, out) = copy.join().expect("copy thread");
-        let took = started.elapsed();
+    // The three copies at once, each skopeo a child process of its own thread.
+    let copies: Vec<_> = thread::scope(|scope| {
+        let running: Vec<_> = credentials
+            .iter()
+            .enumerate()
+            .map(|(i, (what, credential))| {
+                let from = format!("docker://{}/src/slow-{i}:v1", cluster.lb.slow_source);
+                let to = cluster.reference(&format!("project-a/outlived-{i}:v1"));
+                scope.spawn(move || (*what, env.skopeo_copy(&from, &to, Some(credential))))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|copy| copy.join().expect("copy thread"))
+            .collect()
+    });
+    let took = started.elapsed();
+    for (what, out) in copies {
         assert!(
             took > Duration::from_secs(LIFE as u64 + 1),
-            "{what}: the copy took {took:?}, not longer than its credential's {LIFE} s"
+            "{what}: the copies took {took:?}, not longer than the credentials' {LIFE} s"
         );
         if env.mode() == AuthorityMode::KubernetesSelf {
             expect_failure(
@@ -288,38 +280,6 @@ fn a_skopeo_push_outlives_its_credential_on_every_replica() {
     }
 }
 
-/// `skopeo copy --dest-creds anything:CREDENTIAL FROM TO` with its files in a dir of its own.
-fn skopeo_with(
-    dir: &std::path::Path,
-    from: &str,
-    to: &str,
-    credential: &str,
-) -> std::process::Output {
-    let own = tempfile::tempdir_in(dir).expect("dir").keep();
-    let auth = own.join("auth.json");
-    std::fs::write(&auth, "{\"auths\":{}}").expect("authfile");
-    let mut cmd = std::process::Command::new("skopeo");
-    cmd.arg("--insecure-policy")
-        .arg("--tmpdir")
-        .arg(&own)
-        .args([
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg("--authfile")
-        .arg(&auth)
-        .arg("--dest-creds")
-        .arg(format!("anything:{credential}"))
-        .arg(from)
-        .arg(to)
-        .env("HOME", &own)
-        .env("TMPDIR", &own)
-        .stdin(std::process::Stdio::null());
-    run_bounded(cmd, Duration::from_secs(300))
-}
-
 /// Inside a push window only its own credential's registry token is taken, for the steps of a
 /// push to its repository: no older credential of the same identity, no registry token without
 /// a window, no pull, no delete, no catalog, no other repository, no token from the realm; and
@@ -328,20 +288,8 @@ fn skopeo_with(
 fn a_push_window_takes_its_own_credential_for_its_push_and_nothing_else() {
     let cluster = Cluster::start();
     let env = &cluster.env;
-    env.policy(
-        "add-role-to-user",
-        "system:image-pusher",
-        CI_USER,
-        "project-a",
-    );
     let scope = "repository:project-a/pushed:pull,push";
-    let mint = |exp: i64| {
-        let mut claims = cluster.issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
-        for (claim, at) in [("iat", exp - 600), ("nbf", exp - 600), ("exp", exp)] {
-            claims[claim] = at.into();
-        }
-        cluster.issuer.mint("es-1", &claims)
-    };
+    let mint = |exp: i64| cluster.issuer.token_until(CI_SUB, exp);
     let t = now();
     // Valid for 3 s more (30 s leeway): its registry token carries a window on `pushed`.
     let current = mint(t + 3 - 30);
@@ -353,15 +301,7 @@ fn a_push_window_takes_its_own_credential_for_its_push_and_nothing_else() {
         "a pull token",
     );
     // An API token's registry token, asked without push: no window either.
-    let api = env.regate_ok(&[
-        "create",
-        "token",
-        "builder",
-        "-n",
-        "project-a",
-        "--duration",
-        "3s",
-    ]);
+    let api = env.token_for("builder", "project-a", "3s");
     let api_pull_only = cluster.token_of(
         &cluster.registry_token(&api, "repository:project-a/pushed:pull"),
         "an API token's pull token",
@@ -511,15 +451,7 @@ fn deleting_the_service_account_ends_its_push_window() {
         "system:serviceaccount:project-a:pusher",
         "project-a",
     );
-    let api = env.regate_ok(&[
-        "create",
-        "token",
-        "pusher",
-        "-n",
-        "project-a",
-        "--duration",
-        "2s",
-    ]);
+    let api = env.token_for("pusher", "project-a", "2s");
     let windowed = cluster.token_of(
         &cluster.registry_token(&api, "repository:project-a/gone:pull,push"),
         "a push token",

@@ -155,15 +155,7 @@ fn deleting_a_service_account_or_namespace_stops_its_tokens() {
 #[test]
 fn no_token_outlives_its_api_token() {
     let env = Env::with_projects();
-    let api = env.regate_ok(&[
-        "create",
-        "token",
-        "builder",
-        "-n",
-        "project-a",
-        "--duration",
-        "600s",
-    ]);
+    let api = env.token_for("builder", "project-a", "600s");
     let reply = env.post_token_form(&[
         ("grant_type", "password"),
         ("password", &api),

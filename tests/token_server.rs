@@ -634,15 +634,7 @@ fn keys_show_prints_the_block_keys_init_printed() {
 #[test]
 fn the_token_server_realm_takes_no_expired_credential() {
     let env = token_env();
-    let api = env.regate_ok(&[
-        "create",
-        "token",
-        "builder",
-        "-n",
-        "project-a",
-        "--duration",
-        "2s",
-    ]);
+    let api = env.token_for("builder", "project-a", "2s");
     let scope = "repository:project-a/app:pull,push";
     let windowed = Reply::from_request(
         env.client()

@@ -658,6 +658,11 @@ impl Env {
         t
     }
 
+    /// An API token of service account `sa` in `ns` that expires after `duration` (e.g. `3s`).
+    pub fn token_for(&self, sa: &str, ns: &str, duration: &str) -> String {
+        self.regate_ok(&["create", "token", sa, "-n", ns, "--duration", duration])
+    }
+
     /// An API token of user `name`.
     pub fn user_token(&self, name: &str) -> String {
         let t = self.regate_ok(&["create", "token", "--user", name]);
