@@ -436,10 +436,28 @@ impl Env {
     /// Start (or restart) `regate serve` against this Env's upstream and state.
     pub fn start_regate(&mut self) {
         self.stop_regate();
+        if self.mode.is_kubernetes() && self.authority.is_none() {
+            self.start_authority(None);
+        }
+        let args = self.serve_command(&self.listen);
+        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+    }
+
+    /// Another `regate serve` as [`Env::start_regate`] starts it (same state directory, so the
+    /// same signing key; same upstream, config and arguments) on a free port: a replica behind
+    /// the same load balancer (so not with an address of its own in the config, such as
+    /// `console.listen`). Killed when the [`Replica`] drops.
+    pub fn start_replica(&self) -> Replica {
+        let args = self.serve_command("127.0.0.1:0");
+        Replica(Regate::start_with(self.dir(), &args, &self.regate_env))
+    }
+
+    /// The arguments of `regate serve` listening on `listen`, its config file written.
+    fn serve_command(&self, listen: &str) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
-            self.listen.clone(),
+            listen.to_string(),
             "--upstream".into(),
             self.upstream.clone(),
             "--state".into(),
@@ -460,9 +478,6 @@ impl Env {
             args.extend(["--config".into(), path.display().to_string()]);
         }
         if self.mode.is_kubernetes() {
-            if self.authority.is_none() {
-                self.start_authority(None);
-            }
             for arg in ["--authority", "kubernetes", "--kubeconfig"] {
                 args.push(arg.into());
             }
@@ -472,7 +487,7 @@ impl Env {
             }
         }
         args.extend(self.serve_args.iter().cloned());
-        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+        args
     }
 
     /// The authority mode of this Env.
@@ -889,6 +904,34 @@ impl Env {
     pub fn seed(&self, repo: &str, tag: &str, image: &Image) {
         if let Err(reply) = push_image(&self.registry_url(), Auth::None, repo, tag, image) {
             panic!("seeding {repo}:{tag} on the registry failed: {reply}");
+        }
+    }
+}
+
+/// A second `regate serve` on an [`Env`]'s state ([`Env::start_replica`]).
+pub struct Replica(Regate);
+
+impl Replica {
+    /// `http://127.0.0.1:PORT` of this replica.
+    pub fn url(&self) -> String {
+        let scheme = if self.0.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.0.addr)
+    }
+
+    /// Everything this replica printed on stderr.
+    pub fn log(&self) -> String {
+        read_lossy(&self.0.stderr)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        kill(&mut self.0.child);
+        if thread::panicking() {
+            eprintln!(
+                "---- replica regate serve stderr (tail) ----\n{}",
+                tail(&self.log(), 40)
+            );
         }
     }
 }
