@@ -300,7 +300,9 @@ impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings {
             listen: None,
-            session_idle: std::time::Duration::from_secs(30 * 60),
+            // Short: a copy of a session cookie outlives sign-out until it idles out
+            // (docs/console.md, "Signing in").
+            session_idle: std::time::Duration::from_secs(15 * 60),
             session_max: std::time::Duration::from_secs(8 * 3600),
         }
     }

@@ -7,8 +7,9 @@
 //!
 //! A registry or refresh token is never worth more than the API token it came from
 //! (docs/behaviour.md §10): it carries that API token sealed (AES-256-GCM under a key derived
-//! from the same secret), and every use authenticates the API token again, so the identity is
-//! the authority's current one and the token dies with its credential.
+//! from the same secret, [`seal`]), and every use authenticates the API token again, so the
+//! identity is the authority's current one and the token dies with its credential. The web
+//! console's session cookies are sealed the same way, for a purpose of their own.
 //!
 //! Clients send the same token with every request, so a token whose signature checked out is
 //! remembered by its SHA-256 for a few minutes ([`Verified`]): a repeat costs a hash and a
@@ -21,14 +22,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::UserInfo;
 
 pub mod distribution;
 pub mod keys;
+pub mod seal;
 pub mod window;
+
+pub use seal::Purpose;
 
 /// The `iss` of every token regate signs.
 pub const ISSUER: &str = "regate";
@@ -117,8 +121,8 @@ pub struct Issued {
 
 /// Signs and verifies regate's tokens with one secret.
 pub struct Signer {
-    /// Seals the API token inside registry and refresh tokens.
-    sealing: ring::aead::LessSafeKey,
+    /// Seals the API token inside registry and refresh tokens, and console sessions.
+    sealing: seal::Seals,
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// Any of the three audiences: what a token is, is read from the claims it verified with.
@@ -234,16 +238,8 @@ fn random_id() -> String {
 impl Signer {
     /// A signer for a raw secret.
     pub fn from_secret(secret: &[u8]) -> Self {
-        // A key of its own for sealing, derived so one secret file still holds everything.
-        let derived = ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
-            b"regate/seal-credential/v1",
-        );
-        let sealing = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, derived.as_ref())
-            .map(ring::aead::LessSafeKey::new)
-            .expect("an HMAC-SHA256 output is a valid AES-256 key");
         Signer {
-            sealing,
+            sealing: seal::Seals::derive(secret),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             any: validation(&[API_AUDIENCE, REGISTRY_AUDIENCE, REFRESH_AUDIENCE]),
@@ -346,46 +342,16 @@ impl Signer {
         Ok(verified)
     }
 
-    /// Seals `credential` for a token of `audience`: base64url(nonce || AES-256-GCM).
-    fn seal(&self, audience: &str, credential: &SecretString) -> Result<String, TokenError> {
-        self.seal_bytes(audience.as_bytes(), credential.expose_secret().as_bytes())
+    /// `plain` sealed for `purpose` under this key: text only a signer with the same secret
+    /// opens, and only for the same purpose ([`seal`]).
+    pub fn seal_for(&self, purpose: Purpose, plain: &[u8]) -> Result<String, TokenError> {
+        self.sealing.seal(purpose, plain)
     }
 
-    /// `plain` sealed under `aad`, which must be given again to open it.
-    fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Result<String, TokenError> {
-        use ring::aead::{Aad, NONCE_LEN, Nonce};
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::fill(&mut nonce);
-        let mut sealed = plain.to_vec();
-        self.sealing
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut sealed,
-            )
-            .map_err(|_| TokenError::Sign("cannot seal".into()))?;
-        let mut out = nonce.to_vec();
-        out.append(&mut sealed);
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
-    }
-
-    /// What [`Signer::seal_bytes`] sealed under `aad`; "malformed token" for anything else.
-    fn open_bytes(&self, aad: &[u8], sealed: &str) -> Result<Vec<u8>, TokenError> {
-        use ring::aead::{Aad, NONCE_LEN, Nonce};
-        let invalid = || TokenError::Invalid("malformed token".into());
-        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(sealed)
-            .map_err(|_| invalid())?;
-        if bytes.len() < NONCE_LEN {
-            return Err(invalid());
-        }
-        let mut text = bytes.split_off(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| invalid())?;
-        let plain = self
-            .sealing
-            .open_in_place(nonce, Aad::from(aad), &mut text)
-            .map_err(|_| invalid())?;
-        Ok(plain.to_vec())
+    /// What `sealed` holds, if [`Signer::seal_for`] made it for `purpose` under this key and it
+    /// was not altered; `Err` (never saying more) for anything else.
+    pub fn open_for(&self, purpose: Purpose, sealed: &str) -> Result<SecretSlice<u8>, TokenError> {
+        self.sealing.open(purpose, sealed)
     }
 
     /// The API token a verified registry or refresh token carries; `None` for anonymous ones.
@@ -393,9 +359,10 @@ impl Signer {
         let Some(sealed) = &claims.cred else {
             return Ok(None);
         };
-        let plain = self.open_bytes(claims.aud.as_bytes(), sealed)?;
-        let token =
-            String::from_utf8(plain).map_err(|_| TokenError::Invalid("malformed token".into()))?;
+        let invalid = || TokenError::Invalid("malformed token".into());
+        let purpose = credential_purpose(&claims.aud).ok_or_else(invalid)?;
+        let plain = self.open_for(purpose, sealed).map_err(|_| invalid())?;
+        let token = std::str::from_utf8(plain.expose_secret()).map_err(|_| invalid())?;
         Ok(Some(SecretString::from(token)))
     }
 
@@ -412,7 +379,13 @@ impl Signer {
             iss: ISSUER.into(),
             aud: audience.into(),
             sub: user.name.clone(),
-            cred: credential.map(|c| self.seal(audience, c)).transpose()?,
+            cred: credential
+                .map(|c| {
+                    let purpose = credential_purpose(audience)
+                        .ok_or_else(|| TokenError::Sign(format!("no credential in {audience}")))?;
+                    self.seal_for(purpose, c.expose_secret().as_bytes())
+                })
+                .transpose()?,
             win: window.map(|w| self.seal_window(w)).transpose()?,
             iat,
             exp: expires_at.max(iat + 1),
@@ -455,6 +428,15 @@ impl Signer {
     /// Checks a refresh token.
     pub fn verify_refresh_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
         self.verified(token)?.identity(REFRESH_AUDIENCE)
+    }
+}
+
+/// What the credential inside a token of `audience` is sealed for.
+fn credential_purpose(audience: &str) -> Option<Purpose> {
+    match audience {
+        REGISTRY_AUDIENCE => Some(Purpose::RegistryCredential),
+        REFRESH_AUDIENCE => Some(Purpose::RefreshCredential),
+        _ => None,
     }
 }
 

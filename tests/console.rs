@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -264,9 +265,11 @@ fn a_namespace_admin_sees_only_their_namespace() {
 }
 
 /// A client of the console without a browser: its own cookie handling, so every header shows.
+/// Like a browser, it keeps the session cookie each answer sets (the session travels in it).
 struct Visitor {
     base: String,
-    cookie: Option<String>,
+    /// `__Host-regate-console=VALUE`, as last set.
+    cookie: RefCell<Option<String>>,
 }
 
 impl Visitor {
@@ -276,28 +279,51 @@ impl Visitor {
 
     /// A visitor of the console at `base`, e.g. `http://127.0.0.1:PORT`.
     fn at(base: String) -> Self {
-        Visitor { base, cookie: None }
+        Visitor {
+            base,
+            cookie: RefCell::new(None),
+        }
     }
 
-    /// Signs in with `token`: the raw `Set-Cookie` on success.
+    /// A visitor of `base` holding a copy of `other`'s session cookie.
+    fn with_cookie_of(base: String, other: &Visitor) -> Self {
+        let visitor = Visitor::at(base);
+        *visitor.cookie.borrow_mut() = other.cookie();
+        visitor
+    }
+
+    /// The session cookie held, as sent.
+    fn cookie(&self) -> Option<String> {
+        self.cookie.borrow().clone()
+    }
+
+    /// Signs in with `token`; a 303 sets the session cookie.
     fn sign_in(&mut self, token: &str) -> Reply {
         let reply = self.post("/console/login", &[("token", token)], &[]);
         if reply.status == 303 {
-            let set = reply
-                .header("set-cookie")
-                .expect("a session cookie")
-                .to_string();
-            self.cookie = set.split(';').next().map(str::to_string);
+            assert!(self.cookie().is_some(), "a session cookie");
+        }
+        reply
+    }
+
+    /// Sends `request` with the session cookie and keeps the one the answer sets.
+    fn send(&self, mut request: reqwest::blocking::RequestBuilder) -> Reply {
+        if let Some(cookie) = self.cookie() {
+            request = request.header("Cookie", cookie);
+        }
+        let reply = Reply::from_request(request);
+        if let Some(set) = reply.header("set-cookie") {
+            let pair = set.split(';').next().unwrap_or_default();
+            *self.cookie.borrow_mut() = pair
+                .strip_prefix("__Host-regate-console=")
+                .filter(|value| !value.is_empty())
+                .map(|_| pair.to_string());
         }
         reply
     }
 
     fn get(&self, path: &str) -> Reply {
-        let mut request = client().get(format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
-            request = request.header("Cookie", cookie);
-        }
-        Reply::from_request(request)
+        self.send(client().get(format!("{}{path}", self.base)))
     }
 
     fn post(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
@@ -308,13 +334,10 @@ impl Visitor {
         {
             request = request.header("Origin", &self.base);
         }
-        if let Some(cookie) = &self.cookie {
-            request = request.header("Cookie", cookie);
-        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        Reply::from_request(request)
+        self.send(request)
     }
 
     /// The CSRF token of the session, from a page's sign-out form.
@@ -492,7 +515,9 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
         400
     );
 
-    // Signed out: the cookie opens nothing any more.
+    // Signed out: the browser's cookie is deleted. A copy taken before still opens until its
+    // idle or max limit, or until its token is revoked (docs/console.md, "Signing in").
+    let copy = Visitor::with_cookie_of(env.url(), &visitor);
     let out = visitor.post("/console/logout", &[("csrf", &csrf)], &[]);
     assert_eq!(out.status, 303);
     assert!(
@@ -500,16 +525,25 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
             .unwrap_or_default()
             .contains("Max-Age=0")
     );
+    assert_eq!(visitor.cookie(), None);
     assert_eq!(
         visitor.get("/console/namespaces").header("location"),
         Some("/console/login")
     );
+    assert_eq!(copy.get("/console/namespaces").status, 200);
 
-    // A deleted user's session ends at the next page.
+    // A deleted user's session ends at the next page, and every copy of its cookie with it.
+    let nobody_copy = Visitor::with_cookie_of(env.url(), &nobody);
     env.change(&["delete", "user", "nobody"]);
     let ended = nobody.get("/console/namespaces");
     assert_eq!(ended.status, 401);
     assert!(ended.text().contains("Your session ended"));
+    assert_eq!(
+        nobody.cookie(),
+        None,
+        "the ended session's cookie is deleted"
+    );
+    assert_eq!(nobody_copy.get("/console/namespaces").status, 401);
 
     // The access log names the viewer of each page; no token reached the log.
     let log = env.regate_log();
@@ -523,6 +557,120 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
     for token in [&ann, &forged] {
         assert!(!log.contains(token.as_str()), "a token in regate's log");
     }
+}
+
+/// The length of the session cookie `reply` sets, `Set-Cookie` attributes included.
+fn cookie_len(reply: &Reply) -> usize {
+    reply.header("set-cookie").expect("a session cookie").len()
+}
+
+#[test]
+fn replicas_sharing_the_signing_key_share_sessions() {
+    let Some(mut env) = console_env() else { return };
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    let replica = format!("http://{}", env.start_replicas(1)[0]);
+
+    // Signed in on the first, with the CSRF token of one of its pages.
+    let mut first = Visitor::new(&env);
+    let signed_in = first.sign_in(&ann);
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    eprintln!(
+        "session cookie for an API token of {} characters: {} bytes",
+        ann.len(),
+        cookie_len(&signed_in)
+    );
+    let csrf = first.csrf();
+
+    // Every page of the other replica knows the session, and each re-issues the cookie.
+    let second = Visitor::with_cookie_of(replica, &first);
+    for path in [
+        "/console/namespaces",
+        "/console/namespaces/project-a",
+        "/console/decisions",
+    ] {
+        let reply = second.get(path);
+        assert_eq!(reply.status, 200, "{path} on the replica: {}", reply.text());
+        assert!(
+            reply.text().contains("id=\"signed-in-as\">ann<"),
+            "{path} on the replica"
+        );
+        let set = reply.header("set-cookie").unwrap_or_default();
+        assert!(set.starts_with("__Host-regate-console="), "{path}: {set}");
+    }
+
+    // A grant posted there with the first's CSRF token is made, and its outcome shows on the
+    // first replica's next page.
+    let done = second.post(
+        "/console/namespaces/project-a/grant",
+        &[
+            ("csrf", &csrf),
+            ("role", "system:image-puller"),
+            ("kind", "user"),
+            ("subject", "carol"),
+        ],
+        &[],
+    );
+    assert_eq!(done.status, 303, "{}", done.text());
+    assert!(bindings(&env, "project-a").contains("carol"));
+    let back = Visitor::with_cookie_of(env.url(), &second);
+    let page = back.get("/console/namespaces/project-a").text();
+    assert!(
+        page.contains(
+            "Done: regate policy add-role-to-user system:image-puller carol -n project-a"
+        ),
+        "{page}"
+    );
+    assert!(
+        !back
+            .get("/console/namespaces/project-a")
+            .text()
+            .contains("Done: "),
+        "the outcome is shown once"
+    );
+
+    // Signing out on one replica deletes the browser's cookie for all.
+    let out = second.post("/console/logout", &[("csrf", &csrf)], &[]);
+    assert_eq!(out.status, 303);
+    assert_eq!(second.cookie(), None);
+
+    // A regate with another signing key opens nothing of it: sign in again, never a 500.
+    let stranger = Env::builder()
+        .upstream("http://127.0.0.1:9")
+        .serve_arg("--console")
+        .run();
+    let foreign = Visitor::with_cookie_of(stranger.url(), &first);
+    let refused = foreign.get("/console/namespaces");
+    assert_eq!(refused.status, 303);
+    assert_eq!(refused.header("location"), Some("/console/login"));
+    assert_eq!(
+        foreign.cookie(),
+        None,
+        "the cookie that did not open is deleted"
+    );
+    let sealed = first.cookie().unwrap_or_default();
+    let value = sealed.trim_start_matches("__Host-regate-console=");
+    let (head, tail) = value.split_at(value.len() / 2);
+    let flipped = if tail.starts_with('A') { "B" } else { "A" };
+    for garbage in [
+        "x".to_string(),
+        "%00%ff".to_string(),
+        value[..value.len() - 3].to_string(),
+        format!("{head}{flipped}{}", &tail[1..]),
+        "A".repeat(6000),
+    ] {
+        let reply = Reply::from_request(
+            client()
+                .get(format!("{}/console/namespaces", env.url()))
+                .header("Cookie", format!("__Host-regate-console={garbage}")),
+        );
+        assert_eq!(reply.status, 303, "cookie {garbage:.40}");
+        assert_eq!(reply.header("location"), Some("/console/login"));
+    }
+    assert_eq!(
+        first.get("/console/namespaces").status,
+        200,
+        "still signed in"
+    );
 }
 
 #[test]
@@ -674,6 +822,39 @@ fn an_id_token_signs_in_and_pull_secrets_show_by_name_only() {
     for secret in ["s3cret-pass", "robot-account", "registry.example.com"] {
         assert!(!page.contains(secret), "the page shows {secret}");
     }
+    // A realistic ID token fits: RS256, profile claims and forty groups.
+    let mut claims = issuer.claims("ops", OIDC_AUDIENCE, 3600);
+    claims["name"] = "Olivia Operator".into();
+    claims["email"] = "olivia.operator@example.com".into();
+    claims["email_verified"] = true.into();
+    claims["groups"] = (0..40)
+        .map(|i| format!("team-{i:02}-registry-operators"))
+        .collect::<Vec<_>>()
+        .into();
+    let id_token = issuer.mint("rs-1", &claims);
+    let reply = Visitor::new(&env).sign_in(&id_token);
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    eprintln!(
+        "session cookie for an ID token of {} characters: {} bytes (ES256 minimal one of {}: {})",
+        id_token.len(),
+        cookie_len(&reply),
+        issuer.token("ops").len(),
+        cookie_len(&Visitor::new(&env).sign_in(&issuer.token("ops")))
+    );
+    assert!(cookie_len(&reply) <= 4096);
+    // One too long for a cookie is refused, saying why.
+    claims["padding"] = "p".repeat(3000).into();
+    let too_long = issuer.mint("rs-1", &claims);
+    let reply = Visitor::new(&env).sign_in(&too_long);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.header("set-cookie").is_none());
+    let text = reply.text();
+    assert!(
+        text.contains("too long for the session cookie") && text.contains("regate create token"),
+        "{text}"
+    );
+    assert!(!text.contains(&too_long));
+
     // A token from an issuer regate does not trust is refused.
     let stranger = Issuer::start();
     assert_eq!(

@@ -47,7 +47,7 @@ pub struct Console {
 pub(super) struct Viewer {
     user: UserInfo,
     token: SecretString,
-    session: Arc<Session>,
+    session: Session,
     /// Whether they see every namespace (cluster `list rolebindings`).
     cluster: bool,
 }
@@ -91,9 +91,9 @@ impl Console {
         recent: Arc<Recent>,
     ) -> Arc<Console> {
         Arc::new(Console {
+            sessions: Sessions::new(gateway.signer.clone(), settings),
             gateway,
             embedded,
-            sessions: Sessions::new(settings),
             recent,
         })
     }
@@ -130,7 +130,7 @@ impl Console {
     }
 
     /// The signed-in viewer of a request: its session's token authenticated again, so a
-    /// revoked or expired token ends the session here.
+    /// revoked or expired token ends the session here, on whichever replica.
     async fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, Refused> {
         let Some(session) = self.sessions.find(headers) else {
             return Err(Refused::SignIn(None));
@@ -138,7 +138,7 @@ impl Console {
         let user = match self.authenticate(&session.token).await? {
             Ok(user) => user,
             Err(reason) => {
-                self.sessions.end(headers);
+                // The answer deletes the cookie; any copy of it fails here the same way.
                 return Err(Refused::SignIn(Some(format!(
                     "Your session ended: {reason}. Sign in with a valid token."
                 ))));

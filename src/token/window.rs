@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RegistryClaims, Signer, TokenError};
-use crate::identity::UserInfo;
+use secrecy::ExposeSecret;
 
-/// What the window is sealed under, apart from every other sealed value.
-const AAD: &[u8] = b"regate/push-window/v1";
+use super::{Purpose, RegistryClaims, Signer, TokenError};
+use crate::identity::UserInfo;
 
 /// A push window, as a registry token carries it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,7 +72,7 @@ impl Signer {
     /// `window`, sealed for a registry token's `win` claim.
     pub(super) fn seal_window(&self, window: &PushWindow) -> Result<String, TokenError> {
         let plain = serde_json::to_vec(window).map_err(|e| TokenError::Sign(e.to_string()))?;
-        self.seal_bytes(AAD, &plain)
+        self.seal_for(Purpose::PushWindow, &plain)
     }
 
     /// The push window a verified registry token carries, if any.
@@ -81,8 +80,8 @@ impl Signer {
         let Some(sealed) = &claims.win else {
             return Ok(None);
         };
-        let plain = self.open_bytes(AAD, sealed)?;
-        serde_json::from_slice(&plain)
+        let plain = self.open_for(Purpose::PushWindow, sealed)?;
+        serde_json::from_slice(plain.expose_secret())
             .map(Some)
             .map_err(|_| TokenError::Invalid("malformed token".into()))
     }

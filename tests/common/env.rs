@@ -468,9 +468,12 @@ impl Env {
         read_lossy(&self.replicas[i].stderr)
     }
 
-    /// The arguments of `regate serve` on `listen`, starting the authority first if this Env
-    /// has one and it is not running.
+    /// The arguments of `regate serve` on `listen`, its config file written; the authority is
+    /// started first if this Env has one and it is not running.
     fn serve_command(&mut self, listen: &str) -> Vec<String> {
+        if self.mode.is_kubernetes() && self.authority.is_none() {
+            self.start_authority(None);
+        }
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -495,9 +498,6 @@ impl Env {
             args.extend(["--config".into(), path.display().to_string()]);
         }
         if self.mode.is_kubernetes() {
-            if self.authority.is_none() {
-                self.start_authority(None);
-            }
             for arg in ["--authority", "kubernetes", "--kubeconfig"] {
                 args.push(arg.into());
             }

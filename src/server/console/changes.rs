@@ -139,7 +139,7 @@ async fn change_bindings(
         })
         .await;
     attempt.audit(303, done.as_ref().err().map(String::as_str));
-    Ok(finish(&viewer, done, &command, &ns, form.decision))
+    Ok(finish(console, &viewer, done, &command, &ns, form.decision))
 }
 
 /// A change asked for, as the audit log records it.
@@ -191,9 +191,11 @@ fn command(verb: &str, role: &str, subject: &SubjectRef, ns: &str) -> String {
     format!("regate policy {verb}-{kind} {role} {subject} -n {ns}")
 }
 
-/// Tells the viewer what the change did (on the next page) and goes back: to the decision the
-/// grant was applied from, or to the namespace.
+/// Tells the viewer what the change did (on the next page, through the session cookie this
+/// answer re-issues) and goes back: to the decision the grant was applied from, or to the
+/// namespace.
 fn finish(
+    console: &Console,
     viewer: &Viewer,
     done: Result<(), String>,
     command: &str,
@@ -211,9 +213,7 @@ fn finish(
         Some(seq) => format!("/console/decisions/{seq}"),
         None => format!("/console/namespaces/{ns}"),
     };
-    let mut response = Redirect::to(&to).into_response();
-    super::handlers::identify(viewer, &mut response);
-    response
+    super::handlers::for_viewer(console, viewer, Redirect::to(&to).into_response())
 }
 
 impl Console {

@@ -16,6 +16,7 @@ use secrecy::SecretString;
 
 use super::super::access_log::Trail;
 use super::pages::{self, Filter, Who};
+use super::session::{SessionError, Sessions};
 use super::{Console, Identified, Refused, Seen, Viewer};
 use crate::identity::UserInfo;
 use crate::policy::{self, Attributes, Grantee};
@@ -94,12 +95,15 @@ async fn guarded(mut response: Response) -> Response {
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         let (status, title, message) = match self {
-            Refused::SignIn(None) => return Redirect::to("/console/login").into_response(),
+            // No live session: the cookie that failed to open is deleted.
+            Refused::SignIn(None) => {
+                return signed_out(Redirect::to("/console/login").into_response());
+            }
             Refused::SignIn(Some(message)) => {
-                return page(
+                return signed_out(page(
                     StatusCode::UNAUTHORIZED,
                     pages::sign_in(Some(&message), false),
-                );
+                ));
             }
             Refused::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
             Refused::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
@@ -130,18 +134,33 @@ fn page(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
-/// A page for `viewer`, who is named on the access line.
-fn viewed(viewer: &Viewer, markup: Markup) -> Response {
-    let mut response = page(StatusCode::OK, markup);
-    identify(viewer, &mut response);
+/// `response` with the session cookie deleted.
+fn signed_out(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, Sessions::end());
     response
 }
 
-/// Leaves `viewer` in `response` for the access line.
-pub(super) fn identify(viewer: &Viewer, response: &mut Response) {
+/// A page for `viewer` (see [`for_viewer`]).
+fn viewed(console: &Console, viewer: &Viewer, markup: Markup) -> Response {
+    for_viewer(console, viewer, page(StatusCode::OK, markup))
+}
+
+/// `response` answering `viewer`: their session re-issued, last used now and with its flash as
+/// the page left it (docs/console.md, "Signing in"), and their name left for the access line.
+pub(super) fn for_viewer(console: &Console, viewer: &Viewer, mut response: Response) -> Response {
+    match console.sessions.renew(&viewer.session) {
+        Ok(cookie) => {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+        // The cookie the browser has stays good until its idle limit.
+        Err(error) => tracing::warn!(%error, "console: cannot renew the session"),
+    }
     response
         .extensions_mut()
         .insert(Identified(viewer.user.clone()));
+    response
 }
 
 fn who(viewer: &Viewer) -> Who<'_> {
@@ -197,8 +216,28 @@ async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response,
     let token = SecretString::from(token);
     match console.authenticate(&token).await? {
         Ok(user) => {
+            let cookie = match console.sessions.start(token) {
+                Ok(cookie) => cookie,
+                Err(error @ SessionError::TooLong { .. }) => {
+                    let message = format!(
+                        "This token cannot be kept: {error}. Sign in with an API token \
+                         (regate create token --user NAME) or an ID token with fewer claims."
+                    );
+                    return Ok(page(
+                        StatusCode::BAD_REQUEST,
+                        pages::sign_in(Some(&message), plain),
+                    ));
+                }
+                Err(error @ SessionError::Seal(_)) => {
+                    tracing::error!(%error, "console: cannot start a session");
+                    let message = "regate could not start the session: see its log.";
+                    return Ok(page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        pages::refusal("Cannot sign in", message, None),
+                    ));
+                }
+            };
             tracing::info!(user = %user.name, "console: signed in");
-            let cookie = console.sessions.start(token);
             let mut response = Redirect::to("/console/namespaces").into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             response.extensions_mut().insert(Identified(user));
@@ -258,10 +297,7 @@ async fn sign_out(
     if !session.csrf_matches(&form.csrf) {
         return Err(csrf_refused());
     }
-    let cookie = console.sessions.end(&headers);
-    let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    Ok(response)
+    Ok(signed_out(Redirect::to("/console/login").into_response()))
 }
 
 pub(super) fn csrf_refused() -> Refused {
@@ -323,7 +359,7 @@ async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<
         })
         .collect();
     let markup = pages::namespaces(&who(&viewer), &rows, registry_error.as_deref());
-    Ok(viewed(&viewer, markup))
+    Ok(viewed(&console, &viewer, markup))
 }
 
 async fn namespace(
@@ -421,7 +457,7 @@ async fn namespace(
     };
     let flash = viewer.session.told();
     let markup = pages::namespace(&who(&viewer), &view, flash.as_ref());
-    Ok(viewed(&viewer, markup))
+    Ok(viewed(&console, &viewer, markup))
 }
 
 /// Grantees merged per subject, each with every binding that grants it.
@@ -455,7 +491,7 @@ async fn decisions(
     });
     let visible: Vec<String> = visible.into_iter().collect();
     let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
-    Ok(viewed(&viewer, markup))
+    Ok(viewed(&console, &viewer, markup))
 }
 
 /// Whether `viewer` may see decision `seen`: cluster viewers see all, others those about the
@@ -528,7 +564,7 @@ async fn decision(
     };
     let flash = viewer.session.told();
     let markup = pages::decision(&who(&viewer), &view, flash.as_ref());
-    Ok(viewed(&viewer, markup))
+    Ok(viewed(&console, &viewer, markup))
 }
 
 /// A role's rules as text: `get, update on imagestreams/layers`.
