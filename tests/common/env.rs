@@ -147,6 +147,7 @@ impl EnvBuilder {
             registry: None,
             token_registry: None,
             regate: None,
+            replicas: Vec::new(),
             upstream: String::new(),
             public_url: self.public_url.clone(),
             serve_args: self.serve_args.clone(),
@@ -211,6 +212,8 @@ pub struct Env {
     /// A second registry with `auth: token`, for token-server mode.
     token_registry: Option<Registry>,
     regate: Option<Regate>,
+    /// More `regate serve` processes on the same state ([`Env::start_replica`]).
+    replicas: Vec<Regate>,
     state: PathBuf,
     upstream: String,
     public_url: Option<String>,
@@ -436,10 +439,27 @@ impl Env {
     /// Start (or restart) `regate serve` against this Env's upstream and state.
     pub fn start_regate(&mut self) {
         self.stop_regate();
+        let args = self.serve_command(&self.listen.clone());
+        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+    }
+
+    /// Start one more `regate serve` like this Env's (upstream, state, config, flags) on a free
+    /// port, as replicas behind a load balancer are; killed with the Env. Its address.
+    pub fn start_replica(&mut self) -> SocketAddr {
+        let args = self.serve_command("127.0.0.1:0");
+        let replica = Regate::start_with(self.dir(), &args, &self.regate_env);
+        let addr = replica.addr;
+        self.replicas.push(replica);
+        addr
+    }
+
+    /// The arguments of `regate serve` listening on `listen`; writes its config file and, in
+    /// kubernetes modes, starts `regate authority serve` if it is not running.
+    fn serve_command(&mut self, listen: &str) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
-            self.listen.clone(),
+            listen.to_string(),
             "--upstream".into(),
             self.upstream.clone(),
             "--state".into(),
@@ -472,7 +492,7 @@ impl Env {
             }
         }
         args.extend(self.serve_args.iter().cloned());
-        self.regate = Some(Regate::start_with(self.dir(), &args, &self.regate_env));
+        args
     }
 
     /// The authority mode of this Env.
@@ -905,11 +925,17 @@ impl Drop for Env {
                 );
             }
         }
-        if let Some(mut r) = self.regate.take() {
+        let replicas = std::mem::take(&mut self.replicas);
+        for (i, mut r) in self.regate.take().into_iter().chain(replicas).enumerate() {
             kill(&mut r.child);
             if panicking {
+                let which = if i == 0 {
+                    "regate serve".to_string()
+                } else {
+                    format!("regate serve replica {i} ({})", r.addr)
+                };
                 eprintln!(
-                    "---- regate serve stderr (tail) ----\n{}\n---- regate serve stdout (tail) ----\n{}",
+                    "---- {which} stderr (tail) ----\n{}\n---- {which} stdout (tail) ----\n{}",
                     tail(&read_lossy(&r.stderr), 40),
                     tail(&read_lossy(&r.stdout), 10)
                 );
