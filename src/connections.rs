@@ -11,7 +11,10 @@
 //!   (the other half is for connections to the registry, the state directory and logs).
 //!
 //! "In flight" lasts from the request's head to the last byte of its response body, so a long
-//! pull or push is never mistaken for an idle connection.
+//! pull or push is never mistaken for an idle connection; over HTTP/1.1, a request body left
+//! unread (a refusal) is then read and thrown away within [`Linger::DEFAULT`], and the request
+//! stays in flight until that ends, so the answer reaches a client still sending and the
+//! connection can be kept ([`Lingering`]).
 //!
 //! With TLS ([`crate::tls`]) the handshake must also end within `header_timeout`; a client
 //! that negotiates `h2` by ALPN is served HTTP/2, any other HTTP/1.1.
@@ -22,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
@@ -34,7 +37,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::body::Watched;
+use crate::body::{Linger, Lingering, Watched};
 use crate::config::ConnectionSettings;
 
 /// What a listener serves: a `tower::Service` answering every request (an axum `Router`, or
@@ -334,7 +337,19 @@ impl<S: HttpService> Connection<S> {
             hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let in_flight = InFlight::new(&conn, &table);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                let response = app.clone().oneshot(req.map(Body::new));
+                // HTTP/2 ends an unread body by resetting the stream alone (NO_ERROR); HTTP/1.1
+                // has to read it, or close with the client still sending (`Lingering`).
+                let req = match protocol {
+                    Protocol::Http1 if !req.body().is_end_stream() => {
+                        let expects = req.headers().contains_key(http::header::EXPECT);
+                        let reading = InFlight::new(&conn, &table);
+                        req.map(|body| {
+                            Body::new(Lingering::new(body, reading, &Linger::DEFAULT, expects))
+                        })
+                    }
+                    Protocol::Http1 | Protocol::Http2 => req.map(Body::new),
+                };
+                let response = app.clone().oneshot(req);
                 async move {
                     let response = response.await?;
                     Ok::<_, std::convert::Infallible>(
