@@ -65,10 +65,10 @@ mod oidc;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Auth, Env, Image, TOKEN_SERVICE as SERVICE};
+use common::{Auth, Env, Image, Nginx, TOKEN_SERVICE as SERVICE};
 
 /// Size of the blobs pulled and pushed.
 const BLOB_BYTES: u64 = 1 << 30;
@@ -247,7 +247,7 @@ impl Bench {
             .token_server()
             .run();
 
-        let nginx = Nginx::start(env.dir(), &env.registry_addr().to_string());
+        let nginx = nginx(env.dir(), &env.registry_addr().to_string());
         let bearer = format!(
             "Bearer {}",
             registry_token(&env, &env.token("builder", "bench"))
@@ -696,44 +696,42 @@ fn curl_pull_with(url: &str, auth: &str, extra: &[&str]) -> f64 {
 
 /// A plain nginx reverse proxy to the registry, streaming both ways: the baseline a gateway
 /// has to beat.
-struct Nginx {
-    child: Child,
-    port: u16,
-    /// `http` or `https`.
-    scheme: &'static str,
+fn nginx(dir: &Path, upstream: &str) -> Nginx {
+    nginx_with(dir, "nginx", upstream, None)
 }
 
-impl Nginx {
-    fn start(dir: &Path, upstream: &str) -> Nginx {
-        Nginx::start_with(dir, "nginx", upstream, None)
-    }
+/// [`nginx`] in `dir/name`; with `htpasswd`, every request needs Basic credentials from it
+/// (`auth_basic`), the baseline of a gateway that checks a password per request.
+fn nginx_with(dir: &Path, name: &str, upstream: &str, htpasswd: Option<&Path>) -> Nginx {
+    nginx_proxy(dir, name, upstream, htpasswd, None, &[])
+}
 
-    /// An nginx in `dir/name`; with `htpasswd`, every request needs Basic credentials from it
-    /// (`auth_basic`), the baseline of a gateway that checks a password per request.
-    fn start_with(dir: &Path, name: &str, upstream: &str, htpasswd: Option<&Path>) -> Nginx {
-        Nginx::start_full(dir, name, upstream, htpasswd, None, &[])
-    }
+/// [`nginx`] in `dir/name` as one process (no master), started by `launcher` (e.g. valgrind
+/// and its arguments).
+fn nginx_under(dir: &Path, name: &str, upstream: &str, launcher: &[String]) -> Nginx {
+    nginx_proxy(dir, name, upstream, None, None, launcher)
+}
 
-    /// A plain nginx in `dir/name` as one process (no master), started by `launcher` (e.g.
-    /// valgrind and its arguments).
-    fn start_under(dir: &Path, name: &str, upstream: &str, launcher: &[String]) -> Nginx {
-        Nginx::start_full(dir, name, upstream, None, None, launcher)
-    }
+/// [`nginx`] in `dir/name` serving HTTPS (HTTP/1.1 and h2) with `cert` and `key`.
+fn nginx_tls(dir: &Path, name: &str, upstream: &str, cert: &Path, key: &Path) -> Nginx {
+    nginx_proxy(dir, name, upstream, None, Some((cert, key)), &[])
+}
 
-    /// An nginx in `dir/name` serving HTTPS (HTTP/1.1 and h2) with `cert` and `key`.
-    fn start_tls(dir: &Path, name: &str, upstream: &str, cert: &Path, key: &Path) -> Nginx {
-        Nginx::start_full(dir, name, upstream, None, Some((cert, key)), &[])
-    }
-
-    fn start_full(
-        dir: &Path,
-        name: &str,
-        upstream: &str,
-        htpasswd: Option<&Path>,
-        tls: Option<(&Path, &Path)>,
-        launcher: &[String],
-    ) -> Nginx {
-        let port = common::free_port();
+fn nginx_proxy(
+    dir: &Path,
+    name: &str,
+    upstream: &str,
+    htpasswd: Option<&Path>,
+    tls: Option<(&Path, &Path)>,
+    launcher: &[String],
+) -> Nginx {
+    let auth = htpasswd.map_or(String::new(), |file| {
+        format!(
+            "auth_basic \"registry\";\n      auth_basic_user_file {};\n      ",
+            file.display()
+        )
+    });
+    Nginx::start(dir, name, tls.is_some(), launcher, |port, root| {
         let listen = match tls {
             None => format!("listen 127.0.0.1:{port};"),
             Some((cert, key)) => format!(
@@ -742,94 +740,22 @@ impl Nginx {
                 key.display()
             ),
         };
-        let root = dir.join(name);
-        let auth = htpasswd.map_or(String::new(), |file| {
-            format!(
-                "auth_basic \"registry\";\n      auth_basic_user_file {};\n      ",
-                file.display()
-            )
-        });
-        fs::create_dir_all(&root).expect("create nginx dir");
-        let conf = root.join("nginx.conf");
-        fs::write(
-            &conf,
-            format!(
-                "daemon off;\n{processes}\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {root};\n  proxy_temp_path {root};\n\
-                 upstream registry {{ server {upstream}; keepalive 64; }}\n\
-                 server {{\n    {listen}\n    client_max_body_size 0;\n\
-                 location / {{\n      {auth}proxy_pass http://registry;\n      proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
-                 proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
-                root = root.display(),
-                auth = auth,
-                processes = if launcher.is_empty() {
-                    "worker_processes auto;"
-                } else {
-                    "master_process off;"
-                },
-            ),
+        format!(
+            "{processes}\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {root};\n  proxy_temp_path {root};\n\
+             upstream registry {{ server {upstream}; keepalive 64; }}\n\
+             server {{\n    {listen}\n    client_max_body_size 0;\n\
+             location / {{\n      {auth}proxy_pass http://registry;\n      proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
+             proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n",
+            root = root.display(),
+            processes = if launcher.is_empty() {
+                "worker_processes auto;"
+            } else {
+                "master_process off;"
+            },
         )
-        .expect("write nginx.conf");
-        let (program, before) = match launcher.split_first() {
-            Some((program, args)) => (program.as_str(), [args, &["nginx".to_string()]].concat()),
-            None => ("nginx", Vec::new()),
-        };
-        let child = Command::new(program)
-            .args(before)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let nginx = Nginx {
-            child,
-            port,
-            scheme,
-        };
-        common::wait_for(Duration::from_secs(60), "nginx to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        nginx
-    }
-
-    fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme, self.port)
-    }
-
-    /// The master and its workers.
-    fn pids(&self) -> Vec<u32> {
-        let master = self.child.id();
-        let children = fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .unwrap_or_default();
-        std::iter::once(master)
-            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its workers instead of orphaning them.
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 /// `tls`: a second regate and an nginx serving TLS (one certificate from a CA made here) in
@@ -867,7 +793,7 @@ fn measure_tls(bench: &Bench, blob: &Blob, seconds: u32) -> Vec<String> {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
     let tls_bearer = format!("Bearer {}", body["token"].as_str().expect("token"));
 
-    let nginx = Nginx::start_tls(
+    let nginx = nginx_tls(
         bench.env.dir(),
         "nginx-tls",
         &bench.env.registry_addr().to_string(),

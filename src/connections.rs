@@ -11,18 +11,25 @@
 //!   (the other half is for connections to the registry, the state directory and logs).
 //!
 //! "In flight" lasts from the request's head to the last byte of its response body, so a long
-//! pull or push is never mistaken for an idle connection.
+//! pull or push is never mistaken for an idle connection; over HTTP/1.1, a request body left
+//! unread (a refusal) is then read and thrown away within [`Linger::DEFAULT`], and the request
+//! stays in flight until that ends, so the answer reaches a client still sending and the
+//! connection can be kept ([`Lingering`]).
+//!
+//! Draining (after `stop`): connections are still accepted and served until no request has
+//! been in flight, on any connection, for [`QUIET`], counted from the signal or from the last
+//! request's end, whichever is later; a connection closing forgets nothing of that.
 //!
 //! With TLS ([`crate::tls`]) the handshake must also end within `header_timeout`; a client
 //! that negotiates `h2` by ALPN is served HTTP/2, any other HTTP/1.1.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
@@ -34,7 +41,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::body::Watched;
+use crate::body::{Linger, Lingering, Watched};
 use crate::config::ConnectionSettings;
 
 /// What a listener serves: a `tower::Service` answering every request (an axum `Router`, or
@@ -69,11 +76,23 @@ struct Table {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
     epoch: Instant,
+    /// When a request last ended or a connection was last accepted (or draining began), in ms
+    /// since `epoch`: kept here, not only per connection, so that a connection closing after
+    /// its last request does not take that request's end with it.
+    last_active: AtomicU64,
+    /// Set once accepting has stopped: a connection that joins the table later (its TLS
+    /// handshake was under way) closes as soon as it is idle.
+    closing: AtomicBool,
 }
 
 impl Table {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Something happened now that a draining server must wait [`QUIET`] after.
+    fn touch(&self) {
+        self.last_active.fetch_max(self.now_ms(), Ordering::Release);
     }
 
     fn len(&self) -> usize {
@@ -94,19 +113,25 @@ impl Table {
             .remove(&id);
     }
 
-    /// True when no connection has had a request in flight for `quiet`.
+    /// True when no request is in flight and none ended, nor was a connection accepted, within
+    /// `quiet`.
     fn quiet_for(&self, quiet: Duration) -> bool {
-        let now = self.now_ms();
         let quiet = u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX);
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.values().all(|c| {
-            c.in_flight.load(Ordering::Acquire) == 0
-                && now.saturating_sub(c.idle_since.load(Ordering::Relaxed)) >= quiet
-        })
+        // In flight first: a request ending stores `last_active` before it leaves `in_flight`.
+        conns
+            .values()
+            .all(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            && self
+                .now_ms()
+                .saturating_sub(self.last_active.load(Ordering::Acquire))
+                >= quiet
     }
 
-    /// Asks every connection to close (idle ones at once, busy ones after their requests).
+    /// Asks every connection to close (idle ones at once, busy ones after their requests),
+    /// and any that joins later.
     fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         for conn in conns.values() {
             conn.close.notify_one();
@@ -148,9 +173,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.conn
-            .idle_since
-            .store(self.table.now_ms(), Ordering::Relaxed);
+        let now = self.table.now_ms();
+        self.conn.idle_since.store(now, Ordering::Relaxed);
+        self.table.last_active.fetch_max(now, Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -216,20 +241,31 @@ pub async fn serve<S: HttpService>(
         conns: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
         epoch: Instant::now(),
+        last_active: AtomicU64::new(0),
+        closing: AtomicBool::new(false),
     });
     let mut last_accept_error = None::<Instant>;
     // Draining (after `stop`): `/readyz` already says 503, and connections are still accepted
-    // until no request has been in flight for `QUIET`, so a push or pull that is under way gets
-    // its next request in, even on a new connection, while load balancers stop sending new
-    // clients. Then accepting stops.
+    // until no request has been in flight for `QUIET` (counted from the signal at the
+    // earliest), so a push or pull that is under way gets its next request in, even on a new
+    // connection, while load balancers stop sending new clients. Then accepting stops.
     let mut drain_deadline = None::<Instant>;
     loop {
+        // Checked here too, so that connections arriving faster than the check below runs
+        // cannot hold the drain open past its deadline.
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            // In this order: the signal, a connection already waiting, and only then the check
+            // whether to stop accepting.
+            biased;
             _ = stop.wait_for(|stop| *stop), if drain_deadline.is_none() => {
                 drain_deadline = Some(Instant::now() + drain);
+                table.touch();
                 continue;
             }
+            accepted = listener.accept() => accepted,
             () = tokio::time::sleep(Duration::from_millis(50)), if drain_deadline.is_some() => {
                 if table.quiet_for(QUIET) || drain_deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -239,6 +275,7 @@ pub async fn serve<S: HttpService>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                table.touch();
                 if table.len() >= max && !table.shed_idlest() {
                     // Everyone is busy: refusing the newcomer keeps the others' transfers.
                     tracing::debug!(%peer, "connection refused: {max} connections, all busy");
@@ -280,8 +317,8 @@ pub async fn serve<S: HttpService>(
     }
 }
 
-/// How long no request may have been in flight before a draining server closes its
-/// connections.
+/// How long no request may have been in flight before a draining server stops accepting and
+/// closes its connections.
 const QUIET: Duration = Duration::from_secs(3);
 
 /// The HTTP version a connection speaks: HTTP/2 only when TLS negotiated `h2`.
@@ -334,7 +371,19 @@ impl<S: HttpService> Connection<S> {
             hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let in_flight = InFlight::new(&conn, &table);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                let response = app.clone().oneshot(req.map(Body::new));
+                // HTTP/2 ends an unread body by resetting the stream alone (NO_ERROR); HTTP/1.1
+                // has to read it, or close with the client still sending (`Lingering`).
+                let req = match protocol {
+                    Protocol::Http1 if !req.body().is_end_stream() => {
+                        let expects = req.headers().contains_key(http::header::EXPECT);
+                        let reading = InFlight::new(&conn, &table);
+                        req.map(|body| {
+                            Body::new(Lingering::new(body, reading, &Linger::DEFAULT, expects))
+                        })
+                    }
+                    Protocol::Http1 | Protocol::Http2 => req.map(Body::new),
+                };
+                let response = app.clone().oneshot(req);
                 async move {
                     let response = response.await?;
                     Ok::<_, std::convert::Infallible>(
@@ -356,7 +405,10 @@ impl<S: HttpService> Connection<S> {
         };
         let http = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(http);
-        let mut closing = false;
+        let mut closing = self.table.closing.load(Ordering::Acquire);
+        if closing {
+            http.as_mut().graceful_shutdown();
+        }
         loop {
             let idle_for = self
                 .table

@@ -410,6 +410,112 @@ fn sigterm_lets_a_push_in_flight_finish_and_exits_0() {
     );
 }
 
+/// A request sent on a connection of its own that regate closes after answering (as a client
+/// that does not reuse it), at `time` since `since`: its reply, or why there was none.
+fn once_at(env: &Env, since: Instant, time: Duration, request: &[u8]) -> std::io::Result<Reply> {
+    std::thread::sleep(time.saturating_sub(since.elapsed()));
+    env.raw(request)
+}
+
+/// The drain's quiet period (docs/behaviour.md §10) runs from the end of the last request on
+/// any connection, kept or since closed: a push whose data request ends after SIGTERM on a
+/// connection then closed gets its closing PUT in on a new connection 1 s later (it was refused
+/// when the quiet period was counted only over the connections still open), and a request 2 s
+/// after that is still accepted; then, 3 s with nothing in flight, regate exits 0.
+#[test]
+fn sigterm_accepts_new_connections_until_3_s_after_the_last_request_even_closed() {
+    use std::io::Write as _;
+    let mut env = Env::with_projects();
+    let builder = env.token("builder", "project-a");
+    let started = env.start_upload("project-a/drain", Auth::Basic(&builder));
+    let target = location_target(&env.expect_upload_started(&started, "upload start"));
+    let credentials = Auth::Basic(&builder).header().expect("Basic credentials");
+    // The data, chunked, on a connection of its own, in flight at SIGTERM.
+    let mut data = std::net::TcpStream::connect(env.addr()).expect("connect");
+    data.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "PATCH {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: {credentials}\r\n\
+         Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n5\r\nhello\r\n",
+        env.host()
+    );
+    data.write_all(head.as_bytes())
+        .expect("send the first chunk");
+    std::thread::sleep(Duration::from_millis(300));
+    env.signal_regate(libc::SIGTERM);
+    let signalled = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    data.write_all(b"0\r\n\r\n").expect("send the last chunk");
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut data, &mut reply).expect("the data request's answer");
+    // regate closed that connection (`Connection: close`): nothing is open now.
+    let data_ended = Instant::now();
+    let reply = parse_reply(&reply, false).expect("an HTTP reply");
+    let target = location_target(&env.expect_upload_started(&reply, "the data request"));
+    let put = build_raw(
+        "PUT",
+        &add_query(&target, "digest", &digest(b"hello")),
+        &env.host(),
+        &[("Authorization", credentials.as_str())],
+        b"",
+    );
+    let closing = once_at(&env, data_ended, Duration::from_secs(1), &put).unwrap_or_else(|e| {
+        panic!(
+            "the closing PUT {:?} after SIGTERM, 1 s after the data request ended: {e}\n{}",
+            signalled.elapsed(),
+            env.regate_log_tail(20)
+        )
+    });
+    env.expect_status(&closing, 201, "the closing PUT after SIGTERM");
+    let put_ended = Instant::now();
+    let healthz = build_raw("GET", "/healthz", &env.host(), &[], b"");
+    let later = once_at(&env, put_ended, Duration::from_secs(2), &healthz).unwrap_or_else(|e| {
+        panic!(
+            "a connection 2 s after the last request ended ({:?} after SIGTERM): {e}",
+            signalled.elapsed()
+        )
+    });
+    env.expect_status(&later, 200, "GET /healthz 2 s after the last request");
+    let last_ended = Instant::now();
+    let status = env.wait_regate(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "regate exits 0 after draining: {status:?}"
+    );
+    assert!(
+        last_ended.elapsed() >= Duration::from_millis(2900),
+        "regate waited 3 s after the last request: it exited {:?} after it",
+        last_ended.elapsed()
+    );
+}
+
+/// The quiet period starts at the signal at the earliest: an idle regate (no request for
+/// longer than 3 s) still accepts and answers a client 1.5 s after SIGTERM, with `/readyz` 503,
+/// so a load balancer that has not yet seen it draining loses no request; then it exits 0.
+#[test]
+fn sigterm_on_an_idle_regate_still_accepts_for_3_s() {
+    let mut env = Env::start();
+    let readyz = build_raw("GET", "/readyz", &env.host(), &[], b"");
+    env.expect_status(&env.raw(&readyz).expect("/readyz"), 200, "/readyz before");
+    std::thread::sleep(Duration::from_millis(3500));
+    env.signal_regate(libc::SIGTERM);
+    let signalled = Instant::now();
+    let draining = once_at(&env, signalled, Duration::from_millis(1500), &readyz)
+        .unwrap_or_else(|e| panic!("a connection 1.5 s after SIGTERM to an idle regate: {e}"));
+    env.expect_status(&draining, 503, "/readyz while draining");
+    let asked = Instant::now();
+    let status = env.wait_regate(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "regate exits 0 after draining: {status:?}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_millis(2900),
+        "regate waited 3 s after the last request: it exited {:?} after it",
+        asked.elapsed()
+    );
+}
+
 /// The value of the series `name{labels}` (labels as written, in order) in `text`.
 fn series(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()

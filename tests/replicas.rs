@@ -81,7 +81,7 @@ impl Cluster {
 
     /// A `docker://` reference through the balancer.
     fn reference(&self, repo_tag: &str) -> String {
-        format!("docker://{}/{repo_tag}", self.lb.addr)
+        format!("docker://{}/{repo_tag}", self.lb.addr())
     }
 }
 
@@ -246,7 +246,7 @@ fn a_skopeo_push_outlives_its_credential_on_every_replica() {
             .iter()
             .enumerate()
             .map(|(i, (what, credential))| {
-                let from = format!("docker://{}/src/slow-{i}:v1", cluster.lb.slow_source);
+                let from = format!("docker://{}/src/slow-{i}:v1", cluster.lb.slow_source());
                 let to = cluster.reference(&format!("project-a/outlived-{i}:v1"));
                 scope.spawn(move || (*what, env.skopeo_copy(&from, &to, Some(credential))))
             })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::chart::{self, Bar};
 use super::floor::Floor;
 use super::observe::{Gateway, Scraper};
-use super::{Bench, Nginx, cpu_seconds};
+use super::{Bench, cpu_seconds, nginx_with};
 
 /// Interleaved rounds of the four paths.
 const ROUNDS: u32 = 2;
@@ -85,7 +85,7 @@ pub fn measure(bench: &Bench, seconds: u32) -> Vec<String> {
     let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
     std::fs::write(&htpasswd, format!("bench:{hash}\n")).expect("write htpasswd");
     let registry = bench.env.registry_addr().to_string();
-    let guarded = Nginx::start_with(dir, "nginx-auth", &registry, Some(&htpasswd));
+    let guarded = nginx_with(dir, "nginx-auth", &registry, Some(&htpasswd));
     let basic = |user: &str, secret: &str| {
         use base64::Engine;
         format!(

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::floor::Floor;
-use super::{Bench, Nginx, common};
+use super::{Bench, common, nginx_under};
 use common::Auth;
 
 /// The table's header.
@@ -61,7 +61,7 @@ pub fn measure(bench: &Bench) -> Vec<String> {
     let token = bench.env.token("builder", "bench");
     let api = Auth::Basic(&token);
 
-    let nginx = Nginx::start_under(&dir, "nginx-callgrind", &registry, &launcher("nginx.cg"));
+    let nginx = nginx_under(&dir, "nginx-callgrind", &registry, &launcher("nginx.cg"));
     let nginx_count = count(&nginx.url(), nginx.pids()[0], api, &dir.join("nginx.cg"));
     drop(nginx);
 

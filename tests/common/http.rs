@@ -211,6 +211,51 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> io::Result<Reply> {
     parse_reply(&buf, is_head)
 }
 
+/// Read one reply with a `Content-Length` from `stream` and leave the connection open, for the
+/// next request on it (keep-alive). An error if the server closes first.
+pub fn read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut fill = |buf: &mut Vec<u8>| -> io::Result<()> {
+        match stream.read(&mut chunk)? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the whole reply",
+            )),
+            n => {
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    };
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        fill(&mut buf)?;
+    };
+    let head = parse_reply(&buf[..head_end], true)?;
+    let length: usize = match head.header("content-length") {
+        Some(value) => value
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?,
+        None if head.status == 204 || head.status == 304 => 0,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a reply without Content-Length",
+            ));
+        }
+    };
+    while buf.len() < head_end + length {
+        fill(&mut buf)?;
+    }
+    Ok(Reply {
+        body: buf[head_end..head_end + length].to_vec(),
+        ..head
+    })
+}
+
 pub(crate) fn read_until_close(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 64 * 1024];
     loop {

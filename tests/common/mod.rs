@@ -1,6 +1,6 @@
 //! Whole-process test fixture: a real `docker-registry` and a real `regate serve` in a temp
 //! dir, the `regate` CLI against the same state, and the clients the tests drive them with
-//! (reqwest, raw HTTP over a `TcpStream`, skopeo, the Docker engine).
+//! (reqwest, raw HTTP over a `TcpStream`, skopeo, the Docker engine), and nginx in front.
 //!
 //! Each test builds its own [`Env`], so tests run in parallel without sharing a port, a state
 //! dir, a credential file or an image tag. Every process is killed when the `Env` drops (also
@@ -19,6 +19,7 @@ mod docker;
 mod env;
 mod http;
 mod issuer;
+mod nginx;
 mod oci;
 mod process;
 mod recorder;
@@ -39,6 +40,8 @@ pub use env::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use issuer::*;
+#[allow(unused_imports)]
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use oci::*;
 #[allow(unused_imports)]
