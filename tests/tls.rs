@@ -14,15 +14,7 @@ use common::*;
 
 /// An Env whose regate serves TLS with a certificate of `ca` for the local names.
 fn tls_env(ca: &TestCa, builder: EnvBuilder) -> Env {
-    let names = local_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let cert = ca.server("gateway", &names);
-    builder
-        .serve_arg("--tls-cert")
-        .serve_arg(cert.cert_file.to_str().expect("utf-8 path"))
-        .serve_arg("--tls-key")
-        .serve_arg(cert.key_file.to_str().expect("utf-8 path"))
-        .run()
+    builder.tls(&ca.local_server("gateway")).run()
 }
 
 fn cert_dir(dir: &Path) -> tempfile::TempDir {
@@ -30,13 +22,6 @@ fn cert_dir(dir: &Path) -> tempfile::TempDir {
         .prefix("regate-ca-")
         .tempdir_in(dir)
         .expect("create the CA dir")
-}
-
-/// `curl ARGS`, bounded.
-fn curl(args: &[&str]) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "120"]).args(args);
-    run_bounded(cmd, Duration::from_secs(150))
 }
 
 /// `HTTP_VERSION STATUS` of `curl -o /dev/null URL` with `extra` flags.
@@ -302,16 +287,8 @@ fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connection
     let work = tempfile::tempdir().expect("dir");
     let first = TestCa::new(&work.path().join("first"), "first");
     let second = TestCa::new(&work.path().join("second"), "second");
-    let names = local_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let served = first.server("gateway", &names);
-    let env = Env::builder()
-        .namespaces(PROJECTS)
-        .serve_arg("--tls-cert")
-        .serve_arg(served.cert_file.to_str().expect("utf-8 path"))
-        .serve_arg("--tls-key")
-        .serve_arg(served.key_file.to_str().expect("utf-8 path"))
-        .run();
+    let served = first.local_server("gateway");
+    let env = Env::builder().namespaces(PROJECTS).tls(&served).run();
     let layout = work.path().join("big");
     let image = oci_layout_big(&layout, 256 << 20);
     let seed = env.skopeo_copy(
@@ -357,7 +334,7 @@ fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connection
         std::thread::sleep(Duration::from_millis(50));
     }
     // Rotate as cert-manager does: a new certificate, from another CA, over the same files.
-    let replacement = second.server("replacement", &names);
+    let replacement = second.local_server("replacement");
     fs::copy(&replacement.key_file, &served.key_file).expect("replace the key");
     fs::copy(&replacement.cert_file, &served.cert_file).expect("replace the certificate");
     let base = format!("{}/v2/", env.url());
