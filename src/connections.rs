@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, HttpBody as _};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use http::{Method, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -317,6 +318,27 @@ pub async fn serve<S: HttpService>(
     }
 }
 
+/// The answer to a HEAD: `response`'s headers, with the `Content-Length` its body would have
+/// had (RFC 9110 §9.3.2), and an empty body that says it has ended.
+///
+/// hyper's HTTP/1 never sends a body for HEAD, but its HTTP/2 sends whatever body it is given
+/// (a HEADERS frame without END_STREAM, then DATA), which clients reset as PROTOCOL_ERROR. So
+/// every answer of every listener passes here, whoever built it: regate's own errors, pages,
+/// health and forwarded answers (whose upstream `Content-Length` is kept, docs/behaviour.md §6).
+fn without_body(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    if !body.is_end_stream()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && let Some(len) = body.size_hint().exact()
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, len.into());
+    }
+    // Dropping the body ends it: the access line is written, and a forwarded answer's
+    // connection to the registry goes back to the pool (it has no body for a HEAD).
+    drop(body);
+    Response::from_parts(parts, Body::empty())
+}
+
 /// How long no request may have been in flight before a draining server stops accepting and
 /// closes its connections.
 const QUIET: Duration = Duration::from_secs(3);
@@ -373,6 +395,7 @@ impl<S: HttpService> Connection<S> {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 // HTTP/2 ends an unread body by resetting the stream alone (NO_ERROR); HTTP/1.1
                 // has to read it, or close with the client still sending (`Lingering`).
+                let head = req.method() == Method::HEAD;
                 let req = match protocol {
                     Protocol::Http1 if !req.body().is_end_stream() => {
                         let expects = req.headers().contains_key(http::header::EXPECT);
@@ -385,7 +408,10 @@ impl<S: HttpService> Connection<S> {
                 };
                 let response = app.clone().oneshot(req);
                 async move {
-                    let response = response.await?;
+                    let mut response = response.await?;
+                    if head {
+                        response = without_body(response);
+                    }
                     Ok::<_, std::convert::Infallible>(
                         response.map(|inner| Watched::body(inner, in_flight)),
                     )
@@ -439,5 +465,34 @@ impl<S: HttpService> Connection<S> {
             }
         }
         self.table.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+    use http::{HeaderValue, StatusCode};
+    use hyper::body::Body as _;
+
+    use super::*;
+
+    #[test]
+    fn an_answer_to_head_ends_at_once_and_keeps_its_length() {
+        // regate's own answer: the length its body would have had.
+        let own = without_body((StatusCode::NOT_FOUND, "not here\n").into_response());
+        assert_eq!(own.status(), StatusCode::NOT_FOUND);
+        assert_eq!(own.headers()[header::CONTENT_LENGTH], "9");
+        assert!(own.body().is_end_stream());
+        // A forwarded answer: the registry's length stays, whatever the body.
+        let mut forwarded = Response::new(Body::empty());
+        forwarded
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("4096"));
+        let forwarded = without_body(forwarded);
+        assert_eq!(forwarded.headers()[header::CONTENT_LENGTH], "4096");
+        assert!(forwarded.body().is_end_stream());
+        // No length invented where the answer had none.
+        let empty = without_body(Response::new(Body::empty()));
+        assert!(!empty.headers().contains_key(header::CONTENT_LENGTH));
     }
 }

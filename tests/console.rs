@@ -21,18 +21,22 @@ const PULLER: &str = "system:serviceaccount:project-a:default";
 
 /// A gateway serving the console, with project-a and project-b; `None` outside embedded mode.
 fn console_env() -> Option<Env> {
+    console_builder().map(EnvBuilder::run)
+}
+
+/// [`console_env`] serving HTTPS with `cert` (browsers then negotiate h2 by ALPN).
+fn console_env_tls(cert: &ServerCert) -> Option<Env> {
+    console_builder().map(|builder| builder.tls(cert).run())
+}
+
+fn console_builder() -> Option<EnvBuilder> {
     if AuthorityMode::from_env() != AuthorityMode::Embedded {
         eprintln!(
             "the console needs the embedded authority; see refused_without_the_embedded_authority"
         );
         return None;
     }
-    Some(
-        Env::builder()
-            .namespaces(PROJECTS)
-            .serve_arg("--console")
-            .run(),
-    )
+    Some(Env::builder().namespaces(PROJECTS).serve_arg("--console"))
 }
 
 /// User `name`, bound to `role` in `ns`, and an API token of theirs.
@@ -91,24 +95,32 @@ fn wait_text(browser: &Browser, css: &str, needle: &str, limit: Duration) -> Str
     }
 }
 
+/// Over HTTPS, so Chromium speaks h2 (`:authority`, no `Host`) for every page and form.
 #[test]
 fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes() {
-    let Some(env) = console_env() else { return };
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let cert = ca.local_server("gateway");
+    let Some(env) = console_env_tls(&cert) else {
+        return;
+    };
     pushed(&env, "project-b/app", "v1");
     let ops = admin(&env, "ops", "registry-admin", "project-b");
     let puller = env.token("default", "project-a");
-    let pull = || {
-        env.get_manifest("project-b/app", "v1", Auth::Basic(&puller))
-            .status
-    };
+    let pull = || env.https_manifest_status(&ca, "project-b/app", "v1", &puller);
     assert_eq!(
         pull(),
         403,
         "project-a's default service account may not pull project-b yet"
     );
 
-    let browser = Browser::start();
+    let browser = Browser::trusting(&cert);
     sign_in(&browser, &env, &ops);
+    assert_eq!(
+        browser.protocol(),
+        "h2",
+        "the sign-in form was posted over h2"
+    );
     let cookies = browser.cookies();
     assert!(
         cookies.contains(&("__Host-regate-console".into(), true, true, "Strict".into())),
@@ -163,6 +175,7 @@ fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes(
     browser.screenshot("denial");
     browser.click("#apply-grant");
     browser.wait_for("#now-allowed", Duration::from_secs(20));
+    assert_eq!(browser.protocol(), "h2");
     assert!(
         browser
             .text("#flash")
@@ -185,9 +198,7 @@ fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes(
     // New decisions appear without a reload (the page's script), newest first.
     browser.goto(&format!("{}/console/decisions", env.url()));
     let stranger = env.token("builder", "project-a");
-    let refused = env
-        .get_manifest("project-b/app", "v1", Auth::Basic(&stranger))
-        .status;
+    let refused = env.https_manifest_status(&ca, "project-b/app", "v1", &stranger);
     assert_eq!(refused, 403);
     wait_text(
         &browser,
@@ -342,13 +353,90 @@ impl Visitor {
 
     /// The CSRF token of the session, from a page's sign-out form.
     fn csrf(&self) -> String {
-        let page = self.get("/console/namespaces").text();
-        let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-        page[start..]
-            .split('"')
-            .next()
+        csrf_of(&self.get("/console/namespaces").text())
+    }
+}
+
+/// The CSRF token in a console page (its sign-out form has one).
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A visitor of the console over HTTPS with curl, speaking `--http2` or `--http1.1`: the
+/// session in a cookie jar, and each form sent with `Origin` and `Sec-Fetch-Site` as a
+/// browser sends them.
+struct CurlVisitor<'a> {
+    base: String,
+    ca: &'a TestCa,
+    version: &'static str,
+    jar: std::path::PathBuf,
+}
+
+impl<'a> CurlVisitor<'a> {
+    /// A visitor of `env` (serving HTTPS with a certificate of `ca`), its jar in `dir`.
+    fn new(env: &Env, ca: &'a TestCa, version: &'static str, dir: &std::path::Path) -> Self {
+        let jar = dir.join(format!("cookies{version}"));
+        std::fs::write(&jar, "").expect("an empty cookie jar");
+        CurlVisitor {
+            base: env.url(),
+            ca,
+            version,
+            jar,
+        }
+    }
+
+    /// `curl ARGS` to `path` with the jar: the status and the body, once the answer came in
+    /// the HTTP version asked for.
+    fn send(&self, path: &str, args: &[&str]) -> (u16, String) {
+        let jar = self.jar.to_str().expect("utf-8 path");
+        let url = format!("{}{path}", self.base);
+        let mut all = vec![
+            self.version,
+            "--cacert",
+            self.ca.ca_path(),
+            "-b",
+            jar,
+            "-c",
+            jar,
+        ];
+        all.extend(["-w", "\n%{http_version} %{http_code}"]);
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = curl(&all);
+        assert!(out.status.success(), "{path}: {}", show_output(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, last) = text.rsplit_once('\n').unwrap_or_default();
+        let (spoken, status) = last.split_once(' ').unwrap_or_default();
+        let asked = self.version.trim_start_matches("--http");
+        assert_eq!(spoken, asked, "{path} {}: {text}", self.version);
+        (status.parse().unwrap_or(0), body.to_string())
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.send(path, &[])
+    }
+
+    /// The status of `form` posted to `path` from a page of `origin`.
+    fn post(&self, path: &str, form: &[(&str, &str)], origin: &str) -> u16 {
+        let origin = format!("Origin: {origin}");
+        let fields: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args = vec!["-H", &origin, "-H", "Sec-Fetch-Site: same-origin"];
+        for field in &fields {
+            args.extend(["--data-urlencode", field.as_str()]);
+        }
+        self.send(path, &args).0
+    }
+
+    /// Whether the jar holds a session cookie.
+    fn signed_in(&self) -> bool {
+        std::fs::read_to_string(&self.jar)
             .unwrap_or_default()
-            .to_string()
+            .contains("__Host-regate-console")
     }
 }
 
@@ -556,6 +644,56 @@ fn the_console_refuses_forged_stale_and_unauthorized_requests() {
     );
     for token in [&ann, &forged] {
         assert!(!log.contains(token.as_str()), "a token in regate's log");
+    }
+}
+
+/// The console's origin is the authority however the request carries it: `:authority` over h2
+/// (no `Host` there), `Host` over HTTP/1.1.
+#[test]
+fn forms_are_taken_over_h2_and_http1_from_the_consoles_own_origin_only() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let Some(env) = console_env_tls(&ca.local_server("gateway")) else {
+        return;
+    };
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    let (own, evil) = (env.url(), "https://evil.example");
+    for (version, subject) in [("--http2", "h2-user"), ("--http1.1", "h1-user")] {
+        let visitor = CurlVisitor::new(&env, &ca, version, work.path());
+        assert_eq!(
+            visitor.post("/console/login", &[("token", &ann)], evil),
+            403
+        );
+        assert!(
+            !visitor.signed_in(),
+            "{version}: no session from a foreign form"
+        );
+        assert_eq!(
+            visitor.post("/console/login", &[("token", &ann)], &own),
+            303
+        );
+        assert!(visitor.signed_in(), "{version}: the session cookie");
+        let (status, page) = visitor.get("/console/namespaces/project-a");
+        assert_eq!(status, 200, "{version}: {page}");
+        let csrf = csrf_of(&page);
+        let grant = [
+            ("csrf", csrf.as_str()),
+            ("role", "system:image-puller"),
+            ("kind", "user"),
+            ("subject", subject),
+        ];
+        let path = "/console/namespaces/project-a/grant";
+        assert_eq!(visitor.post(path, &grant, evil), 403, "{version}");
+        assert!(!bindings(&env, "project-a").contains(subject), "{version}");
+        assert_eq!(visitor.post(path, &grant, &own), 303, "{version}");
+        assert!(bindings(&env, "project-a").contains(subject), "{version}");
+        let out = [("csrf", csrf.as_str())];
+        assert_eq!(
+            visitor.post("/console/logout", &out, &own),
+            303,
+            "{version}"
+        );
+        assert!(!visitor.signed_in(), "{version}: signed out");
     }
 }
 

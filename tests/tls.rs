@@ -1,7 +1,8 @@
 //! regate over HTTPS and HTTP/2 with a CA made in the test: curl (h2 and HTTP/1.1), skopeo with
 //! verification on, the Docker engine trusting the CA through `certs.d`, containerd through
-//! `hosts.toml`; a certificate replaced on disk during a pull; and a registry that itself serves
-//! TLS, as the upstream and as a remote.
+//! `hosts.toml`; answers to HEAD without a body (curl, nghttp's frames, Go's h2 client); a
+//! certificate replaced on disk during a pull; and a registry that itself serves TLS, as the
+//! upstream and as a remote.
 
 mod common;
 
@@ -14,15 +15,7 @@ use common::*;
 
 /// An Env whose regate serves TLS with a certificate of `ca` for the local names.
 fn tls_env(ca: &TestCa, builder: EnvBuilder) -> Env {
-    let names = local_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let cert = ca.server("gateway", &names);
-    builder
-        .serve_arg("--tls-cert")
-        .serve_arg(cert.cert_file.to_str().expect("utf-8 path"))
-        .serve_arg("--tls-key")
-        .serve_arg(cert.key_file.to_str().expect("utf-8 path"))
-        .run()
+    builder.tls(&ca.local_server("gateway")).run()
 }
 
 fn cert_dir(dir: &Path) -> tempfile::TempDir {
@@ -30,13 +23,6 @@ fn cert_dir(dir: &Path) -> tempfile::TempDir {
         .prefix("regate-ca-")
         .tempdir_in(dir)
         .expect("create the CA dir")
-}
-
-/// `curl ARGS`, bounded.
-fn curl(args: &[&str]) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "120"]).args(args);
-    run_bounded(cmd, Duration::from_secs(150))
 }
 
 /// `HTTP_VERSION STATUS` of `curl -o /dev/null URL` with `extra` flags.
@@ -302,16 +288,8 @@ fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connection
     let work = tempfile::tempdir().expect("dir");
     let first = TestCa::new(&work.path().join("first"), "first");
     let second = TestCa::new(&work.path().join("second"), "second");
-    let names = local_names();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let served = first.server("gateway", &names);
-    let env = Env::builder()
-        .namespaces(PROJECTS)
-        .serve_arg("--tls-cert")
-        .serve_arg(served.cert_file.to_str().expect("utf-8 path"))
-        .serve_arg("--tls-key")
-        .serve_arg(served.key_file.to_str().expect("utf-8 path"))
-        .run();
+    let served = first.local_server("gateway");
+    let env = Env::builder().namespaces(PROJECTS).tls(&served).run();
     let layout = work.path().join("big");
     let image = oci_layout_big(&layout, 256 << 20);
     let seed = env.skopeo_copy(
@@ -357,7 +335,7 @@ fn a_certificate_replaced_during_a_pull_keeps_the_pull_and_serves_new_connection
         std::thread::sleep(Duration::from_millis(50));
     }
     // Rotate as cert-manager does: a new certificate, from another CA, over the same files.
-    let replacement = second.server("replacement", &names);
+    let replacement = second.local_server("replacement");
     fs::copy(&replacement.key_file, &served.key_file).expect("replace the key");
     fs::copy(&replacement.cert_file, &served.cert_file).expect("replace the certificate");
     let base = format!("{}/v2/", env.url());
@@ -558,4 +536,206 @@ fn a_client_that_never_finishes_the_handshake_is_closed_after_the_header_deadlin
         &format!("{}/v2/", env.url()),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
+}
+
+/// `curl -v -I` of `url` over `version` (`--http2` or `--http1.1`) trusting `ca`, with the
+/// request headers `headers`: the answer's head, once curl says the exchange ended cleanly (an
+/// h2 answer to HEAD with a body is "stream 1 was not closed cleanly: PROTOCOL_ERROR").
+fn curl_head(url: &str, version: &str, ca: &TestCa, headers: &[String]) -> Reply {
+    let mut args = vec![
+        "-v",
+        "-I",
+        version,
+        "--cacert",
+        ca.ca_path(),
+        "-o",
+        "/dev/null",
+    ];
+    args.extend(["-D", "-"]);
+    for header in headers {
+        args.extend(["-H", header.as_str()]);
+    }
+    args.push(url);
+    let out = curl(&args);
+    let what = format!("curl {version} -I {url}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what}: {}", show_output(&out));
+    assert!(
+        !log.contains("not closed cleanly") && !log.contains("PROTOCOL_ERROR"),
+        "{what}: {log}"
+    );
+    assert!(
+        log.contains("left intact"),
+        "{what} keeps its connection: {log}"
+    );
+    let reply = parse_reply(&out.stdout, true).expect("curl dumps the answer's head");
+    let expected = if version == "--http2" {
+        "HTTP/2 "
+    } else {
+        "HTTP/1.1 "
+    };
+    assert!(
+        out.stdout.starts_with(expected.as_bytes()),
+        "{what}: {reply}"
+    );
+    reply
+}
+
+/// `nghttp -nv` HEAD of `url` with `headers` (h2 always): the answer's `:status`, once its
+/// frames show the HEADERS frame ending the stream, no DATA frame carrying a byte, and no reset.
+fn nghttp_head(url: &str, headers: &[String]) -> u16 {
+    let mut cmd = Command::new("nghttp");
+    cmd.args(["-nv", "-H", ":method: HEAD"]);
+    for header in headers {
+        cmd.args(["-H", header.as_str()]);
+    }
+    cmd.arg(url);
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let frames = String::from_utf8_lossy(&out.stdout).into_owned();
+    let what = format!("nghttp HEAD {url}");
+    assert!(out.status.success(), "{what}: {}", show_output(&out));
+    let lines: Vec<&str> = frames.lines().collect();
+    let answer = lines
+        .iter()
+        .position(|l| l.contains("recv HEADERS frame"))
+        .unwrap_or_else(|| panic!("{what}: no HEADERS received:\n{frames}"));
+    assert!(
+        lines
+            .get(answer + 1)
+            .is_some_and(|l| l.contains("END_STREAM")),
+        "{what}: the answer's HEADERS end the stream:\n{frames}"
+    );
+    let data_len = |line: &str| -> Option<u64> {
+        let rest = line.split("recv DATA frame <length=").nth(1)?;
+        rest.split(',').next()?.parse().ok()
+    };
+    assert!(
+        lines.iter().filter_map(|l| data_len(l)).all(|len| len == 0),
+        "{what}: DATA in an answer to HEAD:\n{frames}"
+    );
+    assert!(!frames.contains("send RST_STREAM"), "{what}:\n{frames}");
+    lines
+        .iter()
+        .find_map(|l| l.split(":status: ").nth(1))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no :status:\n{frames}"))
+}
+
+/// The request headers of a pull with `token`: Basic credentials, and OCI manifests accepted.
+fn pull_headers(token: &str) -> Vec<String> {
+    let value = Auth::Basic(token).header().expect("a header");
+    vec![
+        format!("authorization: {value}"),
+        format!("accept: {OCI_MANIFEST}"),
+    ]
+}
+
+#[test]
+fn head_answers_end_their_stream_without_a_body_over_h2_and_http1() {
+    let features = curl(&["--version"]);
+    assert!(
+        String::from_utf8_lossy(&features.stdout).contains(" HTTP2"),
+        "this curl speaks h2: {}",
+        show_output(&features)
+    );
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let embedded = AuthorityMode::from_env() == AuthorityMode::Embedded;
+    let mut builder = Env::builder().namespaces(PROJECTS);
+    if embedded {
+        // The console needs the embedded authority (docs/console.md).
+        builder = builder.serve_arg("--console");
+    }
+    let mut env = tls_env(&ca, builder);
+    let image = Image::unique(3_000);
+    env.seed("project-a/app", "v1", &image);
+    let manifest = "/v2/project-a/app/manifests/v1";
+    let upstream = env.registry_head(manifest);
+    let (reader, stranger) = (
+        pull_headers(&env.token("default", "project-a")),
+        pull_headers(&env.token("default", "project-b")),
+    );
+    let mut cases: Vec<(&str, Vec<String>, u16)> = vec![
+        ("/v2/", vec![], 401),
+        (manifest, stranger.clone(), 403),
+        ("/nope", vec![], 404),
+        ("/v2/project-a/app/manifests/v9", reader.clone(), 404),
+        ("/healthz", vec![], 200),
+        ("/readyz", vec![], 200),
+        ("/metrics", vec![], 200),
+        (manifest, reader.clone(), 200),
+    ];
+    if embedded {
+        cases.push(("/console/login", vec![], 200));
+    }
+    let check = |env: &Env, cases: &[(&str, Vec<String>, u16)]| {
+        for (path, headers, status) in cases {
+            let url = format!("{}{path}", env.url());
+            for version in ["--http2", "--http1.1"] {
+                let reply = curl_head(&url, version, &ca, headers);
+                assert_eq!(reply.status, *status, "HEAD {path} {version}: {reply}");
+                if *status == 200 && *path == manifest {
+                    // A forwarded HEAD keeps the registry's length and digest (behaviour.md §6).
+                    for name in ["content-length", "docker-content-digest"] {
+                        assert_eq!(reply.header(name), upstream.header(name), "{name}: {reply}");
+                    }
+                }
+            }
+            assert_eq!(nghttp_head(&url, headers), *status, "nghttp HEAD {path}");
+        }
+    };
+    check(&env, &cases);
+    // regate's own 5xx: the registry down is 503 at /readyz and 502 for a pull.
+    env.stop_registry();
+    check(&env, &[("/readyz", vec![], 503), (manifest, reader, 502)]);
+}
+
+/// skopeo 1.9, ctr 1.6 and the Docker engine 20.10 offer no ALPN protocol to a registry with a
+/// CA of its own, so they speak HTTP/1.1 to regate. Go's default transport offers h2: the
+/// registry as a pull-through cache uses it (`GODEBUG=http2debug=1` shows it), and its client
+/// asks for a tag with HEAD first, as containerd does.
+#[test]
+fn a_go_h2_client_sending_head_reads_refusals_without_protocol_errors() {
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let env = tls_env(&ca, Env::builder().namespaces(PROJECTS));
+    let (readable, unreadable) = (Image::unique(2_000), Image::unique(2_000));
+    env.seed("project-a/app", "v1", &readable);
+    env.seed("project-b/app", "v1", &unreadable);
+    let token = env.token("default", "project-a");
+    let proxy = format!(
+        "proxy:\n  remoteurl: {}\n  username: anything\n  password: {token}\n",
+        env.url()
+    );
+    let go_h2 = [("SSL_CERT_FILE", ca.ca_path()), ("GODEBUG", "http2debug=1")];
+    let mut cache = Registry::start_with_env(work.path(), "cache", &proxy, &go_h2);
+    let pull = |repo: &str| {
+        Reply::from_request(
+            client()
+                .get(format!("http://{}/v2/{repo}/manifests/v1", cache.addr))
+                .header("Accept", OCI_MANIFEST),
+        )
+    };
+
+    let pulled = pull("project-a/app");
+    env.expect_status(&pulled, 200, "a pull through the cache");
+    assert_eq!(pulled.body, readable.manifest);
+    let refused = pull("project-b/app");
+    assert_ne!(refused.status, 200, "{refused}");
+    wait_for(Duration::from_secs(5), "regate's 403 to the HEAD", || {
+        env.regate_log()
+            .contains("method=HEAD path=\"/v2/project-b/app/manifests/v1\" status=403")
+            .then_some(())
+    });
+    let log = read_lossy(&cache.log);
+    kill(&mut cache.child);
+    assert!(
+        log.contains("http2: Transport"),
+        "the cache spoke h2: {log}"
+    );
+    assert!(
+        !log.contains("protocol error"),
+        "a HEAD answered without DATA: {}",
+        tail(&log, 20)
+    );
 }

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request};
-use http::{HeaderMap, Method, Version, header};
+use http::{HeaderMap, Method, Uri, Version, header};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -46,8 +46,27 @@ pub(super) fn check_target(req: &Request) -> Result<(), ApiError> {
         if !host.to_str().is_ok_and(is_authority) {
             return Err(bad("the Host header must be host[:port]"));
         }
+        // RFC 9113 §8.3.1: a Host naming another authority than `:authority` is malformed, so
+        // whichever of the two a later step reads, it reads the same.
+        if let Some(authority) = req.uri().authority()
+            && !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        {
+            return Err(bad("the Host header must match the :authority"));
+        }
     }
     Ok(())
+}
+
+/// The authority a request was sent to, however it arrived: HTTP/2's `:authority` (the URI's
+/// authority; HTTP/1 has one only in an absolute-form target, RFC 9112 §3.2.2), else `Host`.
+/// Not checked here: [`check_target`] refuses one that is not `host[:port]`.
+pub(super) fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    match uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => text(headers, "host"),
+    }
 }
 
 /// Longest `X-Request-Id` kept from a trusted proxy.
@@ -79,8 +98,9 @@ pub(super) fn untrusted_request_id_dropped(
 }
 
 /// The origin clients reach regate at: `public_url`, else a trusted proxy's
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (each checked like `Host`), else `Host` (HTTP/2's
-/// `:authority`), else the listen address; the scheme is `https` when regate serves TLS.
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (each checked like `Host`), else the request's
+/// [`authority`] (HTTP/2's `:authority`, HTTP/1's `Host`), else the listen address; the scheme
+/// is `https` when regate serves TLS.
 pub(super) fn public_origin(req: &Request, config: &Config) -> Result<PublicOrigin, ApiError> {
     if let Some(origin) = &config.public_url {
         return Ok(origin.clone());
@@ -97,8 +117,7 @@ pub(super) fn public_origin(req: &Request, config: &Config) -> Result<PublicOrig
         Some(host) if is_authority(host) => host.to_string(),
         Some(_) => return Err(bad("X-Forwarded-Host must be host[:port]")),
         // Checked by `check_target` already.
-        None => text(headers, "host")
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        None => authority(req.uri(), headers)
             .filter(|h| is_authority(h))
             .map_or_else(|| listen.to_string(), str::to_string),
     };

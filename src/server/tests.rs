@@ -225,6 +225,35 @@ async fn the_realm_follows_host_and_only_a_trusted_proxys_forwarded_headers() {
     );
 }
 
+#[tokio::test]
+async fn over_h2_the_realm_follows_the_authority_and_a_host_naming_another_is_refused() {
+    let (upstream, _) = counting_upstream().await;
+    let gw = gateway_with(&upstream, |c| c.public_url = None);
+    let h2 = |host: Option<&str>| {
+        let mut req = http::Request::get("https://gw.example:8443/v2/")
+            .version(http::Version::HTTP_2)
+            // Refused before the (down) authority is asked.
+            .header(header::AUTHORIZATION, "Basic !!!");
+        if let Some(host) = host {
+            req = req.header(header::HOST, host);
+        }
+        app(gw.clone()).oneshot(req.body(Body::empty()).unwrap())
+    };
+    for host in [None, Some("GW.example:8443")] {
+        let response = h2(host).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "Host {host:?}");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"http://gw.example:8443/openshift/token\""),
+            "{challenge}"
+        );
+    }
+    let response = h2(Some("evil.example")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
 /// An authority knowing one token (`t0k`, user `alice`) that may pull, and push, in
 /// namespace `p` only.
 struct PullPushInP;

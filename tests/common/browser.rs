@@ -24,6 +24,26 @@ pub struct Browser {
 impl Browser {
     /// A fresh browser (no cookies), its window 1280×900.
     pub fn start() -> Browser {
+        Browser::with_args(&[])
+    }
+
+    /// A fresh browser that trusts `cert` as if a CA it knows had signed it, so it speaks
+    /// HTTPS (and h2, by ALPN) to a server presenting it.
+    pub fn trusting(cert: &ServerCert) -> Browser {
+        Browser::with_args(&[format!(
+            "--ignore-certificate-errors-spki-list={}",
+            cert.spki_sha256
+        )])
+    }
+
+    /// The protocol the page shown now came over: `h2`, `http/1.1`.
+    pub fn protocol(&self) -> String {
+        let protocol =
+            self.eval("return performance.getEntriesByType('navigation')[0].nextHopProtocol;");
+        protocol.as_str().unwrap_or_default().to_string()
+    }
+
+    fn with_args(extra: &[String]) -> Browser {
         let port = free_port();
         let mut cmd = Command::new("chromedriver");
         cmd.arg(format!("--port={port}"))
@@ -39,13 +59,20 @@ impl Browser {
             .expect("runtime");
         let url = format!("http://127.0.0.1:{port}");
         let client = runtime.block_on(async {
+            let mut args: Vec<String> = [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1280,900",
+            ]
+            .map(String::from)
+            .to_vec();
+            args.extend_from_slice(extra);
             let mut caps = serde_json::Map::new();
             caps.insert(
                 "goog:chromeOptions".into(),
-                serde_json::json!({
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--disable-dev-shm-usage", "--window-size=1280,900"],
-                }),
+                serde_json::json!({ "args": args }),
             );
             let deadline = Instant::now() + STARTUP;
             loop {

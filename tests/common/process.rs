@@ -25,6 +25,17 @@ impl Registry {
     /// or 401 when `extra` configures auth; 400 to plain HTTP when it configures TLS). Its files
     /// are named after `name`.
     pub(crate) fn start(dir: &Path, name: &str, extra: &str) -> Registry {
+        Registry::start_with_env(dir, name, extra, &[])
+    }
+
+    /// [`Registry::start`] with environment variables `vars` (`SSL_CERT_FILE` for a registry
+    /// that is itself a client over HTTPS, as a pull-through cache is).
+    pub(crate) fn start_with_env(
+        dir: &Path,
+        name: &str,
+        extra: &str,
+        vars: &[(&str, &str)],
+    ) -> Registry {
         let root = dir.join(format!("{name}-data"));
         fs::create_dir_all(&root).expect("create registry root");
         let mut last_log = String::new();
@@ -46,6 +57,7 @@ impl Registry {
             let mut cmd = Command::new("docker-registry");
             cmd.arg("serve")
                 .arg(&config)
+                .envs(vars.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);

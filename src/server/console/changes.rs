@@ -10,7 +10,7 @@ use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::HeaderMap;
 
-use super::handlers::{ConsoleState, csrf_refused, same_origin};
+use super::handlers::{ConsoleState, csrf_refused};
 use super::{Console, Refused, Viewer};
 use crate::audit::{Event, RequestRecord};
 use crate::authority::embedded::{Store, StoreError, SubjectRef};
@@ -31,13 +31,13 @@ pub(super) struct Change {
     decision: Option<u64>,
 }
 
-/// The viewer of a write and its form, once the form's origin and CSRF token are checked.
+/// The viewer of a write and its form, once its CSRF token is checked (its origin was, before
+/// the handler ran).
 async fn writer(
     console: &Console,
     headers: &HeaderMap,
     form: Result<Form<Change>, FormRejection>,
 ) -> Result<(Viewer, Change, SubjectRef), Refused> {
-    same_origin(console, headers)?;
     let viewer = console.viewer(headers).await?;
     let Ok(Form(form)) = form else {
         return Err(Refused::BadRequest("the form is not readable".into()));

@@ -10,7 +10,7 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use maud::Markup;
 use secrecy::SecretString;
 
@@ -55,6 +55,10 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .fallback(|| async { Refused::NotFound("no such page".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            from_own_pages,
+        ))
         .layer(axum::middleware::map_response(guarded))
         .layer(axum::middleware::from_fn(identified))
         .with_state(console)
@@ -68,6 +72,21 @@ async fn identified(req: Request, next: axum::middleware::Next) -> Response {
         trail.identify(&user);
     }
     response
+}
+
+/// Every write (any method not safe by RFC 9110 §9.2.1: the forms' POSTs) passes
+/// [`same_origin`] before its handler runs, so no form can be added without the check.
+async fn from_own_pages(
+    State(console): ConsoleState,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !req.method().is_safe()
+        && let Err(refused) = same_origin(&console, req.uri(), req.headers())
+    {
+        return refused.into_response();
+    }
+    next.run(req).await
 }
 
 /// Headers on every console answer: no framing, no inline script, no caching of pages.
@@ -178,27 +197,26 @@ async fn home(State(console): ConsoleState, headers: HeaderMap) -> Redirect {
     }
 }
 
-async fn sign_in_page(State(console): ConsoleState, headers: HeaderMap) -> Response {
+async fn sign_in_page(State(console): ConsoleState, uri: Uri, headers: HeaderMap) -> Response {
     if console.sessions.find(&headers).is_some() {
         return Redirect::to("/console/namespaces").into_response();
     }
     page(
         StatusCode::OK,
-        pages::sign_in(None, plain_http(&console, &headers)),
+        pages::sign_in(None, plain_http(&console, &uri, &headers)),
     )
 }
 
 /// `POST /console/login`: the token authenticated as the gateway authenticates it, a failure
 /// counted against the client as a failed `docker login` is.
 async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response, Refused> {
-    same_origin(&console, req.headers())?;
     let gateway = &console.gateway;
     let attempt = super::super::failed_logins::Attempt::of(&req, &gateway.config.trusted_proxies);
     if gateway.failed_logins.check(&attempt).is_err() {
         crate::metrics::get().rate_limited.inc();
         return Err(Refused::TooMany);
     }
-    let plain = plain_http(&console, req.headers());
+    let plain = plain_http(&console, req.uri(), req.headers());
     let body = axum::body::to_bytes(req.into_body(), SIGN_IN_BYTES)
         .await
         .map_err(|_| Refused::BadRequest("the sign-in form is too large".into()))?;
@@ -261,14 +279,11 @@ async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response,
 
 /// Whether the sign-in page should warn that the session cookie will not be kept: plain HTTP
 /// to a host that is not the loopback address.
-fn plain_http(console: &Console, headers: &HeaderMap) -> bool {
+fn plain_http(console: &Console, uri: &Uri, headers: &HeaderMap) -> bool {
     if console.gateway.config.tls.is_some() {
         return false;
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let host = super::super::origin::authority(uri, headers).unwrap_or("");
     !["127.", "localhost", "[::1]"]
         .iter()
         .any(|loopback| host.starts_with(loopback))
@@ -287,7 +302,6 @@ async fn sign_out(
     headers: HeaderMap,
     form: Result<Form<Posted>, FormRejection>,
 ) -> Result<Response, Refused> {
-    same_origin(&console, &headers)?;
     let Some(session) = console.sessions.find(&headers) else {
         return Err(Refused::SignIn(None));
     };
@@ -310,8 +324,9 @@ pub(super) fn csrf_refused() -> Refused {
 
 /// Refuses a write from another site: the browser's `Sec-Fetch-Site` and `Origin` must name
 /// this console's own origin when present (browsers send them on every form POST). The origin
-/// is the request's `Host`, or the configured `public_url` (behind a proxy that rewrites `Host`).
-pub(super) fn same_origin(console: &Console, headers: &HeaderMap) -> Result<(), Refused> {
+/// is the authority the request was sent to (HTTP/2's `:authority`, HTTP/1's `Host`), or the
+/// configured `public_url` (behind a proxy that rewrites `Host`).
+fn same_origin(console: &Console, uri: &Uri, headers: &HeaderMap) -> Result<(), Refused> {
     let cross = || Refused::Forbidden("Forms are taken only from the console's own pages.".into());
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
@@ -327,7 +342,7 @@ pub(super) fn same_origin(console: &Console, headers: &HeaderMap) -> Result<(), 
             Ok(())
         };
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = super::super::origin::authority(uri, headers);
     let public = console.gateway.config.public_url.as_ref();
     let ours = origin.to_str().ok().is_some_and(|origin| {
         public.is_some_and(|p| p.url() == origin)
