@@ -17,8 +17,8 @@ pub enum StatusError {
     /// 403: the caller may not create this review.
     #[error(
         "{resource}.{group} is forbidden: User \"{user}\" cannot create resource \"{resource}\" \
-         in API group \"{group}\" at the cluster scope; grant it with: regate policy \
-         add-cluster-role-to-user {AUTH_DELEGATOR} {user}"
+         in API group \"{group}\" at the cluster scope; grant it with: {}",
+        cluster_grant(AUTH_DELEGATOR, .user)
     )]
     Forbidden {
         /// The caller.
@@ -31,8 +31,8 @@ pub enum StatusError {
     /// 403: the caller may not read these objects.
     #[error(
         "{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API \
-         group \"\" in the namespace \"{namespace}\"; grant it with: regate policy \
-         add-cluster-role-to-user {PULL_SECRET_READER} {user}"
+         group \"\" in the namespace \"{namespace}\"; grant it with: {}",
+        cluster_grant(PULL_SECRET_READER, .user)
     )]
     ForbiddenRead {
         /// The caller.
@@ -80,6 +80,11 @@ pub enum StatusError {
         /// The `Allow` header.
         allow: &'static str,
     },
+}
+
+/// The command binding ClusterRole `role` to `user`, quoted for the shell.
+fn cluster_grant(role: &str, user: &str) -> String {
+    crate::policy::policy_command("add-cluster-role-to-user", role, user, None)
 }
 
 impl StatusError {
