@@ -166,7 +166,11 @@ impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for EscapedFields {
 
 /// The fmt subscriber writing through `writer` (`RUST_LOG`, default `info`); text lines
 /// coloured when `ansi`.
-fn subscriber<W>(format: Format, writer: W, ansi: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
+fn subscriber<W>(
+    format: Format,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {

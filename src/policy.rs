@@ -595,7 +595,9 @@ pub fn grant_command(role: &str, user: &str, attrs: &Attributes) -> String {
 /// (docs/behaviour.md §5).
 pub fn policy_command(verb: &str, role: &str, subject: &str, namespace: Option<&str>) -> String {
     let words = ["regate", "policy", verb];
-    let mut line = crate::shell::CommandLine::new(&words).arg(role).arg(subject);
+    let mut line = crate::shell::CommandLine::new(&words)
+        .arg(role)
+        .arg(subject);
     if let Some(namespace) = namespace {
         line = line.option("-n", namespace);
     }

@@ -9,17 +9,20 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Whether `b` may stand bare in a shell word: `[A-Za-z0-9_@%+=:,./-]`, none of which a POSIX
-/// shell expands or splits on.
-fn is_safe(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b)
+/// Whether `word` may stand bare: not empty, and only `[A-Za-z0-9_@%+=:,./-]`, none of which
+/// a POSIX shell expands or splits on.
+fn is_bare(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b))
 }
 
 /// `word` as one POSIX shell word: bare when it is made only of safe characters
 /// (`[A-Za-z0-9_@%+=:,./-]`), else in single quotes with each `'` written `'\''`; the empty
 /// word is `''`. Borrowed when it needs no quotes.
 pub fn quote(word: &str) -> Cow<'_, str> {
-    if !word.is_empty() && word.bytes().all(is_safe) {
+    if is_bare(word) {
         return Cow::Borrowed(word);
     }
     Cow::Owned(Quoted(word).to_string())
@@ -37,7 +40,7 @@ pub struct Quoted<'a>(pub &'a str);
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = self.0;
-        if !word.is_empty() && word.bytes().all(is_safe) {
+        if is_bare(word) {
             return f.write_str(word);
         }
         // Inside single quotes every byte is literal but `'` itself: end the quotes, write an

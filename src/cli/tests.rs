@@ -401,7 +401,10 @@ fn parsed_policy_args(args: &[String]) -> (String, String, Vec<String>, Option<S
         .unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"));
     let (_, policy) = matches.subcommand().expect("policy");
     let (verb, command) = policy.subcommand().expect("a policy verb");
-    let role = command.get_one::<String>("role").cloned().unwrap_or_default();
+    let role = command
+        .get_one::<String>("role")
+        .cloned()
+        .unwrap_or_default();
     let subjects = if verb.ends_with("-group") {
         "groups"
     } else {
@@ -416,7 +419,11 @@ fn parsed_policy_args(args: &[String]) -> (String, String, Vec<String>, Option<S
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
 
     /// Every `regate policy` command regate prints (the 403's, `explain`'s, `can-i`'s, the
     /// console's), run by bash, gives `regate` exactly the role, subject and namespace it

@@ -6,8 +6,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// A name a client could present: a forged second line, a terminal colour, C1 and DEL.
-const HOSTILE: &str =
-    "ann\n2026-01-01T00:00:00.000000Z  INFO regate: forged\r\x1b[31mred\x1b[0m\u{85}\u{7f}\u{2028}\t";
+const HOSTILE: &str = "ann\n2026-01-01T00:00:00.000000Z  INFO regate: forged\r\x1b[31mred\x1b[0m\u{85}\u{7f}\u{2028}\t";
 
 /// Log lines written into memory.
 #[derive(Clone, Default)]
@@ -15,7 +14,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -95,6 +97,11 @@ fn json_lines_carry_every_value_escaped_by_serde() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn quoted_writes_what_debug_writes(text in any::<String>(), ascii in "[ -~]{0,40}") {
         for text in [text, ascii] {

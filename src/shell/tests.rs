@@ -26,7 +26,10 @@ pub(crate) fn arguments_bash_gives(line: &str, dir: &std::path::Path) -> Vec<Str
 #[test]
 fn safe_words_stay_bare_and_the_rest_is_single_quoted() {
     for (word, quoted) in [
-        ("system:serviceaccount:project-a:default", "system:serviceaccount:project-a:default"),
+        (
+            "system:serviceaccount:project-a:default",
+            "system:serviceaccount:project-a:default",
+        ),
         ("a_b@c%d+e=f:g,h./i-j", "a_b@c%d+e=f:g,h./i-j"),
         ("", "''"),
         ("two words", "'two words'"),
@@ -106,10 +109,12 @@ fn a_branch_named_like_a_command_substitution_runs_nothing() {
     assert!(!dir.path().join("pwned").exists(), "the command ran");
 
     // What the unquoted text did: the substitution runs, and the subject is cut.
-    let unquoted = format!(
-        "regate policy add-role-to-user system:image-puller {subject} -n project-a"
-    );
+    let unquoted =
+        format!("regate policy add-role-to-user system:image-puller {subject} -n project-a");
     let args = arguments_bash_gives(&unquoted, dir.path());
-    assert!(dir.path().join("pwned").exists(), "the unquoted text runs it");
+    assert!(
+        dir.path().join("pwned").exists(),
+        "the unquoted text runs it"
+    );
     assert_eq!(args[3], "ci:repo:org/app:ref:refs/heads/");
 }
