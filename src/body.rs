@@ -1,6 +1,13 @@
 //! A body that tells a watcher about each data frame it passes on, and keeps the watcher until
 //! the body is sent whole or dropped: what counts bytes for the access log and the metrics,
-//! and what keeps a request "in flight" for the connection table.
+//! and what keeps a request "in flight" for the connection table. [`read_bounded`] reads the
+//! bodies regate takes itself, capped and by a deadline.
+
+mod bounded;
+
+#[cfg(test)]
+pub(crate) use bounded::tests::Stalled;
+pub use bounded::{BodyError, Deadline, read_bounded};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -68,6 +68,9 @@ pub enum StatusError {
     /// 413: the body is larger than [`MAX_BODY`].
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// 408: the body did not arrive whole in time.
+    #[error("{0}")]
+    Timeout(crate::body::BodyError),
     /// 503: the authority behind the server cannot answer.
     #[error("the authority cannot answer now; retry")]
     Unavailable,
@@ -87,6 +90,17 @@ fn cluster_grant(role: &str, user: &str) -> String {
     crate::policy::policy_command("add-cluster-role-to-user", role, user, None)
 }
 
+impl From<crate::body::BodyError> for StatusError {
+    /// 413 past [`MAX_BODY`], 408 when too slow, 400 when the connection failed.
+    fn from(error: crate::body::BodyError) -> Self {
+        match error {
+            crate::body::BodyError::TooLarge { .. } => StatusError::TooLarge,
+            crate::body::BodyError::TooSlow { .. } => StatusError::Timeout(error),
+            crate::body::BodyError::Failed(_) => StatusError::BadRequest(error.to_string()),
+        }
+    }
+}
+
 impl StatusError {
     /// The HTTP status and the `Status.reason` Kubernetes gives it.
     fn status_and_reason(&self) -> (StatusCode, &'static str) {
@@ -99,6 +113,7 @@ impl StatusError {
             StatusError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             StatusError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             StatusError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            StatusError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "Timeout"),
             StatusError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             StatusError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             StatusError::MethodNotAllowed { .. } => {
@@ -158,6 +173,12 @@ impl IntoResponse for StatusError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of the body is not read: the connection cannot carry another request.
+            StatusError::TooLarge | StatusError::Timeout(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
