@@ -3,6 +3,13 @@
 //! access log and the metrics, and what keeps a request "in flight" for the connection table.
 //! [`Lingering`] is a request body that, given up before its end, is read and thrown away
 //! within bounds, so the answer reaches a client still sending (docs/behaviour.md §10).
+//! [`read_bounded`] reads the bodies regate takes itself, capped and by a deadline.
+
+mod bounded;
+
+#[cfg(test)]
+pub(crate) use bounded::tests::Stalled;
+pub use bounded::{BodyError, Deadline, read_bounded};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

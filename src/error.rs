@@ -116,6 +116,14 @@ pub enum ApiError {
         /// `connections.request_timeout`.
         limit: std::time::Duration,
     },
+    /// 413: a body regate reads itself (a form) is larger than it takes; the connection is
+    /// closed.
+    #[error("{0}")]
+    BodyTooLarge(crate::body::BodyError),
+    /// 408: a body regate reads itself did not arrive whole within
+    /// `connections.request_timeout`; the connection is closed.
+    #[error("{0}")]
+    BodyTimeout(crate::body::BodyError),
     /// 502: the registry behind regate wants credentials regate does not have or that it
     /// refused; the message names the registry and the fix (never a credential).
     #[error("{message}")]
@@ -135,6 +143,20 @@ struct Entry<'a> {
     code: &'a str,
     message: String,
     detail: serde_json::Value,
+}
+
+impl From<crate::body::BodyError> for ApiError {
+    /// 413 for a body past its cap, 408 for one too slow, 400 for one the connection lost.
+    fn from(e: crate::body::BodyError) -> Self {
+        match e {
+            crate::body::BodyError::TooLarge { .. } => ApiError::BodyTooLarge(e),
+            crate::body::BodyError::TooSlow { .. } => ApiError::BodyTimeout(e),
+            crate::body::BodyError::Failed(_) => ApiError::BadRequest {
+                code: "UNSUPPORTED",
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 impl From<crate::authority::AuthorityError> for ApiError {
@@ -220,6 +242,8 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AuthorityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -240,7 +264,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Unsupported { .. } => "UNSUPPORTED",
-            ApiError::HeaderTooLarge => "SIZE_INVALID",
+            ApiError::HeaderTooLarge | ApiError::BodyTooLarge(_) => "SIZE_INVALID",
+            ApiError::BodyTimeout(_) => "UNAVAILABLE",
             ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ApiError::Overloaded => "UNAVAILABLE",
             ApiError::AuthorityUnavailable { .. }
@@ -295,6 +320,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooManyRequests { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            // The rest of the body is not read: the connection cannot carry another request.
+            ApiError::BodyTooLarge(_) | ApiError::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod shell;
 pub mod suggest;
 pub mod tls;
 pub mod token;

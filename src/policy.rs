@@ -582,11 +582,24 @@ fn binding_label(binding: &str, role_ref: &RoleRef) -> String {
 /// `regate policy add-cluster-role-to-user ROLE USER`.
 pub fn grant_command(role: &str, user: &str, attrs: &Attributes) -> String {
     if attrs.namespace.is_empty() {
-        format!("regate policy add-cluster-role-to-user {role} {user}")
+        policy_command("add-cluster-role-to-user", role, user, None)
     } else {
-        format!(
-            "regate policy add-role-to-user {role} {user} -n {}",
-            attrs.namespace
-        )
+        policy_command("add-role-to-user", role, user, Some(&attrs.namespace))
     }
+}
+
+/// The `regate policy VERB ROLE SUBJECT [-n NAMESPACE]` command (e.g. `add-role-to-user`,
+/// `remove-role-from-group`), every word quoted for the shell: the one builder of every
+/// `regate policy` command regate shows (403s, `explain`, `can-i`, the console, the
+/// authority's refusals), so what a person pastes grants exactly the subject named
+/// (docs/behaviour.md §5).
+pub fn policy_command(verb: &str, role: &str, subject: &str, namespace: Option<&str>) -> String {
+    let words = ["regate", "policy", verb];
+    let mut line = crate::shell::CommandLine::new(&words)
+        .arg(role)
+        .arg(subject);
+    if let Some(namespace) = namespace {
+        line = line.option("-n", namespace);
+    }
+    line.to_string()
 }

@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
 
 use crate::access::{self, Plan};
+use crate::body::Deadline;
 use crate::cache::Decisions;
 use crate::config::Config;
 use crate::error::{API_VERSION, API_VERSION_VALUE, ApiError};
@@ -95,19 +96,23 @@ pub fn app(gateway: Arc<Gateway>) -> service::App {
 
 /// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. Beyond
 /// `max_in_flight` requests being handled, 503 at once. A request without a streaming body
-/// must be answered (headers) within `connections.request_timeout`.
+/// must be answered (headers) within `connections.request_timeout`; a form body regate reads
+/// itself must have arrived by then (408 when not, docs/behaviour.md §10).
 async fn dispatch(gw: &Gateway, req: Request) -> Response {
     let Some(_admitted) = gw.admission.enter() else {
         crate::metrics::get().shed.inc();
         return api_version(ApiError::Overloaded.into_response());
     };
-    let deadline = (!streams_upload(&req)).then_some(gw.config.connections.request_timeout);
+    let limit = gw.config.connections.request_timeout;
+    let deadline = (!streams_upload(&req)).then(|| Deadline::after(limit));
     let answer = async {
         origin::check_target(&req)?;
-        route_request(gw, req).await
+        route_request(gw, req, deadline).await
     };
     let result = match deadline {
-        Some(limit) => tokio::time::timeout(limit, answer)
+        // A body read by the same deadline ends first (the inner future is polled first), so
+        // a trickling form is answered 408, not 504.
+        Some(deadline) => tokio::time::timeout_at(deadline.at, answer)
             .await
             .unwrap_or(Err(ApiError::RequestTimeout { limit })),
         None => answer.await,
@@ -142,8 +147,13 @@ async fn metrics() -> Response {
 
 /// The answer to a request whose target and `Host` are sound. A request that presents
 /// credentials is refused (429) while its client is barred for failed logins, and counts as a
-/// failed login when they are refused.
-async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
+/// failed login when they are refused. A form body is read by `deadline` (the request's, when
+/// it has one).
+async fn route_request(
+    gw: &Gateway,
+    req: Request,
+    deadline: Option<Deadline>,
+) -> Result<Response, ApiError> {
     let path = req.uri().path();
     let token_server = gw
         .token_server
@@ -180,6 +190,8 @@ async fn route_request(gw: &Gateway, req: Request) -> Result<Response, ApiError>
                 token_lifetime: gw.config.token_lifetime,
                 failed_logins: &gw.failed_logins,
                 trail: Trail::of(&req),
+                body_deadline: deadline
+                    .unwrap_or_else(|| Deadline::after(gw.config.connections.request_timeout)),
             };
             Box::pin(token_endpoint::handle(
                 &endpoint,

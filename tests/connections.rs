@@ -360,3 +360,49 @@ fn failed_logins_are_limited_per_user_name_and_forwarded_address() {
         .collect();
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
+
+/// A body regate reads itself (here the token endpoint's OAuth2 form) has the request's
+/// deadline and a cap (docs/behaviour.md §10): one trickled a byte a second is answered 408
+/// at `request_timeout` and its connection closed; one declared too large is answered 413 at
+/// once, unread.
+#[test]
+fn a_token_form_that_trickles_or_is_too_large_is_refused_within_the_deadline() {
+    let limit = Duration::from_secs(2);
+    let env = Env::builder()
+        .namespaces(&["project-a"])
+        .gateway_config(&config("connections:\n  request_timeout: 2s\n"))
+        .run();
+    let head = |length: usize| {
+        format!(
+            "POST /openshift/token HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n",
+            env.host()
+        )
+    };
+    let every = Duration::from_secs(1);
+    let slow = trickle(env.addr(), &head(100), every, Duration::from_secs(15));
+    assert_eq!(slow.reply.status, 408, "{}", slow.reply);
+    assert!(
+        slow.answered_after >= limit - Duration::from_millis(200)
+            && slow.answered_after < limit + Duration::from_millis(1500),
+        "answered after {:?}",
+        slow.answered_after
+    );
+    assert!(slow.closed, "the connection is closed");
+    assert!(slow.sent < 5, "{} bytes sent", slow.sent);
+    assert!(
+        slow.reply.text().contains("connections.request_timeout"),
+        "{}",
+        slow.reply
+    );
+
+    let large = trickle(env.addr(), &head(10 << 20), every, Duration::from_secs(15));
+    assert_eq!(large.reply.status, 413, "{}", large.reply);
+    assert!(
+        large.answered_after < Duration::from_secs(1),
+        "{:?}",
+        large.answered_after
+    );
+    assert!(large.closed, "the connection is closed");
+    env.expect_error(&large.reply, 413, "SIZE_INVALID", "a form past the cap");
+}

@@ -1001,6 +1001,73 @@ fn an_id_token_signs_in_and_pull_secrets_show_by_name_only() {
     );
 }
 
+/// The console reads its forms itself, so each has the request's deadline and a cap
+/// (docs/console.md, "Forms and headers"): an anonymous sign-in trickled a byte a second is
+/// answered 408 at `connections.request_timeout` and its connection closed, and so is a grant
+/// form; a form declared too large is answered 413 at once, unread.
+#[test]
+fn forms_that_trickle_or_are_too_large_are_refused_within_the_deadline() {
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        return;
+    }
+    let limit = Duration::from_secs(2);
+    let env = Env::builder()
+        .namespaces(PROJECTS)
+        .serve_arg("--console")
+        .gateway_config("connections:\n  request_timeout: 2s\n")
+        .run();
+    let head = |path: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nOrigin: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n",
+            env.host(),
+            env.url()
+        )
+    };
+    let (every, most) = (Duration::from_secs(1), Duration::from_secs(15));
+    let addr = env.addr();
+    let grant = head("/console/namespaces/project-a/grant", 100);
+    let grant = std::thread::spawn(move || trickle(addr, &grant, every, most));
+    let sign_in = trickle(addr, &head("/console/login", 100), every, most);
+    for (what, slow) in [
+        ("sign-in", sign_in),
+        ("grant", grant.join().expect("grant")),
+    ] {
+        assert_eq!(slow.reply.status, 408, "{what}: {}", slow.reply);
+        assert!(
+            slow.answered_after >= limit - Duration::from_millis(200)
+                && slow.answered_after < limit + Duration::from_millis(1500),
+            "{what} answered after {:?}",
+            slow.answered_after
+        );
+        assert!(slow.closed, "{what}: the connection is closed");
+        assert!(slow.sent < 5, "{what}: {} bytes sent", slow.sent);
+        assert!(
+            slow.reply.text().contains("did not arrive within 2s"),
+            "{}",
+            slow.reply
+        );
+    }
+
+    let large = trickle(addr, &head("/console/login", 10 << 20), every, most);
+    assert_eq!(large.reply.status, 413, "{}", large.reply);
+    assert!(
+        large.answered_after < Duration::from_secs(1),
+        "{:?}",
+        large.answered_after
+    );
+    assert!(large.closed, "the connection is closed");
+    assert!(
+        large.reply.text().contains("larger than"),
+        "{}",
+        large.reply
+    );
+
+    // A form sent at once still signs in.
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    assert_eq!(Visitor::new(&env).sign_in(&ann).status, 303);
+}
+
 #[test]
 fn without_the_flag_there_is_no_console() {
     if AuthorityMode::from_env() != AuthorityMode::Embedded {

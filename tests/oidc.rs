@@ -150,6 +150,50 @@ fn a_ci_id_token_is_denied_until_bound_then_pulls_as_basic_or_bearer() {
     assert!(!env.regate_log().contains(&token), "no ID token in the log");
 }
 
+/// A git branch may be named `$(touch${IFS}pwned)`, and its CI identity carries the name. The
+/// fix the 403 names (and `explain` prints) is quoted for the shell: pasted into bash it runs
+/// nothing and grants the whole subject, and the next pull passes (docs/behaviour.md §5).
+#[test]
+fn the_fix_for_a_branch_named_like_a_command_runs_nothing_and_grants_the_whole_subject() {
+    let issuer = Issuer::start();
+    let (env, _) = trusting(&issuer, "      username_prefix: \"ci:\"\n");
+    let sub = "repo:org/app:ref:refs/heads/$(touch${IFS}pwned)";
+    let user = format!("ci:{sub}");
+    let token = issuer.token(sub);
+    let denied = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+    let err = env.expect_error(&denied, 403, "DENIED", "an unbound CI identity");
+    assert_eq!(err["detail"]["identity"], user.as_str());
+    let message = err["message"].as_str().unwrap_or_default();
+    let fix = message
+        .split_once("grants it: ")
+        .map(|(_, command)| command)
+        .unwrap_or_else(|| panic!("no command in {message}"));
+    assert_eq!(
+        fix,
+        "regate policy add-role-to-user system:image-puller \
+         'ci:repo:org/app:ref:refs/heads/$(touch${IFS}pwned)' -n project-a"
+    );
+    let explained = env.regate_ok(&["policy", "explain", "project-a/app", "--as", &user]);
+    assert!(
+        explained.contains(&format!("to grant it: {fix}")),
+        "{explained}"
+    );
+
+    let here = tempfile::tempdir().expect("a directory to paste in");
+    let pasted = env.paste(fix, here.path());
+    assert!(pasted.status.success(), "{}", show_output(&pasted));
+    assert!(
+        !here.path().join("pwned").exists(),
+        "the pasted fix ran a command"
+    );
+    std::thread::sleep(POLICY_DELAY);
+    assert_eq!(
+        manifest_status(&env, Auth::Basic(&token), 200),
+        200,
+        "the pasted fix granted the whole subject"
+    );
+}
+
 #[test]
 fn id_tokens_wrong_in_any_way_are_refused() {
     let (issuer, env) = ci_puller();

@@ -337,6 +337,192 @@ fn the_text_access_line_has_tracings_layout_and_obeys_rust_log() {
     );
 }
 
+/// regate trusting an OIDC issuer (user names `ci:` + `sub`, so any text is a user name),
+/// failed logins unlimited (so no warning joins the access lines), and in embedded mode the
+/// console beside the API.
+fn logging_env() -> (Issuer, Env) {
+    let issuer = Issuer::start();
+    let mut config = issuer.config("      username_prefix: \"ci:\"\n");
+    config.push_str("failed_logins:\n  burst: 0\n");
+    let mut env = Env::builder()
+        .namespaces(PROJECTS)
+        .gateway_config(&with_mode_config(&config));
+    if AuthorityMode::from_env() == AuthorityMode::Embedded {
+        env = env.serve_arg("--console");
+    }
+    let env = env.run();
+    // Every start-up line is out once a request's access line is.
+    let reply = env.send("GET", "/healthz", Auth::None);
+    let id = reply
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.regate_log().contains(&id) {
+        assert!(Instant::now() < deadline, "no access line for /healthz");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (issuer, env)
+}
+
+/// `Authorization: Basic` of `user` and a token no authority takes.
+fn basic_with_bad_token(user: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{user}:not-a-token");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The text log lines written after the first `before`, up to the access line of the request
+/// answered with `reply`, the last one sent: a request's other lines, forged or not, are
+/// written before its access line, or in the same write.
+fn lines_until(env: &Env, before: usize, reply: &Reply) -> Vec<String> {
+    let id = reply.header("x-request-id").expect("a request id");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = env.regate_log();
+        if log.contains(id) {
+            return log.lines().skip(before).map(str::to_string).collect();
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `line` is one tracing text line: `TIME  LEVEL target: …`, no control character.
+fn is_one_clean_line(line: &str) -> bool {
+    let time = line.split("  ").next().unwrap_or_default();
+    time.len() == 27
+        && time.ends_with('Z')
+        && !line
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+}
+
+/// User names and subjects with a newline and a terminal escape (docs/behaviour.md §10): a
+/// Basic user name (counted for failed logins, never logged), the OAuth2 form's `username`,
+/// an OIDC subject (the identity of a 403, and in its message), a console sign-in (a field of
+/// its own line). Each request is still one text line, escaped, and no line is forged.
+#[test]
+fn names_from_clients_never_forge_a_text_log_line() {
+    const HOSTILE: &str = "mallory\n2026-01-01T00:00:00.000000Z  INFO regate: forged \x1b[31mred";
+    let (issuer, env) = logging_env();
+    let before = env.regate_log().lines().count();
+    let mut requests = 0;
+
+    let basic = Reply::from_request(
+        client()
+            .get(format!("{}/v2/", env.url()))
+            .header("Authorization", basic_with_bad_token(HOSTILE)),
+    );
+    assert_eq!(basic.status, 401, "{}", body(&basic));
+    let form = env.post_token_form(&[
+        ("grant_type", "password"),
+        ("username", HOSTILE),
+        ("password", "not-a-token"),
+    ]);
+    assert_eq!(form.status, 401, "{}", body(&form));
+    let token = issuer.token(HOSTILE);
+    let denied = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+    assert_eq!(denied.status, 403, "{}", body(&denied));
+    requests += 3;
+    let mut last = denied;
+    let mut extra = 0;
+    if AuthorityMode::from_env() == AuthorityMode::Embedded {
+        let signed_in = Reply::from_request(
+            client()
+                .post(format!("{}/console/login", env.url()))
+                .header("Origin", env.url())
+                .form(&[("token", token.as_str())]),
+        );
+        assert_eq!(signed_in.status, 303, "{}", body(&signed_in));
+        requests += 1;
+        extra += 1; // `console: signed in`, naming the user
+        last = signed_in;
+    }
+
+    let lines = lines_until(&env, before, &last);
+    assert_eq!(lines.len(), requests + extra, "{lines:#?}");
+    for line in &lines {
+        assert!(is_one_clean_line(line), "{line:?}");
+    }
+    let escaped = "ci:mallory\\n2026-01-01T00:00:00.000000Z  INFO regate: forged \\u{1b}[31mred";
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" status=403 ") && l.contains(&format!("identity=\"{escaped}\""))),
+        "the 403's identity, escaped: {lines:#?}"
+    );
+    if extra > 0 {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("console: signed in") && l.contains(escaped)),
+            "the console's sign-in line, escaped: {lines:#?}"
+        );
+    }
+    assert!(!env.regate_log().contains(&token), "no ID token in the log");
+}
+
+/// Whatever text a refused request carries as a user name (Basic's, the OAuth2 form's, or an
+/// OIDC subject's, also signed in to the console with), it makes one text log line per request
+/// (and one for the sign-in), with no raw control character.
+#[test]
+fn any_user_name_of_a_refused_request_is_one_clean_log_line() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let (issuer, env) = logging_env();
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let names = prop_oneof![
+        any::<String>(),
+        "[a-z\n\r\t\x1b\u{85}\u{2028}\\[0-9;m\" ]{0,30}"
+    ];
+    runner
+        .run(&names, |name| {
+            let before = env.regate_log().lines().count();
+            let basic = Reply::from_request(
+                client()
+                    .get(format!("{}/v2/", env.url()))
+                    .header("Authorization", basic_with_bad_token(&name)),
+            );
+            prop_assert_eq!(basic.status, 401);
+            let form = env.post_token_form(&[
+                ("grant_type", "password"),
+                ("username", name.as_str()),
+                ("password", "not-a-token"),
+            ]);
+            prop_assert_eq!(form.status, 401);
+            let token = issuer.token(&name);
+            let refused = env.get_manifest("project-a/app", "v1", Auth::Basic(&token));
+            prop_assert!(matches!(refused.status, 401 | 403), "{}", refused.status);
+            let (mut last, mut expected) = (refused, 3);
+            if AuthorityMode::from_env() == AuthorityMode::Embedded {
+                // A sign-in names its user in a line of its own, then its access line.
+                let signed_in = Reply::from_request(
+                    client()
+                        .post(format!("{}/console/login", env.url()))
+                        .header("Origin", env.url())
+                        .form(&[("token", token.as_str())]),
+                );
+                expected += if signed_in.status == 303 { 2 } else { 1 };
+                last = signed_in;
+            }
+            let lines = lines_until(&env, before, &last);
+            prop_assert_eq!(lines.len(), expected, "{:#?}", lines);
+            for line in &lines {
+                prop_assert!(is_one_clean_line(line), "{:?}", line);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
 #[test]
 fn sigterm_lets_a_push_in_flight_finish_and_exits_0() {
     let mut env = Env::with_projects();

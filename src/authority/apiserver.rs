@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -170,6 +169,8 @@ pub struct ApiServer {
     objects: Option<Arc<Embedded>>,
     /// Fault injection for tests: every review waits this long before it is answered.
     latency: Option<Duration>,
+    /// How long a review's body may take to arrive (the connections' `request_timeout`).
+    body_timeout: Duration,
     /// Answered reviews, indexed by [`Review::index`].
     answered: [AtomicU64; 4],
 }
@@ -190,6 +191,7 @@ impl ApiServer {
             authority,
             objects: None,
             latency: None,
+            body_timeout: crate::config::ConnectionSettings::default().request_timeout,
             answered: Default::default(),
         }
     }
@@ -205,6 +207,13 @@ impl ApiServer {
     /// and benchmarks); `None` answers at once.
     pub fn with_latency(mut self, latency: Option<Duration>) -> Self {
         self.latency = latency.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Gives a review's body `limit` to arrive whole (default: the connections'
+    /// `request_timeout`).
+    pub fn with_body_timeout(mut self, limit: Duration) -> Self {
+        self.body_timeout = limit;
         self
     }
 
@@ -408,9 +417,35 @@ pub fn app(server: Arc<ApiServer>) -> Router {
         .route(HEALTHZ_PATH, only_get(get(healthz)))
         .route(REVIEWS_PATH, only_get(get(review_counts)))
         .fallback(|| async { StatusError::NotFound })
-        // Reviews are small; a body past this is refused with 413 before it is buffered.
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            read_body,
+        ))
         .with_state(server)
+}
+
+/// Reads a request's body, when it has one, before any handler: reviews are small, so a body
+/// past [`MAX_BODY`] is refused with 413 (at once when its `Content-Length` says so), and one
+/// not whole within the connections' `request_timeout` with 408, before the caller is even
+/// authenticated (docs/behaviour.md §10). The handlers then read it from memory.
+async fn read_body(
+    axum::extract::State(server): axum::extract::State<Arc<ApiServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let deadline = crate::body::Deadline::after(server.body_timeout);
+    match crate::body::read_bounded(&parts.headers, body, MAX_BODY, deadline).await {
+        Ok(body) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
+            next.run(req).await
+        }
+        Err(error) => StatusError::from(error).into_response(),
+    }
 }
 
 fn only_post(route: MethodRouter<Arc<ApiServer>>) -> MethodRouter<Arc<ApiServer>> {

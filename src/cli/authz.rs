@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 
 use super::StateArg;
 use crate::authority::embedded::{IMAGE_PRUNER, IMAGE_PULLER, IMAGE_PUSHER};
-use crate::authority::embedded::{Snapshot, load};
+use crate::authority::embedded::{Snapshot, StoreError, load};
 use crate::config::default_state_dir;
 use crate::identity::{
     ANONYMOUS, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS, UserInfo, service_account_of,
@@ -284,10 +284,11 @@ fn require_namespace(snapshot: &Snapshot, namespace: &str) -> anyhow::Result<()>
     if snapshot.namespaces.contains(namespace) {
         return Ok(());
     }
-    bail!(
-        "namespace {namespace:?} not found{}; create it with: regate create namespace {namespace}",
-        did_you_mean(namespace, snapshot.namespaces.iter().map(String::as_str))
-    )
+    Err(StoreError::NamespaceNotFound {
+        namespace: namespace.to_string(),
+        suggestion: did_you_mean(namespace, snapshot.namespaces.iter().map(String::as_str)),
+    }
+    .into())
 }
 
 /// The identity `--as`/`--as-group` name, as the gateway would see it after authentication:
@@ -314,11 +315,12 @@ fn identity(snapshot: &Snapshot, subject: &AsSubject) -> anyhow::Result<UserInfo
                 .keys()
                 .filter(|(n, _)| n == ns)
                 .map(|(_, sa)| sa.as_str());
-            bail!(
-                "serviceaccount {sa:?} not found in namespace {ns:?}{}; create it with: \
-                 regate create serviceaccount {sa} -n {ns}",
-                did_you_mean(sa, names)
-            );
+            return Err(StoreError::ServiceAccountNotFound {
+                namespace: ns.to_string(),
+                name: sa.to_string(),
+                suggestion: did_you_mean(sa, names),
+            }
+            .into());
         };
         (uid.clone(), Vec::new())
     } else {
@@ -354,7 +356,8 @@ fn check_user_name(name: &str) -> anyhow::Result<()> {
         || name.starts_with("system:unauthenticated")
     {
         bail!(
-            "{name:?} is a group, not a user; pass it with --as-group {name} (and a user with --as)"
+            "{name:?} is a group, not a user; pass it with --as-group {} (and a user with --as)",
+            crate::shell::Quoted(name)
         );
     }
     if name.starts_with(SERVICE_ACCOUNT_PREFIX) {

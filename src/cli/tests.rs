@@ -384,3 +384,85 @@ fn the_secret_commands_parse() {
         assert!(parse(args).is_err(), "{args:?} must be refused");
     }
 }
+
+/// Arbitrary words for a subject, namespace or role: any text without NUL (which no argument
+/// can hold), or text dense in what a shell reads as code.
+fn hostile_word() -> impl proptest::strategy::Strategy<Value = String> {
+    proptest::prop_oneof![
+        "[^\\x00]{0,24}",
+        "[-a-z0-9: '\"$`(){}\\\\;|*&<>!#~=?\\[\\]\n\t]{0,24}",
+    ]
+}
+
+/// The values `regate` parses from `args` for `policy VERB ROLE SUBJECT [-n NS]`.
+fn parsed_policy_args(args: &[String]) -> (String, String, Vec<String>, Option<String>) {
+    let matches = Cli::command()
+        .try_get_matches_from(std::iter::once("regate".to_string()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"));
+    let (_, policy) = matches.subcommand().expect("policy");
+    let (verb, command) = policy.subcommand().expect("a policy verb");
+    let role = command
+        .get_one::<String>("role")
+        .cloned()
+        .unwrap_or_default();
+    let subjects = if verb.ends_with("-group") {
+        "groups"
+    } else {
+        "users"
+    };
+    let users = command
+        .get_many::<String>(subjects)
+        .map(|users| users.cloned().collect())
+        .unwrap_or_default();
+    let namespace = command.get_one::<String>("namespace").cloned();
+    (verb.to_string(), role, users, namespace)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Every `regate policy` command regate prints (the 403's, `explain`'s, `can-i`'s, the
+    /// console's), run by bash, gives `regate` exactly the role, subject and namespace it
+    /// names, which the CLI parses back into the same values.
+    #[test]
+    fn printed_policy_commands_give_the_cli_exactly_their_words(
+        role in hostile_word(),
+        subject in hostile_word(),
+        namespace in hostile_word(),
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let namespaced = crate::policy::Attributes::layers("get", &namespace, "app");
+        let cluster = crate::policy::Attributes::cluster("delete", "images");
+        let mut commands = Vec::new();
+        for attrs in [&namespaced, &cluster] {
+            // An empty namespace is the cluster scope: a cluster grant.
+            let (verb, ns) = match attrs.namespace.as_str() {
+                "" => ("add-cluster-role-to-user", None),
+                ns => ("add-role-to-user", Some(ns.to_string())),
+            };
+            let command = crate::policy::grant_command(&role, &subject, attrs);
+            commands.push((command, verb, ns));
+        }
+        // The console's revoke of a group, with any namespace at all.
+        let verb = "remove-role-from-group";
+        let command = crate::policy::policy_command(verb, &role, &subject, Some(&namespace));
+        commands.push((command, verb, Some(namespace.clone())));
+        for (command, verb, ns) in commands {
+            let args = crate::shell::tests::arguments_bash_gives(&command, dir.path());
+            let parsed = parsed_policy_args(&args);
+            proptest::prop_assert_eq!(
+                parsed,
+                (verb.to_string(), role.clone(), vec![subject.clone()], ns),
+                "{}", command
+            );
+        }
+        let std::result::Result::Ok(entries) = std::fs::read_dir(dir.path()) else {
+            panic!("read the temp dir");
+        };
+        proptest::prop_assert_eq!(entries.count(), 0, "a command created a file");
+    }
+}

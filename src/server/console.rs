@@ -67,6 +67,8 @@ pub(super) enum Refused {
     NotFound(String),
     /// A form that cannot be taken: a missing field, a bad CSRF token.
     BadRequest(String),
+    /// A form body too large, or not whole within `connections.request_timeout`.
+    Body(crate::body::BodyError),
     /// Too many failed sign-ins from this client.
     TooMany,
     /// The authority could not answer; nothing was shown or changed.

@@ -111,7 +111,7 @@ impl Gateway {
             format!(
                 "credentials rejected by the registry at {origin}: fix its entry in the pull \
                      secret, e.g. `regate registry login --registry {} --auth-basic-stdin --to FILE`",
-                upstream.authority()
+                crate::shell::Quoted(upstream.authority())
             )
         } else {
             format!(

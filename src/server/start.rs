@@ -39,7 +39,7 @@ impl Gateway {
                     format!(
                         "token_server.keys {}: create the keys with `regate keys init --dir {}`",
                         settings.keys.display(),
-                        settings.keys.display()
+                        crate::shell::quote_path(&settings.keys)
                     )
                 })?;
                 key.spawn_reloader();

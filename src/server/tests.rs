@@ -391,3 +391,43 @@ async fn the_token_server_issues_nothing_when_the_authority_cannot_answer() {
     let (status, _) = token_server_token(&gw, &["repository:p/app:pull"]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A POST of the OAuth2 form to the gateway's realm, of `length` bytes that never come.
+fn stalled_form(length: usize) -> http::Request<Body> {
+    http::Request::post("/openshift/token")
+        .header(header::HOST, "gw.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_LENGTH, length)
+        .body(Body::new(crate::body::Stalled))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_form_too_slow_or_too_large_is_refused_and_its_connection_closed() {
+    let (upstream, _) = counting_upstream().await;
+    let limit = Duration::from_millis(300);
+    let gw = gateway_with(&upstream, |c| c.connections.request_timeout = limit);
+
+    let started = std::time::Instant::now();
+    let slow = app(gw.clone()).oneshot(stalled_form(40)).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(
+        slow.status(),
+        StatusCode::REQUEST_TIMEOUT,
+        "not the 504 of a slow answer"
+    );
+    assert!(waited >= limit && waited < limit * 4, "{waited:?}");
+    assert_eq!(slow.headers()[header::CONNECTION], "close");
+
+    let started = std::time::Instant::now();
+    let large = app(gw).oneshot(stalled_form(10 << 20)).await.unwrap();
+    assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        started.elapsed() < limit,
+        "refused by its length, nothing read"
+    );
+    assert_eq!(large.headers()[header::CONNECTION], "close");
+    let body = axum::body::to_bytes(large.into_body(), 4096).await.unwrap();
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "SIZE_INVALID");
+}

@@ -23,6 +23,7 @@ use super::failed_logins::Attempt;
 use super::failed_logins::FailedLogins;
 use super::identify::Identities;
 use crate::access::{self, Scope};
+use crate::body::{Deadline, read_bounded};
 use crate::cache::Decisions;
 use crate::config::TokenServerSettings;
 use crate::error::ApiError;
@@ -60,6 +61,8 @@ pub(super) struct Endpoint<'a> {
     /// The request's trail: the identity for the access line, decisions and the token issued
     /// for the audit log.
     pub trail: Trail,
+    /// When the OAuth2 form must have arrived: the request's deadline.
+    pub body_deadline: Deadline,
 }
 
 /// Which realm a token request came to.
@@ -129,9 +132,8 @@ pub(super) async fn handle(
     let mut params = match *req.method() {
         Method::GET | Method::HEAD => Params::parse(req.uri().query().unwrap_or("").as_bytes()),
         Method::POST => {
-            let body = axum::body::to_bytes(req.into_body(), FORM_LIMIT)
-                .await
-                .map_err(|_| bad("the form is larger than 64 KiB"))?;
+            let (parts, body) = req.into_parts();
+            let body = read_bounded(&parts.headers, body, FORM_LIMIT, ep.body_deadline).await?;
             let mut params = Params::parse(&body);
             // The form's user name counts too, and may already be barred.
             if let Some(attempt) = attempt {

@@ -113,7 +113,7 @@ pub enum KeyError {
     #[error(
         "{path} already exists; replace the key with `regate keys rotate --dir {dir}` (or remove the directory to start over)",
         path = .path.display(),
-        dir = .dir.display()
+        dir = crate::shell::quote_path(.dir)
     )]
     Exists {
         /// The key directory.
@@ -123,9 +123,10 @@ pub enum KeyError {
     },
     /// The directory has no signing key.
     #[error(
-        "{dir} has no signing key ({path} is missing); create one with `regate keys init --dir {dir}`",
+        "{dir} has no signing key ({path} is missing); create one with `regate keys init --dir {quoted}`",
         dir = .dir.display(),
-        path = .path.display()
+        path = .path.display(),
+        quoted = crate::shell::quote_path(.dir)
     )]
     Missing {
         /// The key directory.
@@ -150,7 +151,7 @@ pub enum KeyError {
         cert = .cert.display(),
         previous = .previous.display(),
         key = .key.display(),
-        dir = .dir.display()
+        dir = crate::shell::quote_path(.dir)
     )]
     Mismatch {
         /// The key directory.

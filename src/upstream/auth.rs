@@ -116,7 +116,8 @@ pub enum AuthError {
     /// The registry needs credentials and the pull secret has none for the image.
     #[error(
         "{registry} requires credentials and the pull secret has no entry for {image}; add one, \
-         e.g. regate registry login --registry={registry} --auth-basic-stdin --to=FILE"
+         e.g. regate registry login --registry={} --auth-basic-stdin --to=FILE",
+        crate::shell::Quoted(.registry)
     )]
     NoCredentials {
         /// The registry's `host[:port]`.

@@ -99,8 +99,9 @@ pub enum KeyringError {
     },
     /// A file could not be read.
     #[error(
-        "{path}: {source}; check `upstream.pull_secret` in the configuration, or create the file with `regate registry login --to {path}`",
-        path = .path.display()
+        "{path}: {source}; check `upstream.pull_secret` in the configuration, or create the file with `regate registry login --to {to}`",
+        path = .path.display(),
+        to = crate::shell::quote_path(.path)
     )]
     Io {
         /// The file.
@@ -111,8 +112,9 @@ pub enum KeyringError {
     },
     /// A file does not hold a usable docker config document.
     #[error(
-        "{path}: {source}; fix the file (or rewrite the entry with `regate registry login --to {path}`)",
-        path = .path.display()
+        "{path}: {source}; fix the file (or rewrite the entry with `regate registry login --to {to}`)",
+        path = .path.display(),
+        to = crate::shell::quote_path(.path)
     )]
     File {
         /// The file.

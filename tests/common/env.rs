@@ -619,6 +619,19 @@ impl Env {
         out
     }
 
+    /// Runs `line`, a command regate printed for people to paste, with bash in `dir`: `regate`
+    /// stands for this Env's CLI (its state through `REGATE_STATE`).
+    pub fn paste(&self, line: &str, dir: &Path) -> Output {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("regate() {{ \"$REGATE_BIN\" \"$@\"; }}; {line}"))
+            .env("REGATE_BIN", REGATE)
+            .env("REGATE_STATE", &self.state)
+            .current_dir(dir)
+            .stdin(Stdio::null());
+        run_bounded(cmd, Duration::from_secs(60))
+    }
+
     /// Run the regate CLI, panic unless it succeeds, and return its stdout, trimmed.
     pub fn regate_ok(&self, args: &[&str]) -> String {
         let out = self.regate(args);

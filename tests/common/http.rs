@@ -387,3 +387,86 @@ pub fn challenge_param<'a>(params: &'a [(String, String)], key: &str) -> Option<
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
+
+/// What a client trickling a request body got (see [`trickle`]).
+#[derive(Debug)]
+pub struct Trickled {
+    /// The reply, as far as it came.
+    pub reply: Reply,
+    /// From the request's headers being sent to the reply's first byte.
+    pub answered_after: Duration,
+    /// Whether the server closed the connection after the reply (end of stream or reset).
+    pub closed: bool,
+    /// Body bytes sent before the reply came.
+    pub sent: usize,
+}
+
+/// Sends `head` (a request line and headers declaring a `Content-Length`, ending with the
+/// blank line) to `addr`, then body bytes one every `every` until a reply comes or the
+/// declared length is sent; then reads until the server closes the connection, for at most
+/// `limit` in all.
+pub fn trickle(addr: SocketAddr, head: &str, every: Duration, limit: Duration) -> Trickled {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(str::to_string)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length in the head");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).expect("send the head");
+    let answered = Arc::new(AtomicBool::new(false));
+    let mut reading = stream.try_clone().expect("a second handle");
+    let seen = answered.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut buf, mut first, mut chunk) = (Vec::new(), None, [0u8; 16 * 1024]);
+        let closed = loop {
+            match reading.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    first.get_or_insert_with(|| {
+                        seen.store(true, Ordering::SeqCst);
+                        started.elapsed()
+                    });
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        };
+        seen.store(true, Ordering::SeqCst);
+        (buf, first, closed)
+    });
+    let mut sent = 0;
+    while sent < length && !answered.load(Ordering::SeqCst) && started.elapsed() < limit {
+        if stream.write_all(b"a").is_err() {
+            break;
+        }
+        sent += 1;
+        let next = Instant::now() + every;
+        while Instant::now() < next && !answered.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (buf, first, closed) = reader.join().expect("the reader");
+    let reply = parse_reply(&buf, false)
+        .unwrap_or_else(|e| panic!("no reply after {sent} bytes ({e}): {buf:?}"));
+    Trickled {
+        reply,
+        answered_after: first.unwrap_or(limit),
+        closed,
+        sent,
+    }
+}

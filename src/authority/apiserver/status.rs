@@ -17,8 +17,8 @@ pub enum StatusError {
     /// 403: the caller may not create this review.
     #[error(
         "{resource}.{group} is forbidden: User \"{user}\" cannot create resource \"{resource}\" \
-         in API group \"{group}\" at the cluster scope; grant it with: regate policy \
-         add-cluster-role-to-user {AUTH_DELEGATOR} {user}"
+         in API group \"{group}\" at the cluster scope; grant it with: {}",
+        cluster_grant(AUTH_DELEGATOR, .user)
     )]
     Forbidden {
         /// The caller.
@@ -31,8 +31,8 @@ pub enum StatusError {
     /// 403: the caller may not read these objects.
     #[error(
         "{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API \
-         group \"\" in the namespace \"{namespace}\"; grant it with: regate policy \
-         add-cluster-role-to-user {PULL_SECRET_READER} {user}"
+         group \"\" in the namespace \"{namespace}\"; grant it with: {}",
+        cluster_grant(PULL_SECRET_READER, .user)
     )]
     ForbiddenRead {
         /// The caller.
@@ -68,6 +68,9 @@ pub enum StatusError {
     /// 413: the body is larger than [`MAX_BODY`].
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// 408: the body did not arrive whole in time.
+    #[error("{0}")]
+    Timeout(crate::body::BodyError),
     /// 503: the authority behind the server cannot answer.
     #[error("the authority cannot answer now; retry")]
     Unavailable,
@@ -82,6 +85,22 @@ pub enum StatusError {
     },
 }
 
+/// The command binding ClusterRole `role` to `user`, quoted for the shell.
+fn cluster_grant(role: &str, user: &str) -> String {
+    crate::policy::policy_command("add-cluster-role-to-user", role, user, None)
+}
+
+impl From<crate::body::BodyError> for StatusError {
+    /// 413 past [`MAX_BODY`], 408 when too slow, 400 when the connection failed.
+    fn from(error: crate::body::BodyError) -> Self {
+        match error {
+            crate::body::BodyError::TooLarge { .. } => StatusError::TooLarge,
+            crate::body::BodyError::TooSlow { .. } => StatusError::Timeout(error),
+            crate::body::BodyError::Failed(_) => StatusError::BadRequest(error.to_string()),
+        }
+    }
+}
+
 impl StatusError {
     /// The HTTP status and the `Status.reason` Kubernetes gives it.
     fn status_and_reason(&self) -> (StatusCode, &'static str) {
@@ -94,6 +113,7 @@ impl StatusError {
             StatusError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             StatusError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             StatusError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            StatusError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "Timeout"),
             StatusError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             StatusError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             StatusError::MethodNotAllowed { .. } => {
@@ -153,6 +173,12 @@ impl IntoResponse for StatusError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of the body is not read: the connection cannot carry another request.
+            StatusError::TooLarge | StatusError::Timeout(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

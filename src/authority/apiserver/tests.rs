@@ -471,6 +471,25 @@ async fn an_oversized_body_is_refused() {
     .await;
 }
 
+#[tokio::test]
+async fn a_body_not_whole_in_time_is_refused() {
+    let mut fx = Fixture::default();
+    let limit = Duration::from_millis(200);
+    fx.server = Arc::new(ApiServer::new(fx.embedded.clone()).with_body_timeout(limit));
+    let started = std::time::Instant::now();
+    let response = fx
+        .send(
+            "POST",
+            TOKEN_REVIEWS_PATH,
+            None,
+            Body::new(crate::body::Stalled),
+        )
+        .await;
+    assert!(started.elapsed() < limit * 4, "{:?}", started.elapsed());
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    failure(response, StatusCode::REQUEST_TIMEOUT, "Timeout").await;
+}
+
 // --- subjectaccessreviews ---
 
 #[tokio::test]

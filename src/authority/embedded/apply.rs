@@ -182,8 +182,9 @@ impl Store {
                 && !exists(&layout.namespace_file(&ns))?
             {
                 return Err(doc.error(format!(
-                    "metadata.namespace: namespace {ns:?} not found{}; add a Namespace document or run: regate create namespace {ns}",
-                    did_you_mean(&ns, Kind::Namespace.existing_names(&layout, "").iter().map(String::as_str))
+                    "metadata.namespace: namespace {ns:?} not found{}; add a Namespace document or run: {}",
+                    did_you_mean(&ns, Kind::Namespace.existing_names(&layout, "").iter().map(String::as_str)),
+                    super::store::create_namespace_command(&ns)
                 )));
             }
             if !seen.insert((kind, ns, doc.object.name().to_string())) {

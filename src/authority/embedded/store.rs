@@ -43,12 +43,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap;
+use crate::shell::CommandLine;
 use crate::token::Signer;
 use crate::token::TokenError;
 pub(crate) use files::{
     check_identity, create_private_dir, exists, is_hidden, namespace_dirs, object_file,
     read_object, read_objects, remove_file, stamp, write_object,
 };
+
+/// `regate create namespace NAMESPACE`, quoted for the shell: the fix named wherever a
+/// namespace is missing.
+pub(crate) fn create_namespace_command(namespace: &str) -> String {
+    CommandLine::new(&["regate", "create", "namespace"])
+        .arg(namespace)
+        .to_string()
+}
 
 /// `apiVersion` of [`User`].
 pub const USER_API_VERSION: &str = "user.openshift.io/v1";
@@ -93,7 +102,8 @@ pub enum StoreError {
     },
     /// The namespace does not exist.
     #[error(
-        "namespace {namespace:?} not found{suggestion}; create it with: regate create namespace {namespace}"
+        "namespace {namespace:?} not found{suggestion}; create it with: {}",
+        create_namespace_command(.namespace)
     )]
     NamespaceNotFound {
         /// The namespace.
@@ -103,7 +113,8 @@ pub enum StoreError {
     },
     /// The service account does not exist.
     #[error(
-        "serviceaccount {name:?} not found in namespace {namespace:?}{suggestion}; create it with: regate create serviceaccount {name} -n {namespace}"
+        "serviceaccount {name:?} not found in namespace {namespace:?}{suggestion}; create it with: {}",
+        CommandLine::new(&["regate", "create", "serviceaccount"]).arg(.name).option("-n", .namespace)
     )]
     ServiceAccountNotFound {
         /// Its namespace.
@@ -114,7 +125,10 @@ pub enum StoreError {
         suggestion: String,
     },
     /// The user does not exist.
-    #[error("user {name:?} not found{suggestion}; create it with: regate create user {name}")]
+    #[error(
+        "user {name:?} not found{suggestion}; create it with: {}",
+        CommandLine::new(&["regate", "create", "user"]).arg(.name)
+    )]
     UserNotFound {
         /// The user name.
         name: String,

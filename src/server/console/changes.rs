@@ -182,13 +182,14 @@ impl Attempt<'_> {
 }
 
 /// The `regate policy` command a change is, e.g. `regate policy add-role-to-user
-/// system:image-puller alice -n project-b`.
+/// system:image-puller alice -n project-b`, quoted for the shell as every command regate shows.
 fn command(verb: &str, role: &str, subject: &SubjectRef, ns: &str) -> String {
     let kind = match subject {
         SubjectRef::Group(_) => "group",
         _ => "user",
     };
-    format!("regate policy {verb}-{kind} {role} {subject} -n {ns}")
+    let verb = format!("{verb}-{kind}");
+    crate::policy::policy_command(&verb, role, &subject.to_string(), Some(ns))
 }
 
 /// Tells the viewer what the change did (on the next page, through the session cookie this

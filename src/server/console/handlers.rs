@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,11 +19,12 @@ use super::super::access_log::Trail;
 use super::pages::{self, Filter, Who};
 use super::session::{SessionError, Sessions};
 use super::{Console, Identified, Refused, Seen, Viewer};
+use crate::body::{BodyError, Deadline, read_bounded};
 use crate::identity::UserInfo;
 use crate::policy::{self, Attributes, Grantee};
 
-/// Longest sign-in form read: a token is a few KiB at most.
-const SIGN_IN_BYTES: usize = 32 * 1024;
+/// Longest form read: a sign-in token is a few KiB at most, the other forms far less.
+const FORM_BYTES: usize = 32 * 1024;
 /// Decisions shown at once.
 const ROWS: usize = 200;
 /// Repositories whose tags one namespace page lists.
@@ -57,6 +59,11 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .fallback(|| async { Refused::NotFound("no such page".into()) })
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
+            read_form,
+        ))
+        // The origin first: a foreign form is refused before its body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
             from_own_pages,
         ))
         .layer(axum::middleware::map_response(guarded))
@@ -87,6 +94,28 @@ async fn from_own_pages(
         return refused.into_response();
     }
     next.run(req).await
+}
+
+/// Reads a request's body, when it has one, before any handler: at most [`FORM_BYTES`], whole
+/// within `connections.request_timeout` of its headers (docs/console.md, "Forms and
+/// headers"). A visitor who trickles a form is answered 408, one who sends too much 413, and
+/// the connection is closed; no one, signed in or not, holds a connection longer. The handlers
+/// then read the form from memory.
+async fn read_form(
+    State(console): ConsoleState,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let deadline = Deadline::after(console.gateway.config.connections.request_timeout);
+    let (parts, body) = req.into_parts();
+    match read_bounded(&parts.headers, body, FORM_BYTES, deadline).await {
+        Ok(form) => next.run(Request::from_parts(parts, Body::from(form))).await,
+        Err(error) => Refused::Body(error).into_response(),
+    }
 }
 
 /// Headers on every console answer: no framing, no inline script, no caching of pages.
@@ -127,6 +156,23 @@ impl IntoResponse for Refused {
             Refused::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
             Refused::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
             Refused::BadRequest(m) => (StatusCode::BAD_REQUEST, "Cannot take this request", m),
+            Refused::Body(error) => {
+                let status = match error {
+                    BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+                    BodyError::Failed(_) => StatusCode::BAD_REQUEST,
+                };
+                let message = format!("{error}.");
+                let mut response = page(
+                    status,
+                    pages::refusal("Cannot read this form", &message, None),
+                );
+                // The rest of the body is not read: the connection cannot carry another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
             Refused::TooMany => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed sign-ins",
@@ -217,7 +263,7 @@ async fn sign_in(State(console): ConsoleState, req: Request) -> Result<Response,
         return Err(Refused::TooMany);
     }
     let plain = plain_http(&console, req.uri(), req.headers());
-    let body = axum::body::to_bytes(req.into_body(), SIGN_IN_BYTES)
+    let body = axum::body::to_bytes(req.into_body(), FORM_BYTES)
         .await
         .map_err(|_| Refused::BadRequest("the sign-in form is too large".into()))?;
     let token = url::form_urlencoded::parse(&body)

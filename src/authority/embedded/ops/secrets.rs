@@ -28,7 +28,13 @@ pub enum SecretError {
     },
     /// The Secret does not exist.
     #[error(
-        "secret {name:?} not found in namespace {namespace:?}{suggestion}; create it with: regate create secret docker-registry {name} -n {namespace} --docker-server=SERVER --docker-username=USER --docker-password-stdin"
+        "secret {name:?} not found in namespace {namespace:?}{suggestion}; create it with: {}",
+        crate::shell::CommandLine::new(&["regate", "create", "secret", "docker-registry"])
+            .arg(.name)
+            .option("-n", .namespace)
+            .flag("--docker-server=SERVER")
+            .flag("--docker-username=USER")
+            .flag("--docker-password-stdin")
     )]
     NotFound {
         /// Its namespace.
