@@ -431,12 +431,7 @@ fn names_from_clients_never_forge_a_text_log_line() {
     let mut last = denied;
     let mut extra = 0;
     if AuthorityMode::from_env() == AuthorityMode::Embedded {
-        let signed_in = Reply::from_request(
-            client()
-                .post(format!("{}/console/login", env.url()))
-                .header("Origin", env.url())
-                .form(&[("token", token.as_str())]),
-        );
+        let signed_in = console_sign_in(&env, &token);
         assert_eq!(signed_in.status, 303, "{}", body(&signed_in));
         requests += 1;
         extra += 1; // `console: signed in`, naming the user
@@ -504,12 +499,7 @@ fn any_user_name_of_a_refused_request_is_one_clean_log_line() {
             let (mut last, mut expected) = (refused, 3);
             if AuthorityMode::from_env() == AuthorityMode::Embedded {
                 // A sign-in names its user in a line of its own, then its access line.
-                let signed_in = Reply::from_request(
-                    client()
-                        .post(format!("{}/console/login", env.url()))
-                        .header("Origin", env.url())
-                        .form(&[("token", token.as_str())]),
-                );
+                let signed_in = console_sign_in(&env, &token);
                 expected += if signed_in.status == 303 { 2 } else { 1 };
                 last = signed_in;
             }
@@ -872,4 +862,14 @@ fn metrics_listen_serves_them_apart_from_the_api() {
         404,
         "not on the API's address"
     );
+}
+
+/// A console sign-in with `token`, from the console's own origin.
+fn console_sign_in(env: &Env, token: &str) -> Reply {
+    Reply::from_request(
+        client()
+            .post(format!("{}/console/login", env.url()))
+            .header("Origin", env.url())
+            .form(&[("token", token)]),
+    )
 }

@@ -401,6 +401,23 @@ pub struct Trickled {
     pub sent: usize,
 }
 
+impl Trickled {
+    /// Asserts that a trickled body was answered `status` about `limit` after its headers (the
+    /// deadline, not the client's pace), with the connection closed and `says` in the reply.
+    pub fn expect_cut_at(&self, status: u16, limit: Duration, says: &str, what: &str) {
+        assert_eq!(self.reply.status, status, "{what}: {}", self.reply);
+        assert!(
+            self.answered_after >= limit.saturating_sub(Duration::from_millis(200))
+                && self.answered_after < limit + Duration::from_millis(1500),
+            "{what}: answered after {:?}",
+            self.answered_after
+        );
+        assert!(self.closed, "{what}: the connection is closed");
+        assert!(self.sent < 5, "{what}: {} bytes sent", self.sent);
+        assert!(self.reply.text().contains(says), "{what}: {}", self.reply);
+    }
+}
+
 /// Sends `head` (a request line and headers declaring a `Content-Length`, ending with the
 /// blank line) to `addr`, then body bytes one every `every` until a reply comes or the
 /// declared length is sent; then reads until the server closes the connection, for at most
