@@ -72,11 +72,23 @@ impl Cluster {
             .to_string()
     }
 
-    /// How many requests for `path_part` each replica logged.
-    fn served(&self, path_part: &str) -> Vec<usize> {
-        (0..REPLICAS)
-            .map(|i| self.env.replica_log(i).matches(path_part).count())
-            .collect()
+    /// Waits until every replica has logged a request whose path holds `path_part` (bounded:
+    /// access lines are written in batches); panics with what each logged otherwise.
+    fn expect_every_replica_served(&self, path_part: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let served: Vec<usize> = (0..REPLICAS)
+                .map(|i| self.env.replica_log(i).matches(path_part).count())
+                .collect();
+            if served.iter().all(|n| *n > 0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: requests each replica logged: {served:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A `docker://` reference through the balancer.
@@ -110,11 +122,7 @@ fn skopeo_pushes_and_pulls_through_three_replicas() {
         .env
         .expect_success(&pulled, "skopeo pull through the balancer");
     assert_eq!(oci_manifest_digest(back.path()), image.manifest_digest);
-    let served = cluster.served("/v2/project-a/app/");
-    assert!(
-        served.iter().all(|n| *n > 0),
-        "every replica serves part of it: {served:?}"
-    );
+    cluster.expect_every_replica_served("/v2/project-a/app/", "every replica serves part of it");
 }
 
 /// One upload session, its steps landing on three replicas in turn, ends in the blob.
@@ -163,11 +171,7 @@ fn one_upload_spread_over_three_replicas() {
     );
     assert_eq!(blob.status, 200);
     assert_eq!(blob.body, data);
-    let served = cluster.served(&upload_id);
-    assert!(
-        served.iter().all(|n| *n > 0),
-        "each replica took a step of the upload: {served:?}"
-    );
+    cluster.expect_every_replica_served(&upload_id, "each replica takes a step of the upload");
 }
 
 /// Two 4 MiB layers (distinct), a config and a manifest in the registry, at `repo:v1`.
