@@ -1074,3 +1074,65 @@ fn refused_without_the_embedded_authority() {
         "the error names the setting and the fix: {text}"
     );
 }
+
+/// A request is one row of the decisions table, with each of its checks; and a denied push is
+/// "Allowed now" only once the whole push would pass, not when only its refused check would.
+#[test]
+fn a_request_is_one_row_and_allowed_now_rechecks_the_whole_request() {
+    let Some(env) = console_env() else { return };
+    let ann = admin(&env, "ann", "registry-admin", "project-a");
+    let mut visitor = Visitor::new(&env);
+    assert_eq!(visitor.sign_in(&ann).status, 303);
+
+    // An upload start needs get and update: one row, two checks.
+    let builder = env.token("builder", "project-a");
+    env.expect_upload_started(
+        &env.start_upload("project-a/rows", Auth::Basic(&builder)),
+        "the builder's push",
+    );
+    let table = visitor.get("/console/decisions").text();
+    assert_eq!(
+        table.matches("/v2/project-a/rows/blobs/uploads/").count(),
+        1,
+        "one row for the request: {table}"
+    );
+    let row = table
+        .split("/v2/project-a/rows/blobs/uploads/")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the row");
+    assert_eq!(row.matches("<li").count(), 2, "its two checks: {row}");
+
+    // bob's push is refused its get.
+    env.regate_ok(&["create", "user", "bob"]);
+    let bob = env.user_token("bob");
+    assert_eq!(
+        env.start_upload("project-a/bob", Auth::Basic(&bob)).status,
+        403
+    );
+    let list = visitor.get("/console/decisions?outcome=denied").text();
+    let seq = list
+        .split("href=\"/console/decisions/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the denial listed")
+        .to_string();
+    let page = format!("/console/decisions/{seq}");
+    // The puller role lets its get through, not the push.
+    env.policy("add-role-to-user", "system:image-puller", "bob", "project-a");
+    let explained = visitor.get(&page).text();
+    assert!(!explained.contains("now-allowed"), "{explained}");
+    assert_eq!(
+        env.start_upload("project-a/bob", Auth::Basic(&bob)).status,
+        403,
+        "the push is still refused"
+    );
+    // The pusher role lets the whole push through.
+    env.policy("add-role-to-user", "system:image-pusher", "bob", "project-a");
+    let explained = visitor.get(&page).text();
+    assert!(explained.contains("now-allowed"), "{explained}");
+    env.expect_upload_started(
+        &env.start_upload("project-a/bob", Auth::Basic(&bob)),
+        "the push once allowed",
+    );
+}

@@ -547,9 +547,21 @@ async fn decisions(
         return Err(Refused::BadRequest("the filter is not readable".into()));
     };
     let visible: BTreeSet<String> = console.namespaces(&viewer).await?.into_iter().collect();
-    let rows = console.recent.newest(ROWS, |seen| {
-        sees(&viewer, &visible, seen) && matches_filter(&filter, seen)
-    });
+    let rows: Vec<Vec<Arc<Seen>>> = console
+        .recent
+        .newest_requests(ROWS, |checks| {
+            checks.iter().any(|seen| sees(&viewer, &visible, seen))
+                && matches_filter(&filter, checks)
+        })
+        .into_iter()
+        // A check about a namespace the viewer does not see (a mount's source) stays hidden.
+        .map(|checks| {
+            checks
+                .into_iter()
+                .filter(|seen| sees(&viewer, &visible, seen))
+                .collect()
+        })
+        .collect();
     let visible: Vec<String> = visible.into_iter().collect();
     let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
     Ok(viewed(&console, &viewer, markup))
@@ -561,13 +573,20 @@ fn sees(viewer: &Viewer, visible: &BTreeSet<String>, seen: &Seen) -> bool {
     viewer.cluster || visible.contains(&seen.attrs.namespace)
 }
 
-fn matches_filter(filter: &Filter, seen: &Seen) -> bool {
+/// Whether a request, by its checks, is one `filter` asks for: its identity, a check in the
+/// namespace, and its outcome (allowed when every check was).
+fn matches_filter(filter: &Filter, checks: &[Arc<Seen>]) -> bool {
     let identity = filter.identity.trim();
-    (identity.is_empty() || seen.user.as_deref().is_some_and(|u| u.contains(identity)))
-        && (filter.namespace.is_empty() || seen.attrs.namespace == filter.namespace)
+    let Some(first) = checks.first() else {
+        return false;
+    };
+    let allowed = checks.iter().all(|seen| seen.allowed == Some(true));
+    (identity.is_empty() || first.user.as_deref().is_some_and(|u| u.contains(identity)))
+        && (filter.namespace.is_empty()
+            || checks.iter().any(|seen| seen.attrs.namespace == filter.namespace))
         && match filter.outcome.as_str() {
-            "allowed" => seen.allowed == Some(true),
-            "denied" => seen.allowed != Some(true),
+            "allowed" => allowed,
+            "denied" => !allowed,
             _ => true,
         }
 }
@@ -597,7 +616,8 @@ async fn decision(
     let snapshot = console.snapshot();
     let policy = &snapshot.policy;
     let attrs = &seen.attrs;
-    let pushing = matches!(seen.method.as_str(), "PUT" | "POST" | "PATCH");
+    let checks = request_checks(&seen);
+    let pushing = checks.iter().any(|check| check.verb == "update");
     let role = policy::role_granting_request(attrs, pushing).to_string();
     let user = seen.user.clone().unwrap_or_default();
     let subject = UserInfo {
@@ -605,8 +625,17 @@ async fn decision(
         groups: seen.groups.clone(),
         ..UserInfo::anonymous()
     };
+    // "Allowed now" only when the whole request would pass: a push refused its `get` needs
+    // `update` too, and a grant of the puller role alone does not let it through.
     let now = match policy.evaluate(&subject, attrs) {
-        policy::Decision::Allow { by } if seen.allowed == Some(false) => Some(by),
+        policy::Decision::Allow { by }
+            if seen.allowed == Some(false)
+                && checks
+                    .iter()
+                    .all(|check| policy.evaluate(&subject, check).allowed()) =>
+        {
+            Some(by)
+        }
         _ => None,
     };
     let apply = if attrs.namespace.is_empty() {
@@ -626,6 +655,20 @@ async fn decision(
     let flash = viewer.session.told();
     let markup = pages::decision(&who(&viewer), &view, flash.as_ref());
     Ok(viewed(&console, &viewer, markup))
+}
+
+/// Every check the request of decision `seen` needed (docs/behaviour.md §2), read again from
+/// its method and path; the decision's own check when they no longer parse.
+fn request_checks(seen: &Seen) -> Vec<Attributes> {
+    let method = http::Method::from_bytes(seen.method.as_bytes()).ok();
+    let plan = method.and_then(|method| {
+        let route = crate::route::parse(&seen.path).ok()?;
+        crate::access::plan(&method, &route, None).ok()
+    });
+    match plan {
+        Some(plan) if plan.required.contains(&seen.attrs) => plan.required,
+        _ => vec![seen.attrs.clone()],
+    }
 }
 
 /// A role's rules as text: `get, update on imagestreams/layers`.

@@ -92,7 +92,7 @@ pub(super) fn sign_in(message: Option<&str>, plain_http: bool) -> Markup {
             input #token type="password" name="token" autocomplete="off" required spellcheck="false";
             p.hint {
                 "The token you give " code { "docker login" } " as the password: e.g. from "
-                code { "regate create token USER" } " or your identity provider."
+                code { "regate create token --user NAME" } " (or " code { "regate create token SERVICEACCOUNT -n NAMESPACE" } "), or your identity provider."
             }
             button type="submit" { "Sign in" }
         }
@@ -359,7 +359,7 @@ pub(super) fn decisions(
     who: &Who<'_>,
     filter: &Filter,
     namespaces: &[String],
-    rows: &[std::sync::Arc<Seen>],
+    rows: &[Vec<std::sync::Arc<Seen>>],
 ) -> Markup {
     let body = html! {
         form.filters method="get" action="/console/decisions" {
@@ -389,28 +389,40 @@ pub(super) fn decisions(
             noscript { " Reload the page to see new decisions." }
         }
         table #decisions data-live="" {
+            colgroup {
+                col.when; col.who; col.request; col.checks; col.outcome;
+            }
             thead {
                 tr {
                     th scope="col" { "Time (UTC)" }
                     th scope="col" { "Identity" }
                     th scope="col" { "Request" }
-                    th scope="col" { "Check" }
+                    th scope="col" { "Checks" }
                     th scope="col" { "Outcome" }
                 }
             }
             tbody #decisions-body {
                 @if rows.is_empty() { tr { td colspan="5" { "No decisions yet." } } }
-                @for seen in rows {
-                    tr.(outcome_class(seen)) {
-                        td { (time_text(seen)) }
-                        td { code { (seen.user.as_deref().unwrap_or("-")) } }
-                        td { (seen.method) " " code { (seen.path) } " → " (seen.status) }
-                        td { (seen.attrs.describe()) }
-                        td {
-                            @match seen.allowed {
-                                Some(true) => "Allowed",
-                                Some(false) => a href={ "/console/decisions/" (seen.seq) } { "Denied: why?" },
-                                None => a href={ "/console/decisions/" (seen.seq) } { "Failed closed" },
+                @for checks in rows {
+                    @if let Some(first) = checks.first() {
+                        @let failed = checks.iter().find(|seen| seen.allowed != Some(true));
+                        tr.(failed.map_or("allowed", |seen| outcome_class(seen))) {
+                            td { (time_text(first)) }
+                            td { code { (first.user.as_deref().unwrap_or("-")) } }
+                            td { (first.method) " " code { (first.path) } " → " (first.status) }
+                            td {
+                                ul.checks {
+                                    @for seen in checks {
+                                        li.(outcome_class(seen)) { (seen.attrs.describe()) }
+                                    }
+                                }
+                            }
+                            td {
+                                @match failed {
+                                    None => "Allowed",
+                                    Some(seen) if seen.allowed.is_none() => a href={ "/console/decisions/" (seen.seq) } { "Failed closed" },
+                                    Some(seen) => a href={ "/console/decisions/" (seen.seq) } { "Denied: why?" },
+                                }
                             }
                         }
                     }

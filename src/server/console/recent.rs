@@ -101,6 +101,40 @@ impl Recent {
             .collect()
     }
 
+    /// The requests whose decisions are kept, newest first, each with its decisions in the order
+    /// they were made; those `keep` takes, at most `limit`. A request's decisions are recorded
+    /// together, so they stand side by side in the ring.
+    pub fn newest_requests(
+        &self,
+        limit: usize,
+        keep: impl Fn(&[Arc<Seen>]) -> bool,
+    ) -> Vec<Vec<Arc<Seen>>> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut requests: Vec<Vec<Arc<Seen>>> = Vec::new();
+        let mut current: Vec<Arc<Seen>> = Vec::new();
+        for seen in ring.seen.iter().rev() {
+            if current
+                .last()
+                .is_some_and(|last| last.request_id != seen.request_id)
+            {
+                current.reverse();
+                if keep(&current) {
+                    requests.push(std::mem::take(&mut current));
+                    if requests.len() == limit {
+                        return requests;
+                    }
+                }
+                current.clear();
+            }
+            current.push(seen.clone());
+        }
+        current.reverse();
+        if !current.is_empty() && requests.len() < limit && keep(&current) {
+            requests.push(current);
+        }
+        requests
+    }
+
     /// Decision `seq`, if it is still kept.
     pub fn get(&self, seq: u64) -> Option<Arc<Seen>> {
         let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());

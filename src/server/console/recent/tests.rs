@@ -69,3 +69,35 @@ fn an_authority_that_could_not_answer_is_neither_allowed_nor_denied() {
     assert_eq!(seen.allowed, None);
     assert!(seen.reason.contains("fail closed"));
 }
+
+#[test]
+fn a_request_is_one_entry_with_its_decisions_in_order() {
+    let recent = Recent::default();
+    let push = |id: &'static str, allowed: &[bool]| {
+        let record = RequestRecord {
+            request_id: id,
+            method: "POST",
+            path: "/v2/ns/app/blobs/uploads/",
+            ..request(202)
+        };
+        let events: Vec<Event> = allowed.iter().map(|a| decision(*a)).collect();
+        recent.record(&record, &events);
+    };
+    push("one", &[true, true]);
+    push("two", &[true, false]);
+    push("three", &[true]);
+    let requests = recent.newest_requests(10, |_| true);
+    let ids: Vec<(&str, usize)> = requests
+        .iter()
+        .map(|r| (r[0].request_id.as_str(), r.len()))
+        .collect();
+    assert_eq!(ids, [("three", 1), ("two", 2), ("one", 2)]);
+    assert_eq!(
+        requests[1].iter().map(|s| s.allowed).collect::<Vec<_>>(),
+        [Some(true), Some(false)],
+        "in the order they were made"
+    );
+    let denied = recent.newest_requests(10, |r| r.iter().any(|s| s.allowed == Some(false)));
+    assert_eq!(denied.len(), 1);
+    assert_eq!(recent.newest_requests(2, |_| true).len(), 2);
+}
