@@ -1119,7 +1119,12 @@ fn a_request_is_one_row_and_allowed_now_rechecks_the_whole_request() {
         .to_string();
     let page = format!("/console/decisions/{seq}");
     // The puller role lets its get through, not the push.
-    env.policy("add-role-to-user", "system:image-puller", "bob", "project-a");
+    env.policy(
+        "add-role-to-user",
+        "system:image-puller",
+        "bob",
+        "project-a",
+    );
     let explained = visitor.get(&page).text();
     assert!(!explained.contains("now-allowed"), "{explained}");
     assert_eq!(
@@ -1128,7 +1133,12 @@ fn a_request_is_one_row_and_allowed_now_rechecks_the_whole_request() {
         "the push is still refused"
     );
     // The pusher role lets the whole push through.
-    env.policy("add-role-to-user", "system:image-pusher", "bob", "project-a");
+    env.policy(
+        "add-role-to-user",
+        "system:image-pusher",
+        "bob",
+        "project-a",
+    );
     let explained = visitor.get(&page).text();
     assert!(explained.contains("now-allowed"), "{explained}");
     env.expect_upload_started(

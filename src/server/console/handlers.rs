@@ -583,7 +583,9 @@ fn matches_filter(filter: &Filter, checks: &[Arc<Seen>]) -> bool {
     let allowed = checks.iter().all(|seen| seen.allowed == Some(true));
     (identity.is_empty() || first.user.as_deref().is_some_and(|u| u.contains(identity)))
         && (filter.namespace.is_empty()
-            || checks.iter().any(|seen| seen.attrs.namespace == filter.namespace))
+            || checks
+                .iter()
+                .any(|seen| seen.attrs.namespace == filter.namespace))
         && match filter.outcome.as_str() {
             "allowed" => allowed,
             "denied" => !allowed,

@@ -91,13 +91,8 @@ fn what_clients_and_tokens_name_is_escaped() {
         identity: hostile.into(),
         ..Filter::default()
     };
-    let list = decisions(
-        &who,
-        &filter,
-        &[hostile.to_string()],
-        std::slice::from_ref(&seen),
-    )
-    .into_string();
+    let list =
+        decisions(&who, &filter, &[hostile.to_string()], &[vec![seen.clone()]]).into_string();
     let explained = decision(
         &who,
         &Explanation {
