@@ -13,6 +13,7 @@
 //! again) -> what they may see or do (this file) -> the page ([`pages`]).
 
 mod changes;
+mod decisions;
 mod handlers;
 mod pages;
 mod recent;

@@ -2,13 +2,13 @@
 //! or do, and render a page. Every write is a POST carrying the session's CSRF token from a
 //! page of the same origin; a refused write changes nothing and says why.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -16,17 +16,14 @@ use maud::Markup;
 use secrecy::SecretString;
 
 use super::super::access_log::Trail;
-use super::pages::{self, Filter, Who};
+use super::pages::{self, Who};
 use super::session::{SessionError, Sessions};
-use super::{Console, Identified, Refused, Seen, Viewer};
+use super::{Console, Identified, Refused, Viewer};
 use crate::body::{BodyError, Deadline, read_bounded};
-use crate::identity::UserInfo;
 use crate::policy::{self, Attributes, Grantee};
 
 /// Longest form read: a sign-in token is a few KiB at most, the other forms far less.
 const FORM_BYTES: usize = 32 * 1024;
-/// Decisions shown at once.
-const ROWS: usize = 200;
 /// Repositories whose tags one namespace page lists.
 const TAGGED_REPOSITORIES: usize = 100;
 
@@ -52,8 +49,8 @@ pub(super) fn router(console: Arc<Console>) -> Router {
             "/console/namespaces/{namespace}/revoke",
             post(super::changes::revoke),
         )
-        .route("/console/decisions", get(decisions))
-        .route("/console/decisions/{seq}", get(decision))
+        .route("/console/decisions", get(super::decisions::list))
+        .route("/console/decisions/{seq}", get(super::decisions::explain))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .fallback(|| async { Refused::NotFound("no such page".into()) })
@@ -208,7 +205,7 @@ fn signed_out(mut response: Response) -> Response {
 }
 
 /// A page for `viewer` (see [`for_viewer`]).
-fn viewed(console: &Console, viewer: &Viewer, markup: Markup) -> Response {
+pub(super) fn viewed(console: &Console, viewer: &Viewer, markup: Markup) -> Response {
     for_viewer(console, viewer, page(StatusCode::OK, markup))
 }
 
@@ -228,7 +225,7 @@ pub(super) fn for_viewer(console: &Console, viewer: &Viewer, mut response: Respo
     response
 }
 
-fn who(viewer: &Viewer) -> Who<'_> {
+pub(super) fn who(viewer: &Viewer) -> Who<'_> {
     Who {
         name: &viewer.user.name,
         csrf: &viewer.session.csrf,
@@ -522,7 +519,7 @@ async fn namespace(
 }
 
 /// Grantees merged per subject, each with every binding that grants it.
-fn grantees(list: Vec<Grantee>) -> Vec<pages::Grantee> {
+pub(super) fn grantees(list: Vec<Grantee>) -> Vec<pages::Grantee> {
     let mut merged: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for Grantee { kind, name, by } in list {
         let bindings = merged.entry((kind, name)).or_default();
@@ -533,158 +530,6 @@ fn grantees(list: Vec<Grantee>) -> Vec<pages::Grantee> {
     merged
         .into_iter()
         .map(|((kind, name), by)| pages::Grantee { kind, name, by })
-        .collect()
-}
-
-/// `GET /console/decisions`: recent decisions the viewer may see, filtered.
-async fn decisions(
-    State(console): ConsoleState,
-    headers: HeaderMap,
-    filter: Result<Query<Filter>, QueryRejection>,
-) -> Result<Response, Refused> {
-    let viewer = console.viewer(&headers).await?;
-    let Ok(Query(filter)) = filter else {
-        return Err(Refused::BadRequest("the filter is not readable".into()));
-    };
-    let visible: BTreeSet<String> = console.namespaces(&viewer).await?.into_iter().collect();
-    let rows: Vec<Vec<Arc<Seen>>> = console
-        .recent
-        .newest_requests(ROWS, |checks| {
-            checks.iter().any(|seen| sees(&viewer, &visible, seen))
-                && matches_filter(&filter, checks)
-        })
-        .into_iter()
-        // A check about a namespace the viewer does not see (a mount's source) stays hidden.
-        .map(|checks| {
-            checks
-                .into_iter()
-                .filter(|seen| sees(&viewer, &visible, seen))
-                .collect()
-        })
-        .collect();
-    let visible: Vec<String> = visible.into_iter().collect();
-    let markup = pages::decisions(&who(&viewer), &filter, &visible, &rows);
-    Ok(viewed(&console, &viewer, markup))
-}
-
-/// Whether `viewer` may see decision `seen`: cluster viewers see all, others those about the
-/// namespaces they see.
-fn sees(viewer: &Viewer, visible: &BTreeSet<String>, seen: &Seen) -> bool {
-    viewer.cluster || visible.contains(&seen.attrs.namespace)
-}
-
-/// Whether a request, by its checks, is one `filter` asks for: its identity, a check in the
-/// namespace, and its outcome (allowed when every check was).
-fn matches_filter(filter: &Filter, checks: &[Arc<Seen>]) -> bool {
-    let identity = filter.identity.trim();
-    let Some(first) = checks.first() else {
-        return false;
-    };
-    let allowed = checks.iter().all(|seen| seen.allowed == Some(true));
-    (identity.is_empty() || first.user.as_deref().is_some_and(|u| u.contains(identity)))
-        && (filter.namespace.is_empty()
-            || checks
-                .iter()
-                .any(|seen| seen.attrs.namespace == filter.namespace))
-        && match filter.outcome.as_str() {
-            "allowed" => allowed,
-            "denied" => !allowed,
-            _ => true,
-        }
-}
-
-/// `GET /console/decisions/SEQ`: one decision, and for a denial what is missing and the grant.
-async fn decision(
-    State(console): ConsoleState,
-    Path(seq): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Refused> {
-    let viewer = console.viewer(&headers).await?;
-    let gone = || Refused::NotFound("this decision is no longer kept (or not yours to see)".into());
-    let seen = seq
-        .parse()
-        .ok()
-        .and_then(|seq| console.recent.get(seq))
-        .ok_or_else(gone)?;
-    // A cluster-scoped decision is for cluster viewers only.
-    let visible = if seen.attrs.namespace.is_empty() {
-        viewer.cluster
-    } else {
-        console.sees(&viewer, &seen.attrs.namespace).await?
-    };
-    if !visible {
-        return Err(gone());
-    }
-    let snapshot = console.snapshot();
-    let policy = &snapshot.policy;
-    let attrs = &seen.attrs;
-    let checks = request_checks(&seen);
-    let pushing = checks.iter().any(|check| check.verb == "update");
-    let role = policy::role_granting_request(attrs, pushing).to_string();
-    let user = seen.user.clone().unwrap_or_default();
-    let subject = UserInfo {
-        name: user.clone(),
-        groups: seen.groups.clone(),
-        ..UserInfo::anonymous()
-    };
-    // "Allowed now" only when the whole request would pass: a push refused its `get` needs
-    // `update` too, and a grant of the puller role alone does not let it through.
-    let now = match policy.evaluate(&subject, attrs) {
-        policy::Decision::Allow { by }
-            if seen.allowed == Some(false)
-                && checks
-                    .iter()
-                    .all(|check| policy.evaluate(&subject, check).allowed()) =>
-        {
-            Some(by)
-        }
-        _ => None,
-    };
-    let apply = if attrs.namespace.is_empty() {
-        Err("cluster-wide".to_string())
-    } else {
-        console.may_grant(&viewer, &attrs.namespace, &role).await?
-    };
-    let view = pages::Explanation {
-        role_grants: rules_text(policy.cluster_role_rules(&role)),
-        command: policy::grant_command(&role, &user, attrs),
-        now,
-        who_can: grantees(policy.who_can(attrs)),
-        apply,
-        role,
-        seen,
-    };
-    let flash = viewer.session.told();
-    let markup = pages::decision(&who(&viewer), &view, flash.as_ref());
-    Ok(viewed(&console, &viewer, markup))
-}
-
-/// Every check the request of decision `seen` needed (docs/behaviour.md §2), read again from
-/// its method and path; the decision's own check when they no longer parse.
-fn request_checks(seen: &Seen) -> Vec<Attributes> {
-    let method = http::Method::from_bytes(seen.method.as_bytes()).ok();
-    let plan = method.and_then(|method| {
-        let route = crate::route::parse(&seen.path).ok()?;
-        crate::access::plan(&method, &route, None).ok()
-    });
-    match plan {
-        Some(plan) if plan.required.contains(&seen.attrs) => plan.required,
-        _ => vec![seen.attrs.clone()],
-    }
-}
-
-/// A role's rules as text: `get, update on imagestreams/layers`.
-fn rules_text(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> Vec<String> {
-    rules
-        .iter()
-        .filter_map(|rule| {
-            let resources = rule.resources.as_ref().filter(|r| !r.is_empty())?;
-            let mut text = format!("{} on {}", rule.verbs.join(", "), resources.join(", "));
-            if let Some(names) = rule.resource_names.as_ref().filter(|n| !n.is_empty()) {
-                text.push_str(&format!(" named {}", names.join(", ")));
-            }
-            Some(text)
-        })
         .collect()
 }
 
