@@ -8,8 +8,10 @@
 //! A registry or refresh token is never worth more than the API token it came from
 //! (docs/behaviour.md §10): it carries that API token sealed (AES-256-GCM under a key derived
 //! from the same secret, [`seal`]), and every use authenticates the API token again, so the
-//! identity is the authority's current one and the token dies with its credential. The web
-//! console's session cookies are sealed the same way, for a purpose of their own.
+//! identity is the authority's current one and the token dies with its credential, but for
+//! the push window a registry token may carry ([`window`]), which takes only the steps of that
+//! push past it. The web console's session cookies are sealed the same way, for a purpose of
+//! their own.
 //!
 //! Clients send the same token with every request, so a token whose signature checked out is
 //! remembered by its SHA-256 for a few minutes ([`Verified`]): a repeat costs a hash and a

@@ -333,11 +333,25 @@ fn gateway_token(
 ) -> Result<Issued, ApiError> {
     let issued_at = crate::token::now();
     let lifetime_end = issued_at + ep.token_lifetime.as_secs();
+    if let Some(token) = caller
+        .token
+        .as_ref()
+        .filter(|_| ep.decisions.authority().needs_caller_token())
+    {
+        // As OpenShift's registry in this mode: every request must carry a token the cluster
+        // knows, so the caller's own is the registry token (and no window can outlive it).
+        return Ok(Issued {
+            token: token.expose_secret().to_string(),
+            issued_at,
+            expires_at: api_expiry.unwrap_or(lifetime_end),
+        });
+    }
     let pushed: Vec<String> = asked
         .iter()
         .filter(|s| s.kind == "repository" && s.actions.iter().any(|a| a == "push" || a == "*"))
         .map(|s| s.name.clone())
         .collect();
+    // Anonymous callers have no credential to outlive.
     let window = caller.token.as_ref().and_then(|_| {
         PushWindow::at_issue(
             &caller.user,
@@ -351,28 +365,14 @@ fn gateway_token(
         Some(window) => window.closes,
         None => api_expiry.map_or(lifetime_end, |e| e.min(lifetime_end)),
     };
-    match caller
-        .token
-        .as_ref()
-        .filter(|_| ep.decisions.authority().needs_caller_token())
-    {
-        // As OpenShift's registry in this mode: every request must carry a token the cluster
-        // knows, so the caller's own is the registry token.
-        Some(token) => Ok(Issued {
-            token: token.expose_secret().to_string(),
-            issued_at,
-            expires_at: api_expiry.unwrap_or(lifetime_end),
-        }),
-        None => ep
-            .signer
-            .issue_registry_token(
-                &caller.user,
-                caller.token.as_ref(),
-                expires_at,
-                window.as_ref(),
-            )
-            .map_err(sign_error),
-    }
+    ep.signer
+        .issue_registry_token(
+            &caller.user,
+            caller.token.as_ref(),
+            expires_at,
+            window.as_ref(),
+        )
+        .map_err(sign_error)
 }
 
 /// A token-server token granting `access` to `user`, signed with the current key.

@@ -1,6 +1,6 @@
 //! Sealing: what regate hands to a client and must read back unchanged and unread by it (the API
-//! token inside a registry or refresh token, a registry token's push window, a console session), as base64url(nonce ‖ AES-256-GCM
-//! ciphertext ‖ tag) under keys derived from the signing secret.
+//! token inside a registry or refresh token, a registry token's push window, a console session),
+//! as base64url(nonce ‖ AES-256-GCM ciphertext ‖ tag) under keys derived from the signing secret.
 //!
 //! Each [`Purpose`] seals under a key of its own and binds its name as associated data, so a value
 //! sealed for one purpose never opens as another, and nothing sealed under another secret opens at
