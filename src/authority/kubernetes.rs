@@ -18,6 +18,7 @@ mod error;
 mod pull_secrets;
 mod settings;
 mod transport;
+mod viewer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ pub use error::{ClusterError, Failure};
 pub use settings::{KubernetesError, KubernetesSettings, ReviewMode};
 use settings::{load_config, validate};
 use transport::{Answer, Pacing, Transport, redact};
+pub use viewer::{AsViewer, ViewerError};
 
 /// How long the pull secrets read for one (service account, namespace) are reused, at most:
 /// never longer than identities (`token_cache_ttl`), so a short identity cache also makes a new
@@ -75,6 +77,9 @@ impl Expiry<[u8; 32], Cached> for PerEntry {
 /// The Kubernetes API server as regate's authority.
 pub struct Kubernetes {
     transport: Transport,
+    /// The cluster configuration without credentials, for requests made as a person with their
+    /// own token ([`Kubernetes::as_viewer`]).
+    viewer_client: kube::Client,
     review: ReviewMode,
     audiences: Vec<String>,
     token_cache_ttl: Duration,
@@ -114,6 +119,14 @@ impl Kubernetes {
         let api = origin(&config.cluster_url);
         // Retries are ours (counted, jittered, bounded by the deadline); kube's would multiply them.
         config.default_retry = false;
+        let viewer_client = {
+            let mut config = config.clone();
+            config.auth_info = kube::config::AuthInfo::default();
+            kube::Client::try_from(config).map_err(|source| KubernetesError::Client {
+                api: api.clone(),
+                source,
+            })?
+        };
         if settings.review == ReviewMode::SelfReview {
             // Each request carries the caller's token instead. With no credentials kube adds no
             // auth layer at all, so nothing overwrites that header; and regate's own client
@@ -141,6 +154,7 @@ impl Kubernetes {
             })?;
         Ok(Arc::new(Kubernetes {
             transport: Transport::new(client, api, pacing),
+            viewer_client,
             review: settings.review,
             audiences: settings.audiences,
             token_cache_ttl: settings.token_cache_ttl,

@@ -5,15 +5,18 @@
 //! to its explanation and the grant that would fix it.
 //!
 //! Nothing here decides on its own: sign-in authenticates a token with the gateway's authority
-//! (API token or OIDC ID token), every page asks the gateway's decision cache what the viewer
-//! may see, and every change is the `regate policy` operation on the state directory, refused
-//! unless RBAC lets the viewer make it. So the console needs the embedded authority.
+//! (API token or OIDC ID token). With the embedded authority every page asks the gateway's
+//! decision cache what the viewer may see, and every change is the `regate policy` operation on
+//! the state directory, refused unless RBAC lets the viewer make it. With a Kubernetes authority
+//! every read, check and change goes to the API server with the viewer's own token
+//! ([`directory`]).
 //!
 //! Each request reads top-down: session ([`session`]) -> viewer (the token authenticated
 //! again) -> what they may see or do (this file) -> the page ([`pages`]).
 
 mod changes;
 mod decisions;
+mod directory;
 mod handlers;
 mod pages;
 mod recent;
@@ -22,6 +25,8 @@ mod session;
 
 pub use recent::{Recent, Seen};
 
+use directory::Directory;
+
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -29,17 +34,18 @@ use secrecy::SecretString;
 
 use super::Gateway;
 use crate::authority::Authn;
-use crate::authority::embedded::{Embedded, Snapshot};
+use crate::authority::embedded::Embedded;
+use crate::authority::kubernetes::Kubernetes;
 use crate::config::ConsoleSettings;
 use crate::error::ApiError;
 use crate::identity::UserInfo;
-use crate::policy::Attributes;
+use crate::policy::{Attributes, Policy};
 use session::{Session, Sessions};
 
 /// The console of one `regate serve`.
 pub struct Console {
     gateway: Arc<Gateway>,
-    embedded: Arc<Embedded>,
+    directory: Directory,
     sessions: Sessions,
     recent: Arc<Recent>,
 }
@@ -84,19 +90,30 @@ impl From<ApiError> for Refused {
     }
 }
 
+/// The authority behind a console: what it reads and changes.
+pub enum Backing {
+    /// The embedded store.
+    Embedded(Arc<Embedded>),
+    /// A Kubernetes API server, asked as each viewer.
+    Kubernetes(Arc<Kubernetes>),
+}
+
 impl Console {
-    /// The console over `gateway`, whose authority is `embedded`; `recent` is the stream of
+    /// The console over `gateway`, reading and changing `backing`; `recent` is the stream of
     /// decisions the gateway's access log feeds.
     pub fn new(
         gateway: Arc<Gateway>,
-        embedded: Arc<Embedded>,
+        backing: Backing,
         settings: &ConsoleSettings,
         recent: Arc<Recent>,
     ) -> Arc<Console> {
         Arc::new(Console {
             sessions: Sessions::new(gateway.signer.clone(), settings),
             gateway,
-            embedded,
+            directory: match backing {
+                Backing::Embedded(embedded) => Directory::Embedded(embedded),
+                Backing::Kubernetes(cluster) => Directory::Cluster(cluster),
+            },
             recent,
         })
     }
@@ -109,10 +126,6 @@ impl Console {
     /// The console's routes, all under `/console/`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         handlers::router(self.clone())
-    }
-
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.embedded.snapshot()
     }
 
     /// Who `token` is, asked of the gateway's authority (OIDC issuers first, as the gateway
@@ -159,8 +172,12 @@ impl Console {
         Ok(viewer)
     }
 
-    /// Whether `viewer` may do `attrs`, through the gateway's decision cache.
+    /// Whether `viewer` may do `attrs`: asked of the API server as them with a Kubernetes
+    /// authority, through the gateway's decision cache otherwise.
     async fn may(&self, viewer: &Viewer, attrs: &Attributes) -> Result<bool, Refused> {
+        if let Some(answer) = self.directory.can_i(viewer, attrs).await {
+            return answer;
+        }
         let decided = self
             .gateway
             .decisions
@@ -180,12 +197,22 @@ impl Console {
             .await
     }
 
-    /// The namespaces `viewer` sees, sorted.
+    /// The namespaces `viewer` sees, sorted. A viewer who may not list namespaces (on a
+    /// cluster) is offered those the registry holds repositories of.
     async fn namespaces(&self, viewer: &Viewer) -> Result<Vec<String>, Refused> {
+        let candidates = match self.directory.namespace_names(viewer).await? {
+            Some(names) => names,
+            None => self
+                .catalog()
+                .await
+                .unwrap_or_default()
+                .into_keys()
+                .collect(),
+        };
         let mut visible = Vec::new();
-        for namespace in &self.snapshot().namespaces {
-            if self.sees(viewer, namespace).await? {
-                visible.push(namespace.clone());
+        for namespace in candidates {
+            if self.sees(viewer, &namespace).await? {
+                visible.push(namespace);
             }
         }
         Ok(visible)
@@ -194,7 +221,7 @@ impl Console {
     /// Namespace `namespace`, if `viewer` may see it; a namespace they may not see is "not
     /// found", so its existence is not told either.
     async fn namespace(&self, viewer: &Viewer, namespace: &str) -> Result<(), Refused> {
-        if self.snapshot().namespaces.contains(namespace) && self.sees(viewer, namespace).await? {
+        if self.sees(viewer, namespace).await? && self.directory.exists(viewer, namespace).await? {
             return Ok(());
         }
         Err(Refused::NotFound(format!(
@@ -202,44 +229,68 @@ impl Console {
         )))
     }
 
-    /// `Ok` when `viewer` may bind ClusterRole `role` in `namespace`: `create rolebindings`
-    /// there, and every permission of the role held there already (no escalation). `Err` says
-    /// why not.
+    /// `Ok` when `viewer` may add bindings in `namespace` (`create rolebindings` there); `Err`
+    /// says why not.
+    async fn may_bind(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+    ) -> Result<Result<(), String>, Refused> {
+        let allowed = self
+            .may(
+                viewer,
+                &Attributes::rbac("create", "rolebindings", namespace),
+            )
+            .await?;
+        Ok(if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} may not create rolebindings in namespace {namespace}",
+                viewer.user.name
+            ))
+        })
+    }
+
+    /// `Ok` when `viewer`, who may add bindings in `namespace`, may bind ClusterRole `role`
+    /// there by `policy`: it exists, and every permission it grants is held there already (no
+    /// escalation). `Err` says why not. On a cluster `policy` is what the viewer may read, so a
+    /// role held through a binding they cannot read is not offered; the API server checks
+    /// escalation again when the binding is written.
+    fn grantable(
+        &self,
+        viewer: &Viewer,
+        policy: &Policy,
+        namespace: &str,
+        role: &str,
+    ) -> Result<(), String> {
+        if !policy.cluster_role_names().contains(&role) {
+            return Err(format!("there is no ClusterRole {role:?}"));
+        }
+        if let Some(missing) = policy.first_not_held(&viewer.user, role, namespace) {
+            return Err(format!(
+                "{role} grants {} {} in namespace {namespace}, which {} may not do: nobody may \
+                 grant more than they hold",
+                missing.verb,
+                missing.full_resource(),
+                viewer.user.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Console::may_bind`], then [`Console::grantable`] by the policy the viewer may read.
     async fn may_grant(
         &self,
         viewer: &Viewer,
         namespace: &str,
         role: &str,
     ) -> Result<Result<(), String>, Refused> {
-        if !self
-            .may(
-                viewer,
-                &Attributes::rbac("create", "rolebindings", namespace),
-            )
-            .await?
-        {
-            return Ok(Err(format!(
-                "{} may not create rolebindings in namespace {namespace}",
-                viewer.user.name
-            )));
+        if let Err(why) = self.may_bind(viewer, namespace).await? {
+            return Ok(Err(why));
         }
-        let snapshot = self.snapshot();
-        if !snapshot.policy.cluster_role_names().contains(&role) {
-            return Ok(Err(format!("there is no ClusterRole {role:?}")));
-        }
-        if let Some(missing) = snapshot
-            .policy
-            .first_not_held(&viewer.user, role, namespace)
-        {
-            return Ok(Err(format!(
-                "{role} grants {} {} in namespace {namespace}, which {} may not do: nobody may \
-                 grant more than they hold",
-                missing.verb,
-                missing.full_resource(),
-                viewer.user.name
-            )));
-        }
-        Ok(Ok(()))
+        let (held, _) = self.directory.held(viewer, namespace).await?;
+        Ok(self.grantable(viewer, held.policy(), namespace, role))
     }
 
     /// Whether `viewer` may remove subjects from bindings in `namespace` (`delete

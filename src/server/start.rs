@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::console::Backing;
 use super::{Gateway, Remote, TokenServer, UpstreamCredentials, app, failed_logins};
 use crate::authority::Authority;
 use crate::authority::embedded::Embedded;
@@ -114,7 +115,7 @@ impl Gateway {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let tls = serving_tls(config.tls.as_ref())?;
-    let (authority, signer, embedded) = open_authority(&config).await?;
+    let (authority, signer, backing) = open_authority(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (flag --listen)", config.listen))?;
@@ -136,12 +137,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let console_settings = config.console.clone();
     let gateway = Arc::new(Gateway::build(config, authority, signer)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let service = match (console_settings, embedded) {
-        (None, _) => app(gateway.clone()),
-        (Some(settings), Some(embedded)) => {
+    let service = match console_settings {
+        None => app(gateway.clone()),
+        Some(settings) => {
             let recent = Arc::new(super::console::Recent::default());
-            let console =
-                super::console::Console::new(gateway.clone(), embedded, &settings, recent);
+            let console = super::console::Console::new(gateway.clone(), backing, &settings, recent);
             if let Some(addr) = settings.listen {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -167,9 +167,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             super::service::App::with_console(gateway.clone(), &console, settings.listen.is_none())
         }
-        (Some(_), None) => anyhow::bail!(
-            "console: needs the embedded authority (authority.kind: embedded), or remove console:"
-        ),
     };
     // Printed only once the socket accepts, so a script can wait for this line.
     {
@@ -284,7 +281,7 @@ pub fn serving_tls(
 /// that is the authority (the console reads and changes it).
 async fn open_authority(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>, Option<Arc<Embedded>>)> {
+) -> anyhow::Result<(Arc<dyn Authority>, Arc<Signer>, Backing)> {
     let key_file = |path: &std::path::Path| -> anyhow::Result<Arc<Signer>> {
         Ok(Arc::new(Signer::load_or_create(path).with_context(
             || format!("token.key_file {}", path.display()),
@@ -299,7 +296,7 @@ async fn open_authority(
                 Some(path) => key_file(path)?,
                 None => embedded.signer(),
             };
-            Ok((embedded.clone(), signer, Some(embedded)))
+            Ok((embedded.clone(), signer, Backing::Embedded(embedded)))
         }
         crate::config::Authority::Kubernetes(k8s) => {
             let authority = Kubernetes::new(k8s.clone())
@@ -315,7 +312,7 @@ async fn open_authority(
                     Arc::new(Signer::random())
                 }
             };
-            Ok((authority, signer, None))
+            Ok((authority.clone(), signer, Backing::Kubernetes(authority)))
         }
     }
 }

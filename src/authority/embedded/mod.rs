@@ -41,7 +41,9 @@ pub use bootstrap::{
 };
 pub use list::{Objects, list};
 pub use object::{Kind, Object, UnknownKind};
-pub use ops::{LinkFor, SecretError, SubjectRef};
+pub use ops::{
+    LinkFor, Removal, SecretError, SubjectRef, role_binding_with, role_bindings_without,
+};
 pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
 pub use store::{Layout, Store, StoreError, User};
 

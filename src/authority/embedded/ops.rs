@@ -510,8 +510,25 @@ fn add_subjects<B: Binding>(
     role: &str,
     subjects: &[SubjectRef],
 ) -> Result<(), StoreError> {
-    let binding_ns = namespace.unwrap_or_default();
     let bindings: Vec<B> = read_objects(dir, namespace)?;
+    match with_subjects(&bindings, namespace, role, subjects) {
+        None => Ok(()),
+        Some(binding) => {
+            let name = binding.meta().name.clone().unwrap_or_default();
+            store.write(&object_file(dir, &name), &binding)
+        }
+    }
+}
+
+/// The binding that adding `subjects` to `role` among `bindings` writes, chosen as
+/// [`Store::add_cluster_role`] says; `None` when one binding of the role names them all.
+fn with_subjects<B: Binding>(
+    bindings: &[B],
+    namespace: Option<&str>,
+    role: &str,
+    subjects: &[SubjectRef],
+) -> Option<B> {
+    let binding_ns = namespace.unwrap_or_default();
     // As oc: nothing to do when one binding of the role already names every subject.
     let already_bound = bindings.iter().any(|b| {
         is_binding_of(b, role)
@@ -520,7 +537,7 @@ fn add_subjects<B: Binding>(
                 .all(|s| b.subjects().iter().any(|p| s.is(p, binding_ns)))
     });
     if already_bound {
-        return Ok(());
+        return None;
     }
 
     let mut name = role.to_string();
@@ -552,8 +569,29 @@ fn add_subjects<B: Binding>(
                 present.push(subject.to_subject());
             }
         }
-        return store.write(&object_file(dir, &name), &binding);
+        return Some(binding);
     }
+}
+
+/// The RoleBinding of namespace `namespace` that `regate policy add-role-to-user ROLE SUBJECT`
+/// writes, given the namespace's `bindings` (a new one, or one of them with the subjects
+/// added); `None` when one binding of `role` already names every subject.
+pub fn role_binding_with(
+    bindings: &[RoleBinding],
+    namespace: &str,
+    role: &str,
+    subjects: &[SubjectRef],
+) -> Option<RoleBinding> {
+    with_subjects(bindings, Some(namespace), role, subjects)
+}
+
+/// What removing subjects does to one binding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Removal<B> {
+    /// Left with other subjects: written back without them.
+    Replace(B),
+    /// Left without subjects: deleted (by name), as `oc` does.
+    Delete(String),
 }
 
 /// Removes `subjects` from every binding of `role` in `dir`.
@@ -564,9 +602,30 @@ fn remove_subjects<B: Binding>(
     role: &str,
     subjects: &[SubjectRef],
 ) -> Result<(), StoreError> {
+    let bindings = read_objects::<B>(dir, namespace)?;
+    for removal in without_subjects(bindings, namespace, role, subjects)? {
+        match removal {
+            Removal::Delete(name) => store.remove(&object_file(dir, &name))?,
+            Removal::Replace(binding) => {
+                let name = binding.meta().name.clone().unwrap_or_default();
+                store.write(&object_file(dir, &name), &binding)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The changes removing `subjects` from every binding of `role` among `bindings` makes; an
+/// error when no binding names any of them, as in `oc`.
+fn without_subjects<B: Binding>(
+    bindings: Vec<B>,
+    namespace: Option<&str>,
+    role: &str,
+    subjects: &[SubjectRef],
+) -> Result<Vec<Removal<B>>, StoreError> {
     let binding_ns = namespace.unwrap_or_default();
-    let mut removed = 0;
-    for mut binding in read_objects::<B>(dir, namespace)? {
+    let mut removals = Vec::new();
+    for mut binding in bindings {
         if !is_binding_of(&binding, role) {
             continue;
         }
@@ -579,16 +638,15 @@ fn remove_subjects<B: Binding>(
         if left == before {
             continue;
         }
-        removed += before - left;
-        let path = object_file(dir, binding.meta().name.as_deref().unwrap_or_default());
+        let name = binding.meta().name.clone().unwrap_or_default();
         // As oc: a binding left without subjects is deleted.
-        if left == 0 {
-            store.remove(&path)?;
+        removals.push(if left == 0 {
+            Removal::Delete(name)
         } else {
-            store.write(&path, &binding)?;
-        }
+            Removal::Replace(binding)
+        });
     }
-    if removed == 0 {
+    if removals.is_empty() {
         return Err(StoreError::NotBound {
             binding_kind: B::BINDING_KIND,
             namespace: namespace.map(str::to_string),
@@ -600,7 +658,18 @@ fn remove_subjects<B: Binding>(
                 .join(", "),
         });
     }
-    Ok(())
+    Ok(removals)
+}
+
+/// What `regate policy remove-role-from-user ROLE SUBJECT -n NAMESPACE` does to the namespace's
+/// `bindings`; an error when none of `role` names a subject.
+pub fn role_bindings_without(
+    bindings: Vec<RoleBinding>,
+    namespace: &str,
+    role: &str,
+    subjects: &[SubjectRef],
+) -> Result<Vec<Removal<RoleBinding>>, StoreError> {
+    without_subjects(bindings, Some(namespace), role, subjects)
 }
 
 #[cfg(test)]

@@ -117,6 +117,11 @@ impl Transport {
         }
     }
 
+    /// How long one attempt may take.
+    pub(super) fn attempt_timeout(&self) -> Duration {
+        self.pacing.timeout
+    }
+
     /// How long one call may take in all.
     pub(super) fn deadline(&self) -> Duration {
         self.pacing.deadline

@@ -1,5 +1,6 @@
 //! Changes to a namespace's bindings from the console: the grant and revoke forms, each the
-//! `regate policy` operation on the state directory, taken only from the console's own pages
+//! `regate policy` operation (on the state directory, or asked of the API server as the viewer),
+//! taken only from the console's own pages
 //! with the session's CSRF token, and only when RBAC lets the viewer make it. Each one that
 //! gets that far, made or refused, is a `binding` line in the audit log.
 
@@ -13,7 +14,7 @@ use http::HeaderMap;
 use super::handlers::{ConsoleState, csrf_refused};
 use super::{Console, Refused, Viewer};
 use crate::audit::{Event, RequestRecord};
-use crate::authority::embedded::{Store, StoreError, SubjectRef};
+use crate::authority::embedded::SubjectRef;
 
 /// A change to the bindings of a namespace: the fields of the grant and revoke forms.
 #[derive(serde::Deserialize)]
@@ -131,13 +132,20 @@ async fn change_bindings(
         attempt.audit(403, Some(&why));
         return Err(Refused::Forbidden(why));
     }
-    let (role, at) = (form.role.clone(), ns.clone());
-    let done = console
-        .change(move |store| match op {
-            Op::Grant => store.add_role(&at, &role, &[subject]),
-            Op::Revoke => store.remove_role(&at, &role, &[subject]),
-        })
-        .await;
+    let done = match op {
+        Op::Grant => {
+            console
+                .directory
+                .grant(&viewer, &ns, &form.role, subject)
+                .await
+        }
+        Op::Revoke => {
+            console
+                .directory
+                .revoke(&viewer, &ns, &form.role, subject)
+                .await
+        }
+    };
     attempt.audit(303, done.as_ref().err().map(String::as_str));
     Ok(finish(console, &viewer, done, &command, &ns, form.decision))
 }
@@ -215,23 +223,4 @@ fn finish(
         None => format!("/console/namespaces/{ns}"),
     };
     super::handlers::for_viewer(console, viewer, Redirect::to(&to).into_response())
-}
-
-impl Console {
-    /// Runs `op` on the state directory, as `regate policy` does; `Err` is the store's message.
-    async fn change<F>(&self, op: F) -> Result<(), String>
-    where
-        F: FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
-    {
-        let dir = self.embedded.dir().to_path_buf();
-        let done = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&dir)?;
-            op(&store)
-        })
-        .await;
-        match done {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("the change was interrupted".into()),
-        }
-    }
 }

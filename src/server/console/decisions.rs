@@ -97,9 +97,9 @@ pub(super) async fn explain(
     if !visible {
         return Err(gone());
     }
-    let snapshot = console.snapshot();
-    let policy = &snapshot.policy;
     let attrs = &seen.attrs;
+    let (held, partial) = console.directory.held(&viewer, &attrs.namespace).await?;
+    let policy = held.policy();
     let checks = request_checks(&seen);
     let pushing = checks.iter().any(|check| check.verb == "update");
     let role = policy::role_granting_request(attrs, pushing).to_string();
@@ -125,7 +125,10 @@ pub(super) async fn explain(
     let apply = if attrs.namespace.is_empty() {
         Err("cluster-wide".to_string())
     } else {
-        console.may_grant(&viewer, &attrs.namespace, &role).await?
+        match console.may_bind(&viewer, &attrs.namespace).await? {
+            Ok(()) => console.grantable(&viewer, policy, &attrs.namespace, &role),
+            Err(why) => Err(why),
+        }
     };
     let view = pages::Explanation {
         role_grants: rules_text(policy.cluster_role_rules(&role)),
@@ -133,6 +136,7 @@ pub(super) async fn explain(
         now,
         who_can: grantees(policy.who_can(attrs)),
         apply,
+        partial,
         role,
         seen,
     };

@@ -403,16 +403,11 @@ async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<
         Ok(catalog) => (catalog, None),
         Err(error) => (BTreeMap::new(), Some(error)),
     };
-    let snapshot = console.snapshot();
     let rows: Vec<pages::NamespaceRow> = visible
         .into_iter()
         .map(|name| pages::NamespaceRow {
             repositories: catalog.get(&name).map_or(0, Vec::len),
-            service_accounts: snapshot
-                .service_accounts
-                .keys()
-                .filter(|(ns, _)| *ns == name)
-                .count(),
+            service_accounts: console.directory.service_account_count(&name),
             name,
         })
         .collect();
@@ -427,8 +422,8 @@ async fn namespace(
 ) -> Result<Response, Refused> {
     let viewer = console.viewer(&headers).await?;
     console.namespace(&viewer, &ns).await?;
-    let snapshot = console.snapshot();
-    let policy = &snapshot.policy;
+    let contents = console.directory.contents(&viewer, &ns).await?;
+    let policy = contents.held.policy();
     let repositories = match console.catalog().await {
         Err(error) => Err(error),
         Ok(mut catalog) => {
@@ -471,34 +466,16 @@ async fn namespace(
             }
         })
         .collect();
-    let mut service_accounts: Vec<pages::ServiceAccount> = snapshot
-        .service_accounts
-        .keys()
-        .filter(|(sa_ns, _)| *sa_ns == ns)
-        .map(|(_, name)| pages::ServiceAccount {
-            pull_secrets: snapshot
-                .image_pull_secrets
-                .get(&(ns.clone(), name.clone()))
-                .cloned()
-                .unwrap_or_default(),
-            name: name.clone(),
-        })
-        .collect();
-    service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
-    let secrets = snapshot
-        .pull_secrets
-        .keys()
-        .filter(|(secret_ns, _)| *secret_ns == ns)
-        .map(|(_, name)| name.clone())
-        .collect();
     // Offer the roles the viewer may grant here; none, with the reason, when they may not.
     let mut roles = Vec::new();
-    let mut no_grant = None;
-    for role in policy.cluster_role_names() {
-        match console.may_grant(&viewer, &ns, role).await? {
-            Ok(()) => roles.push(role.to_string()),
-            Err(why) if no_grant.is_none() => no_grant = Some(why),
-            Err(_) => {}
+    let mut no_grant = console.may_bind(&viewer, &ns).await?.err();
+    if no_grant.is_none() {
+        for role in policy.cluster_role_names() {
+            match console.grantable(&viewer, policy, &ns, role) {
+                Ok(()) => roles.push(role.to_string()),
+                Err(why) if no_grant.is_none() => no_grant = Some(why),
+                Err(_) => {}
+            }
         }
     }
     let view = pages::NamespaceView {
@@ -506,8 +483,9 @@ async fn namespace(
         pullers: grantees(policy.who_can(&Attributes::layers("get", &ns, ""))),
         pushers: grantees(policy.who_can(&Attributes::layers("update", &ns, ""))),
         bindings,
-        service_accounts,
-        secrets,
+        service_accounts: contents.service_accounts,
+        secrets: contents.secrets,
+        partial: contents.partial,
         no_grant: roles.is_empty().then(|| no_grant.unwrap_or_default()),
         roles,
         may_revoke: console.may_revoke(&viewer, &ns).await?,

@@ -105,7 +105,8 @@ pub(super) struct NamespaceRow {
     pub name: String,
     /// Repositories in the registry.
     pub repositories: usize,
-    pub service_accounts: usize,
+    /// `None` where counting them would cost a request per namespace (on a cluster).
+    pub service_accounts: Option<usize>,
 }
 
 /// The namespaces the viewer sees.
@@ -130,7 +131,12 @@ pub(super) fn namespaces(
                         tr {
                             th scope="row" { a href={ "/console/namespaces/" (row.name) } { (row.name) } }
                             td { (row.repositories) }
-                            td { (row.service_accounts) }
+                            td {
+                                @match row.service_accounts {
+                                    Some(count) => (count),
+                                    None => span.muted { "—" },
+                                }
+                            }
                         }
                     }
                 }
@@ -178,9 +184,12 @@ pub(super) struct NamespaceView {
     pub pullers: Vec<Grantee>,
     pub pushers: Vec<Grantee>,
     pub bindings: Vec<Binding>,
-    pub service_accounts: Vec<ServiceAccount>,
-    /// Docker config Secrets of the namespace, by name.
-    pub secrets: Vec<String>,
+    /// Its service accounts, or why they are not shown.
+    pub service_accounts: Result<Vec<ServiceAccount>, String>,
+    /// Docker config Secrets of the namespace, by name, or why they are not shown.
+    pub secrets: Result<Vec<String>, String>,
+    /// What the viewer may not read of the roles and bindings, when something.
+    pub partial: Option<String>,
     /// The ClusterRoles to offer; empty when the viewer may not add bindings.
     pub roles: Vec<String>,
     /// Why the viewer may not add bindings, if not.
@@ -215,6 +224,9 @@ pub(super) fn namespace(who: &Who<'_>, view: &NamespaceView, flash: Option<&Flas
                     }
                 },
             }
+        }
+        @if let Some(partial) = &view.partial {
+            p.warning #partial { (partial) " Who can pull and push is what the rest shows." }
         }
         div.columns {
             (grantees("who-can-pull", "Who can pull", "get imagestreams/layers", &view.pullers))
@@ -285,24 +297,30 @@ pub(super) fn namespace(who: &Who<'_>, view: &NamespaceView, flash: Option<&Flas
         }
         section aria-labelledby="sa-h" {
             h2 #sa-h { "Service accounts" }
-            table #service-accounts {
-                thead { tr { th scope="col" { "Service account" } th scope="col" { "Pull secrets linked" } } }
-                tbody {
-                    @for sa in &view.service_accounts {
-                        tr {
-                            th scope="row" { (sa.name) }
-                            td {
-                                @if sa.pull_secrets.is_empty() { span.muted { "none" } }
-                                @else { ul.tags { @for s in &sa.pull_secrets { li { code { (s) } } } } }
+            @match &view.service_accounts {
+                Err(why) => p.muted #service-accounts { "Not shown: " (why) "." },
+                Ok(accounts) => table #service-accounts {
+                    thead { tr { th scope="col" { "Service account" } th scope="col" { "Pull secrets linked" } } }
+                    tbody {
+                        @for sa in accounts {
+                            tr {
+                                th scope="row" { (sa.name) }
+                                td {
+                                    @if sa.pull_secrets.is_empty() { span.muted { "none" } }
+                                    @else { ul.tags { @for s in &sa.pull_secrets { li { code { (s) } } } } }
+                                }
                             }
                         }
                     }
-                }
+                },
             }
-            p {
+            p #secrets {
                 "Docker config Secrets of " (ns) ": "
-                @if view.secrets.is_empty() { span.muted { "none" } }
-                @else { @for (i, s) in view.secrets.iter().enumerate() { @if i > 0 { ", " } code { (s) } } }
+                @match &view.secrets {
+                    Err(why) => span.muted { "not shown: " (why) },
+                    Ok(secrets) if secrets.is_empty() => span.muted { "none" },
+                    Ok(secrets) => @for (i, s) in secrets.iter().enumerate() { @if i > 0 { ", " } code { (s) } },
+                }
                 " (names only; their data is never shown)."
             }
         }
@@ -383,6 +401,10 @@ pub(super) fn decisions(
                 }
             }
             button type="submit" { "Filter" }
+        }
+        p.muted #this-replica {
+            "Requests this regate process decided since it started. Other replicas behind the \
+             same address keep their own; their access logs hold them all."
         }
         p.muted {
             span #live-status aria-live="polite" { "Newest first." }
@@ -467,6 +489,8 @@ pub(super) struct Explanation {
     pub who_can: Vec<Grantee>,
     /// `Ok`: the viewer may apply the grant here; `Err`: why not.
     pub apply: Result<(), String>,
+    /// What the viewer may not read of the roles and bindings, when something.
+    pub partial: Option<String>,
 }
 
 /// One denial: what was missing and how to grant it.
@@ -511,6 +535,9 @@ pub(super) fn decision(who: &Who<'_>, view: &Explanation, flash: Option<&Flash>)
                     button #apply-grant type="submit" { "Grant " (view.role) " to " (user) " in " (seen.attrs.namespace) }
                 },
                 (Err(why), None, false) => p.muted #no-apply { "You cannot apply it here: " (why) "." },
+            }
+            @if let Some(partial) = &view.partial {
+                p.warning #partial { (partial) " What follows is what the rest shows." }
             }
             h2 { "Who can do it now" }
             @if view.who_can.is_empty() { p { "Nobody." } }

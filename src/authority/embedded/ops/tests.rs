@@ -437,3 +437,97 @@ fn linking_secrets_is_idempotent_and_unlinking_removes_them() {
         Err(SecretError::Invalid { .. })
     ));
 }
+
+/// The planners the console uses against an API server write what `regate policy` writes: the
+/// role's binding with the subject added, and on removal a delete for a binding left empty and
+/// a replacement for one shared with others.
+#[test]
+fn binding_changes_are_planned_as_the_store_makes_them() {
+    let (dir, store) = opened();
+    store.create_namespace("project-a").expect("namespace");
+    let alice = SubjectRef::User("alice".into());
+    let bob = SubjectRef::User("bob".into());
+    let bindings = role_bindings(dir.path(), "project-a");
+    let planned = role_binding_with(
+        &bindings,
+        "project-a",
+        crate::authority::embedded::IMAGE_PULLER,
+        std::slice::from_ref(&alice),
+    )
+    .expect("a new binding");
+    store
+        .add_role(
+            "project-a",
+            crate::authority::embedded::IMAGE_PULLER,
+            std::slice::from_ref(&alice),
+        )
+        .expect("add");
+    let written = role_bindings(dir.path(), "project-a");
+    let stored = written
+        .iter()
+        .find(|b| b.metadata.name == planned.metadata.name)
+        .expect("the planned name was written");
+    assert_eq!(stored.role_ref, planned.role_ref);
+    assert_eq!(stored.subjects, planned.subjects);
+    assert_eq!(
+        role_binding_with(
+            &written,
+            "project-a",
+            crate::authority::embedded::IMAGE_PULLER,
+            std::slice::from_ref(&alice)
+        ),
+        None,
+        "already bound: nothing to write"
+    );
+
+    store
+        .add_role(
+            "project-a",
+            crate::authority::embedded::IMAGE_PULLER,
+            std::slice::from_ref(&bob),
+        )
+        .expect("add bob");
+    let shared = role_bindings(dir.path(), "project-a");
+    match role_bindings_without(
+        shared.clone(),
+        "project-a",
+        crate::authority::embedded::IMAGE_PULLER,
+        &[bob],
+    )
+    .as_deref()
+    {
+        Ok([Removal::Replace(binding)]) => {
+            let names: Vec<&str> = binding
+                .subjects
+                .iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            assert_eq!(names, ["alice"]);
+        }
+        other => panic!("one binding replaced without bob: {other:?}"),
+    }
+    store
+        .add_role("project-a", "registry-viewer", std::slice::from_ref(&alice))
+        .expect("add a role to alice alone");
+    let alone = role_bindings_without(
+        role_bindings(dir.path(), "project-a"),
+        "project-a",
+        "registry-viewer",
+        &[alice],
+    );
+    assert!(
+        matches!(alone.as_deref(), Ok([Removal::Delete(name)]) if name == "registry-viewer"),
+        "{alone:?}"
+    );
+    let nobody = SubjectRef::User("carol".into());
+    assert!(
+        role_bindings_without(
+            shared,
+            "project-a",
+            crate::authority::embedded::IMAGE_PULLER,
+            &[nobody]
+        )
+        .is_err()
+    );
+}

@@ -34,6 +34,7 @@ fn explained(allowed: Option<bool>, apply: Result<(), String>) -> String {
         now: None,
         who_can: vec![],
         apply,
+        partial: None,
     };
     decision(&who, &view, None).into_string()
 }
@@ -103,6 +104,7 @@ fn what_clients_and_tokens_name_is_escaped() {
             now: Some(hostile.into()),
             who_can: vec![],
             apply: Err(hostile.into()),
+            partial: Some(hostile.into()),
         },
         Some(&Flash {
             done: true,
