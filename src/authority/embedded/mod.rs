@@ -41,7 +41,10 @@ pub use bootstrap::{
 };
 pub use list::{Objects, list};
 pub use object::{Kind, Object, UnknownKind};
-pub use ops::{LinkFor, SecretError, SubjectRef};
+pub use ops::{
+    BindingError, FieldError, LinkFor, SecretError, SubjectRef, check_role_binding,
+    resource_version,
+};
 pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
 pub use store::{Layout, Store, StoreError, User};
 
