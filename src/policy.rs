@@ -15,6 +15,8 @@ use k8s_openapi::api::rbac::v1::{
 
 use crate::identity::{UserInfo, service_account_of};
 
+mod objects;
+
 /// The API group of OpenShift's image resources.
 pub const IMAGE_GROUP: &str = "image.openshift.io";
 /// The API group of roles and bindings.
@@ -518,41 +520,7 @@ impl Policy {
         role: &str,
         namespace: &str,
     ) -> Option<Attributes> {
-        let rules = self.cluster_role_rules(role);
-        let or_all = |list: Option<&Vec<String>>| -> Vec<String> {
-            match list {
-                Some(list) if !list.is_empty() => list.clone(),
-                _ => vec![String::new()],
-            }
-        };
-        for rule in rules {
-            let Some(resources) = rule.resources.as_ref().filter(|r| !r.is_empty()) else {
-                // Non-resource URLs mean nothing to a registry.
-                continue;
-            };
-            for group in or_all(rule.api_groups.as_ref()) {
-                for resource in resources {
-                    let (resource, subresource) =
-                        resource.split_once('/').unwrap_or((resource, ""));
-                    for verb in &rule.verbs {
-                        for name in or_all(rule.resource_names.as_ref()) {
-                            let attrs = Attributes {
-                                verb: verb.clone(),
-                                group: group.clone(),
-                                resource: resource.to_string(),
-                                subresource: subresource.to_string(),
-                                namespace: namespace.to_string(),
-                                name,
-                            };
-                            if !self.evaluate(user, &attrs).allowed() {
-                                return Some(attrs);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        None
+        self.first_not_held_of(user, self.cluster_role_rules(role), namespace)
     }
 
     /// Whether ClusterRole `role` has a rule allowing `attrs` (bound or not): whether binding it

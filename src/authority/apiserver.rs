@@ -1,18 +1,25 @@
 //! `regate authority serve`: an [`Authority`] (in practice the embedded store) answered over the
 //! Kubernetes API wire format, so gateways in `kubernetes` mode can share one embedded authority
-//! without a cluster.
+//! without a cluster, and the web console can act toward it as the signed-in person.
 //!
 //! It owns the four review endpoints a Kubernetes API server offers for delegated
 //! authentication and authorization (`tokenreviews`, `subjectaccessreviews`, and their `self`
 //! forms), with bodies parsed into and answered from the `k8s-openapi` types; the bearer-token
 //! authentication and RBAC check of its own clients (TokenReview and SubjectAccessReview need
-//! `create` on them, which ClusterRole `system:auth-delegator` grants); errors as Kubernetes
+//! `create` on them, which ClusterRole `system:auth-delegator` grants); the reads gateways make
+//! for pull credentials (a service account, a namespace's docker config Secrets); the objects
+//! the console shows and edits (`objects.rs`: namespaces, service accounts, roles, cluster
+//! roles and both kinds of binding, listed and read; `rbac.rs`: RoleBindings created, replaced
+//! and deleted with Kubernetes' conflict, validation and escalation rules), each request
+//! authorized by the store's RBAC as the Kubernetes API server would; errors as Kubernetes
 //! `Status` objects; the service account and kubeconfig its clients use ([`provision_client`],
 //! [`write_kubeconfig`]); and a count of the reviews answered (`GET /debug/reviews`) that tests
 //! use to observe the gateways' caches.
 
 mod client;
 mod endpoints;
+mod objects;
+mod rbac;
 mod status;
 
 use std::path::PathBuf;
@@ -43,7 +50,7 @@ use endpoints::{
     healthz, review_counts, secrets, self_subject_access_review, self_subject_review,
     service_account, subject_access_review, token_review,
 };
-pub use status::StatusError;
+pub use status::{Resource, StatusError};
 
 /// `POST`: authenticate a token (TokenReview).
 pub const TOKEN_REVIEWS_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -58,6 +65,27 @@ pub const SELF_SUBJECT_ACCESS_REVIEWS_PATH: &str =
 pub const SERVICE_ACCOUNT_PATH: &str = "/api/v1/namespaces/{namespace}/serviceaccounts/{name}";
 /// `GET`: a namespace's docker config Secrets (`fieldSelector=type=...` understood).
 pub const SECRETS_PATH: &str = "/api/v1/namespaces/{namespace}/secrets";
+/// `GET`: the namespaces (`list` at cluster scope).
+pub const NAMESPACES_PATH: &str = "/api/v1/namespaces";
+/// `GET`: one namespace (`get`; the request's namespace is the namespace itself).
+pub const NAMESPACE_PATH: &str = "/api/v1/namespaces/{namespace}";
+/// `GET`: a namespace's service accounts.
+pub const SERVICE_ACCOUNTS_PATH: &str = "/api/v1/namespaces/{namespace}/serviceaccounts";
+/// `GET`: the ClusterRoles.
+pub const CLUSTER_ROLES_PATH: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+/// `GET`: one ClusterRole.
+pub const CLUSTER_ROLE_PATH: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}";
+/// `GET`: the ClusterRoleBindings.
+pub const CLUSTER_ROLE_BINDINGS_PATH: &str =
+    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";
+/// `GET`: a namespace's Roles.
+pub const ROLES_PATH: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles";
+/// `GET` (list), `POST` (create): a namespace's RoleBindings.
+pub const ROLE_BINDINGS_PATH: &str =
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings";
+/// `GET`, `PUT` (replace), `DELETE`: one RoleBinding.
+pub const ROLE_BINDING_PATH: &str =
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}";
 /// `GET`: liveness, answers `ok`.
 pub const HEALTHZ_PATH: &str = "/healthz";
 /// `GET`: [`ReviewCounts`] as JSON.
@@ -73,8 +101,9 @@ pub const CLIENT_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 
 /// The name of the cluster and context in the written kubeconfig.
 pub const KUBECONFIG_CLUSTER: &str = "regate";
 
-/// Largest review body read; reviews are a few hundred bytes (Kubernetes allows 3 MiB for any
-/// object, but nothing here needs more than a token and a few names).
+/// Largest body read; reviews are a few hundred bytes and a RoleBinding a few kilobytes
+/// (Kubernetes allows 3 MiB for any object, but nothing here needs more than a token and a few
+/// names).
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Why setting up the authority's clients failed (the request path answers `Status` objects
@@ -396,8 +425,9 @@ impl ApiServer {
     }
 }
 
-/// The router: the four review endpoints, `/healthz` and `/debug/reviews`.
+/// The router: the four review endpoints, the objects, `/healthz` and `/debug/reviews`.
 pub fn app(server: Arc<ApiServer>) -> Router {
+    const GET: &str = "GET, HEAD";
     Router::new()
         .route(TOKEN_REVIEWS_PATH, only_post(post(token_review)))
         .route(
@@ -414,6 +444,35 @@ pub fn app(server: Arc<ApiServer>) -> Router {
         )
         .route(SERVICE_ACCOUNT_PATH, only_get(get(service_account)))
         .route(SECRETS_PATH, only_get(get(secrets)))
+        .route(NAMESPACES_PATH, only(get(objects::namespaces), GET))
+        .route(NAMESPACE_PATH, only(get(objects::namespace), GET))
+        .route(
+            SERVICE_ACCOUNTS_PATH,
+            only(get(objects::service_accounts), GET),
+        )
+        .route(CLUSTER_ROLES_PATH, only(get(objects::cluster_roles), GET))
+        .route(CLUSTER_ROLE_PATH, only(get(objects::cluster_role), GET))
+        .route(
+            CLUSTER_ROLE_BINDINGS_PATH,
+            only(get(objects::cluster_role_bindings), GET),
+        )
+        .route(ROLES_PATH, only(get(objects::roles), GET))
+        .route(
+            ROLE_BINDINGS_PATH,
+            only(
+                get(objects::role_bindings).post(rbac::create_role_binding),
+                "GET, HEAD, POST",
+            ),
+        )
+        .route(
+            ROLE_BINDING_PATH,
+            only(
+                get(objects::role_binding)
+                    .put(rbac::replace_role_binding)
+                    .delete(rbac::delete_role_binding),
+                "GET, HEAD, PUT, DELETE",
+            ),
+        )
         .route(HEALTHZ_PATH, only_get(get(healthz)))
         .route(REVIEWS_PATH, only_get(get(review_counts)))
         .fallback(|| async { StatusError::NotFound })
@@ -449,11 +508,16 @@ async fn read_body(
 }
 
 fn only_post(route: MethodRouter<Arc<ApiServer>>) -> MethodRouter<Arc<ApiServer>> {
-    route.fallback(|| async { StatusError::MethodNotAllowed { allow: "POST" } })
+    only(route, "POST")
 }
 
 fn only_get(route: MethodRouter<Arc<ApiServer>>) -> MethodRouter<Arc<ApiServer>> {
-    route.fallback(|| async { StatusError::MethodNotAllowed { allow: "GET, HEAD" } })
+    only(route, "GET, HEAD")
+}
+
+/// `route`, answering any other method than its own (`allow`) with 405.
+fn only(route: MethodRouter<Arc<ApiServer>>, allow: &'static str) -> MethodRouter<Arc<ApiServer>> {
+    route.fallback(move || async move { StatusError::MethodNotAllowed { allow } })
 }
 
 /// Serves `server` on `listener` (over TLS when `tls` is given, with the gateway's connection

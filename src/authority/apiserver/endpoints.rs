@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::{
     UserInfo as K8sUserInfo,
 };
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
-use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -147,31 +147,17 @@ pub(super) async fn service_account(
     let snapshot = server
         .readable(&headers, "get", "serviceaccounts", &namespace, &name)
         .await?;
-    let key = (namespace, name);
-    let Some(uid) = snapshot.service_accounts.get(&key) else {
-        return Err(StatusError::ObjectNotFound {
+    // As stored, with its resourceVersion, as the console's service account list shows it.
+    match snapshot
+        .service_account_objects
+        .get(&(namespace, name.clone()))
+    {
+        Some(account) => Ok(super::objects::one(account.clone())),
+        None => Err(StatusError::ObjectNotFound {
             resource: "serviceaccounts",
-            name: key.1,
-        });
-    };
-    let pull = snapshot.image_pull_secrets.get(&key).map(|names| {
-        names
-            .iter()
-            .map(|name| LocalObjectReference { name: name.clone() })
-            .collect()
-    });
-    let (namespace, name) = key;
-    let account = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            uid: Some(uid.clone()),
-            ..ObjectMeta::default()
-        },
-        image_pull_secrets: pull,
-        ..ServiceAccount::default()
-    };
-    Ok(axum::Json(account).into_response())
+            name,
+        }),
+    }
 }
 
 /// The query of a list request; only `fieldSelector` is understood.

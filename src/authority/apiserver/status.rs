@@ -1,12 +1,35 @@
 //! Errors of `regate authority serve` as the Kubernetes API answers them: a `Status` object
 //! with the HTTP status, reason and message a client (kubectl, kube-rs, client-go) expects.
 
+use std::fmt;
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusDetails};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 
 use super::MAX_BODY;
-use crate::authority::embedded::{AUTH_DELEGATOR, PULL_SECRET_READER};
+use super::objects::ROLE_BINDINGS;
+use crate::authority::embedded::{AUTH_DELEGATOR, FieldError, PULL_SECRET_READER};
+
+/// A kind of object served, as RBAC and `Status` name it: its API group and plural.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// The API group, `""` for the core group.
+    pub group: &'static str,
+    /// The plural, as in the URL, e.g. `rolebindings`.
+    pub plural: &'static str,
+}
+
+impl fmt::Display for Resource {
+    /// Kubernetes' `GroupResource`: `rolebindings.rbac.authorization.k8s.io`, `namespaces`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(self.plural)
+        } else {
+            write!(f, "{}.{}", self.plural, self.group)
+        }
+    }
+}
 
 /// A request the server answers with a Kubernetes `Status` instead of a review.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +97,88 @@ pub enum StatusError {
     /// 503: the authority behind the server cannot answer.
     #[error("the authority cannot answer now; retry")]
     Unavailable,
+    /// 403: RBAC does not allow the caller this request, in the Kubernetes API server's words.
+    #[error(
+        "{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" {}",
+        named(resource, name),
+        resource.plural,
+        resource.group,
+        scope(namespace)
+    )]
+    Denied {
+        /// The caller.
+        user: String,
+        /// e.g. `list`.
+        verb: &'static str,
+        /// What was asked for.
+        resource: Resource,
+        /// The namespace of the request; empty at cluster scope.
+        namespace: String,
+        /// The object's name; empty for a list or create.
+        name: String,
+    },
+    /// 403: a RoleBinding would grant permissions its writer does not hold (Kubernetes'
+    /// escalation check), naming the first one missing.
+    #[error(
+        "{ROLE_BINDINGS} \"{name}\" is forbidden: user \"{user}\" (groups={}) is attempting to \
+         grant RBAC permissions not currently held: {missing}; binding {role} needs every \
+         permission it grants, or the bind verb on it",
+        go_strings(groups)
+    )]
+    Escalation {
+        /// The caller.
+        user: String,
+        /// The caller's groups.
+        groups: Vec<String>,
+        /// The binding's name.
+        name: String,
+        /// The role, e.g. `clusterrole "admin"`.
+        role: String,
+        /// The first permission not held, e.g. `get imagestreams/layers in namespace a`.
+        missing: String,
+    },
+    /// 404: no such object.
+    #[error("{resource} \"{name}\" not found")]
+    Missing {
+        /// What was asked for.
+        resource: Resource,
+        /// The name asked for.
+        name: String,
+    },
+    /// 409: an object of that name exists.
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists {
+        /// The object's resource.
+        resource: Resource,
+        /// Its name.
+        name: String,
+    },
+    /// 409: the object is not the one the change was based on.
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
+    Conflict {
+        /// The object's resource.
+        resource: Resource,
+        /// Its name.
+        name: String,
+        /// Which precondition failed.
+        reason: String,
+    },
+    /// 422: the object is well-formed but not valid; every invalid field is a cause.
+    #[error("{kind}.{group} \"{name}\" is invalid: {}", fields(causes))]
+    InvalidObject {
+        /// e.g. `RoleBinding`.
+        kind: &'static str,
+        /// Its API group.
+        group: &'static str,
+        /// Its name, as given.
+        name: String,
+        /// The invalid fields.
+        causes: Vec<FieldError>,
+    },
+    /// 500: the state directory could not be read or changed; the cause is in the server's log,
+    /// not sent to the client.
+    #[error("the state directory cannot be changed now; the authority's log says why")]
+    Internal,
     /// 404: no such path.
     #[error("the server could not find the requested resource")]
     NotFound,
@@ -83,6 +188,39 @@ pub enum StatusError {
         /// The `Allow` header.
         allow: &'static str,
     },
+}
+
+/// `RESOURCE "NAME"`, or `RESOURCE` alone without a name, as Kubernetes' `NewForbidden` starts.
+fn named(resource: &Resource, name: &str) -> String {
+    if name.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource} {name:?}")
+    }
+}
+
+/// `in the namespace "NS"`, or `at the cluster scope`.
+fn scope(namespace: &str) -> String {
+    if namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace {namespace:?}")
+    }
+}
+
+/// Strings as Go's `%q` prints a slice: `["a" "b"]`.
+fn go_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Kubernetes' aggregate of field errors: one alone, several in brackets.
+fn fields(causes: &[FieldError]) -> String {
+    let all: Vec<String> = causes.iter().map(FieldError::to_string).collect();
+    match all.as_slice() {
+        [one] => one.clone(),
+        _ => format!("[{}]", all.join(", ")),
+    }
 }
 
 /// The command binding ClusterRole `role` to `user`, quoted for the shell.
@@ -106,10 +244,17 @@ impl StatusError {
     fn status_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
             StatusError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            StatusError::Forbidden { .. } | StatusError::ForbiddenRead { .. } => {
-                (StatusCode::FORBIDDEN, "Forbidden")
+            StatusError::Forbidden { .. }
+            | StatusError::ForbiddenRead { .. }
+            | StatusError::Denied { .. }
+            | StatusError::Escalation { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
+            StatusError::ObjectNotFound { .. } | StatusError::Missing { .. } => {
+                (StatusCode::NOT_FOUND, "NotFound")
             }
-            StatusError::ObjectNotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+            StatusError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
+            StatusError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            StatusError::InvalidObject { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+            StatusError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             StatusError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             StatusError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             StatusError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
@@ -146,8 +291,45 @@ impl StatusError {
                 kind: Some(kind.to_string()),
                 ..StatusDetails::default()
             }),
+            StatusError::Denied { resource, name, .. } => Some(object_details(resource, name)),
+            StatusError::Escalation { name, .. } => Some(object_details(&ROLE_BINDINGS, name)),
+            StatusError::Missing { resource, name }
+            | StatusError::AlreadyExists { resource, name }
+            | StatusError::Conflict { resource, name, .. } => Some(object_details(resource, name)),
+            StatusError::InvalidObject {
+                kind,
+                group,
+                name,
+                causes,
+            } => Some(StatusDetails {
+                group: Some(group.to_string()),
+                kind: Some(kind.to_string()),
+                name: Some(name.clone()),
+                causes: Some(
+                    causes
+                        .iter()
+                        .map(|cause| StatusCause {
+                            field: Some(cause.field.clone()),
+                            message: Some(cause.detail.clone()),
+                            reason: Some(cause.reason.to_string()),
+                        })
+                        .collect(),
+                ),
+                ..StatusDetails::default()
+            }),
             _ => None,
         }
+    }
+}
+
+/// The details Kubernetes gives an error about one object (or a request for several): its
+/// name, the resource as `kind`, and the group unless core.
+fn object_details(resource: &Resource, name: &str) -> StatusDetails {
+    StatusDetails {
+        group: (!resource.group.is_empty()).then(|| resource.group.to_string()),
+        kind: Some(resource.plural.to_string()),
+        name: (!name.is_empty()).then(|| name.to_string()),
+        ..StatusDetails::default()
     }
 }
 

@@ -1036,3 +1036,6 @@ async fn the_kubernetes_authority_reads_pull_keyrings_through_the_server() {
     let _ = stop.send(());
     serving.await.expect("join");
 }
+
+#[path = "objects_tests.rs"]
+mod objects_tests;

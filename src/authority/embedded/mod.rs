@@ -42,7 +42,8 @@ pub use bootstrap::{
 pub use list::{Objects, list};
 pub use object::{Kind, Object, UnknownKind};
 pub use ops::{
-    LinkFor, Removal, SecretError, SubjectRef, role_binding_with, role_bindings_without,
+    BindingError, FieldError, LinkFor, Removal, SecretError, SubjectRef, check_role_binding,
+    resource_version, role_binding_with, role_bindings_without,
 };
 pub use snapshot::{Fingerprint, Snapshot, StoredUser, fingerprint, load};
 pub use store::{Layout, Store, StoreError, User};

@@ -5,6 +5,7 @@
 //! Every change runs under the writers' lock (see [`super::store`]), so concurrent CLI processes
 //! never lose each other's changes.
 
+mod rolebindings;
 mod secrets;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::identity::{service_account_of, service_account_user};
 use crate::policy::{CLUSTER_ROLE_KIND, GROUP_KIND, SERVICE_ACCOUNT_KIND, USER_KIND};
 use crate::suggest::did_you_mean;
 use crate::token::Issued;
+pub use rolebindings::{BindingError, FieldError, check_role_binding, resource_version};
 pub use secrets::{LinkFor, SecretError};
 
 /// Someone a role can be bound to, as `oc policy` names them.

@@ -48,6 +48,11 @@ pub struct Snapshot {
     /// Every service account and user as an authenticated caller (implicit groups included),
     /// by full name: made once per load rather than once per request (see [`Snapshot::caller`]).
     pub callers: HashMap<String, UserInfo>,
+    /// The Namespace objects as stored, by name: what `regate authority serve` answers, from
+    /// the same reading as the policy it authorizes with.
+    pub namespace_objects: BTreeMap<String, Namespace>,
+    /// The ServiceAccount objects as stored, by (namespace, name), for the same.
+    pub service_account_objects: BTreeMap<(String, String), ServiceAccount>,
 }
 
 impl Snapshot {
@@ -139,13 +144,17 @@ pub fn load(dir: &Path) -> Result<Snapshot, StoreError> {
     for ns in namespace_dirs(&layout)? {
         // A directory without namespace.yaml is a namespace half created or half deleted.
         let file = layout.namespace_file(&ns);
-        let Some(namespace) = read_object::<Namespace>(&file)? else {
+        let Some(mut namespace) = read_object::<Namespace>(&file)? else {
             continue;
         };
         check_identity(&file, namespace.meta(), &ns, None)?;
+        namespace.metadata.name.get_or_insert_with(|| ns.clone());
+        snapshot.namespace_objects.insert(ns.clone(), namespace);
         let service_accounts: Vec<ServiceAccount> =
             read_objects(&layout.service_accounts(&ns), Some(&ns))?;
         for sa in service_accounts {
+            let key = (ns.clone(), sa.metadata.name.clone().unwrap_or_default());
+            snapshot.service_account_objects.insert(key, sa.clone());
             let name = sa.metadata.name.unwrap_or_default();
             let uid = sa.metadata.uid.unwrap_or_default();
             let pull: Vec<String> = sa
