@@ -496,7 +496,7 @@ impl Config {
             },
             audit: audit(file.audit, &origin)?,
             oidc: oidc(file.identity.oidc, &origin)?,
-            console: console(file.console, args.console, &authority, &origin)?,
+            console: console(file.console, args.console, &origin)?,
             authority,
         })
     }

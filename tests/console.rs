@@ -162,6 +162,12 @@ fn an_admin_sees_a_pull_denied_grants_it_from_the_page_and_the_next_pull_passes(
             "registry-admin may not list service accounts: {accounts}"
         );
         assert!(browser.text("#partial").contains("ClusterRoles"));
+        // Read as ops, not as regate (whose service account may list Secrets for pull secrets).
+        assert!(
+            browser.text("#secrets").contains("not shown"),
+            "{}",
+            browser.text("#secrets")
+        );
     } else {
         assert!(accounts.contains("builder"), "{accounts}");
     }
@@ -280,6 +286,10 @@ fn a_namespace_admin_sees_only_their_namespace() {
     assert!(namespaces.contains("project-a"), "{namespaces}");
     assert!(!namespaces.contains("project-b"), "{namespaces}");
     assert!(!browser.has(".badge"), "ann does not see every namespace");
+    // A namespace opened by name, as someone who may not list namespaces would.
+    browser.type_into("#open", "project-a\u{E007}");
+    browser.wait_for("#bindings", Duration::from_secs(20));
+    assert_eq!(browser.path(), "/console/namespaces/project-a");
 
     // Another namespace is not found, and nothing of it shows.
     browser.goto(&format!("{}/console/namespaces/project-b", env.url()));
@@ -301,6 +311,130 @@ fn a_namespace_admin_sees_only_their_namespace() {
     assert!(roles.contains("registry-admin"), "{roles}");
     assert!(!roles.lines().any(|r| r.trim() == "admin"), "{roles}");
     browser.screenshot("namespace-admin");
+}
+
+/// A ClusterRole reading everything the console shows and writing RoleBindings whole.
+const CONSOLE_ADMIN: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: console-admin
+rules:
+- apiGroups: [\"\"]
+  resources: [namespaces, serviceaccounts, secrets]
+  verbs: [get, list]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles, clusterrolebindings, roles, rolebindings]
+  verbs: [get, list, create, update, delete]
+- apiGroups: [\"\", image.openshift.io]
+  resources: [imagestreams/layers]
+  verbs: [get, update]
+";
+
+/// Someone who may read it all sees every namespace (listed by the authority, not found through
+/// the registry), its service accounts, and no note of anything left out; removing one of two
+/// subjects of a binding updates it in place. A namespace admin, who may create and delete
+/// bindings but not update them, adds a second subject through a binding of its own, and
+/// removing one of two subjects leaves the other bound throughout.
+#[test]
+fn a_cluster_reader_sees_everything_and_bindings_change_with_the_verbs_held() {
+    let env = console_env();
+    let manifest = env.dir().join("console-admin.yaml");
+    std::fs::write(&manifest, CONSOLE_ADMIN).expect("write the role");
+    env.regate_ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
+    env.regate_ok(&["create", "user", "root"]);
+    env.regate_ok(&[
+        "policy",
+        "add-cluster-role-to-user",
+        "console-admin",
+        "root",
+    ]);
+    let root_token = env.user_token("root");
+    let mut root = Visitor::new(&env);
+    assert_eq!(root.sign_in(&root_token).status, 303);
+    let list = root.get("/console/namespaces").text();
+    assert!(
+        list.contains("project-a") && list.contains("project-b") && list.contains("all namespaces"),
+        "{list}"
+    );
+    let page = root.get("/console/namespaces/project-b").text();
+    assert!(
+        page.contains("builder") && page.contains("deployer"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"partial\""), "nothing left out: {page}");
+
+    let change = |v: &Visitor, path: &str, subject: &str| {
+        let csrf = v.csrf();
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("role", "system:image-puller"),
+            ("kind", "user"),
+            ("subject", subject),
+        ];
+        let reply = v.post(&format!("/console/namespaces/project-b/{path}"), &form, &[]);
+        assert_eq!(reply.status, 303, "{path} {subject}");
+        let flash = v.get("/console/namespaces/project-b").text();
+        assert!(
+            flash.contains("Done: regate policy"),
+            "{path} {subject}: {flash}"
+        );
+    };
+    let binding_of = |subject: &str| -> Vec<String> {
+        let who = env.regate_ok(&[
+            "policy",
+            "who-can",
+            "get",
+            "imagestreams/layers",
+            "-n",
+            "project-b",
+        ]);
+        who.lines()
+            .filter(|line| line.contains(subject))
+            .map(str::to_string)
+            .collect()
+    };
+    change(&root, "grant", "alice");
+    change(&root, "grant", "bob");
+    // The bindings by name, as `regate get rolebindings` lists them.
+    let names = || -> Vec<String> {
+        env.regate_ok(&["get", "rolebindings", "-n", "project-b"])
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        names(),
+        [
+            "system:image-builders",
+            "system:image-puller",
+            "system:image-pullers"
+        ],
+        "alice and bob share the role's binding"
+    );
+    change(&root, "revoke", "alice");
+    assert!(binding_of("alice").is_empty(), "{:?}", binding_of("alice"));
+    assert!(!binding_of("bob").is_empty(), "bob is still bound");
+    assert_eq!(names().len(), 3, "updated in place: {:?}", names());
+
+    // A namespace admin holds create and delete, not update.
+    let ann = admin(&env, "ann", "registry-admin", "project-b");
+    let mut admin_visitor = Visitor::new(&env);
+    assert_eq!(admin_visitor.sign_in(&ann).status, 303);
+    change(&admin_visitor, "grant", "carol");
+    if on_a_cluster() {
+        assert!(
+            names().contains(&"system:image-puller-0".to_string()),
+            "a binding of carol's own: {:?}",
+            names()
+        );
+    }
+    assert!(!binding_of("carol").is_empty(), "carol is bound");
+    assert!(!binding_of("bob").is_empty(), "bob still is");
+    change(&admin_visitor, "revoke", "bob");
+    assert!(binding_of("bob").is_empty(), "bob is not bound any more");
+    assert!(!binding_of("carol").is_empty(), "carol stays bound");
 }
 
 /// A client of the console without a browser: its own cookie handling, so every header shows.
@@ -730,7 +864,16 @@ fn cookie_len(reply: &Reply) -> usize {
 
 #[test]
 fn replicas_sharing_the_signing_key_share_sessions() {
-    let mut env = console_env();
+    // The signing key the replicas share: the state directory's (embedded), a key file (any).
+    let keys = tempfile::tempdir().expect("a dir for the key");
+    let mut config = format!(
+        "token:\n  key_file: {}\n",
+        keys.path().join("token.key").display()
+    );
+    if on_a_cluster() {
+        config.push_str(KUBERNETES_TEST_CONFIG);
+    }
+    let mut env = console_builder().gateway_config(&config).run();
     let ann = admin(&env, "ann", "registry-admin", "project-a");
     let replica = format!("http://{}", env.start_replicas(1)[0]);
 

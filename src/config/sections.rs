@@ -456,12 +456,11 @@ fn served_safely(url: &str) -> bool {
     }
 }
 
-/// The `console:` section (or `--console`), validated: the console reads and changes the
-/// embedded authority's state directory, so it needs that authority.
+/// The `console:` section (or `--console`), validated. It works with either authority
+/// (docs/console.md).
 pub(super) fn console(
     section: Option<ConsoleSection>,
     flag: bool,
-    authority: &Authority,
     origin: &str,
 ) -> Result<Option<ConsoleSettings>, ConfigError> {
     let section = match (section, flag) {
@@ -474,15 +473,6 @@ pub(super) fn console(
         field,
         reason,
     };
-    if matches!(authority, Authority::Kubernetes(_)) {
-        return Err(field(
-            "console",
-            "needs the embedded authority (authority.kind: embedded): with a Kubernetes \
-             authority the bindings live in the cluster; use its console, `kubectl auth can-i` \
-             and `oc policy who-can` there, or remove console:"
-                .into(),
-        ));
-    }
     let defaults = ConsoleSettings::default();
     let listen = match section.listen {
         None => None,

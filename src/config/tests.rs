@@ -496,11 +496,6 @@ fn console_errors_name_the_field() {
         ),
         ("console:\n  port: 1\n", "unknown field `port`", "listen"),
         (
-            "authority:\n  kind: kubernetes\nconsole: {}\n",
-            "console",
-            "embedded authority",
-        ),
-        (
             "token:\n  realm_path: /console/token\n",
             "token.realm_path",
             "/console/",

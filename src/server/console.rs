@@ -198,16 +198,16 @@ impl Console {
     }
 
     /// The namespaces `viewer` sees, sorted. A viewer who may not list namespaces (on a
-    /// cluster) is offered those the registry holds repositories of.
+    /// cluster) is offered those the registry holds repositories of and those of the recent
+    /// decisions.
     async fn namespaces(&self, viewer: &Viewer) -> Result<Vec<String>, Refused> {
         let candidates = match self.directory.namespace_names(viewer).await? {
             Some(names) => names,
-            None => self
-                .catalog()
-                .await
-                .unwrap_or_default()
-                .into_keys()
-                .collect(),
+            None => {
+                let mut known = self.recent.namespaces();
+                known.extend(self.catalog().await.unwrap_or_default().into_keys());
+                known.into_iter().collect()
+            }
         };
         let mut visible = Vec::new();
         for namespace in candidates {

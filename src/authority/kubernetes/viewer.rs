@@ -13,7 +13,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use kube::Resource;
-use kube::core::params::{DeleteParams, GetParams, ListParams, PostParams};
+use kube::core::params::{DeleteParams, GetParams, ListParams, PostParams, Preconditions};
 use kube::core::{ObjectList, Request};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -114,13 +114,25 @@ impl AsViewer<'_> {
         self.send(request).await
     }
 
-    /// Deletes object `name` of kind `K`.
-    pub async fn delete<K>(&self, namespace: Option<&str>, name: &str) -> Result<(), ViewerError>
+    /// Deletes object `name` of kind `K`; when `version` is given, only while it is still at
+    /// that `resourceVersion` (409 otherwise).
+    pub async fn delete<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(), ViewerError>
     where
         K: Resource<DynamicType = ()>,
     {
-        let request =
-            Request::new(K::url_path(&(), namespace)).delete(name, &DeleteParams::default());
+        let params = DeleteParams {
+            preconditions: version.map(|v| Preconditions {
+                resource_version: Some(v.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let request = Request::new(K::url_path(&(), namespace)).delete(name, &params);
         // The answer is the object or a `Status`; either means it is gone.
         let _: serde_json::Value = self.send(request).await?;
         Ok(())

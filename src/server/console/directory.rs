@@ -333,33 +333,46 @@ where
     Err("the bindings kept changing while this change was made; try again".into())
 }
 
+/// Adds `subject` to the bindings of `role` in `ns` as `regate policy add-role-to-user` does:
+/// into the role's binding, or a new one. A viewer who may create and delete bindings but not
+/// update them (`registry-admin`) gets a binding of its own for the subject instead.
 async fn grant_as(
     api: &AsViewer<'_>,
     ns: &str,
     role: &str,
     subject: &SubjectRef,
 ) -> Result<(), Failed> {
+    let subjects = std::slice::from_ref(subject);
     let bindings: Vec<RoleBinding> = api.list(Some(ns)).await?;
-    let Some(mut binding) = role_binding_with(&bindings, ns, role, std::slice::from_ref(subject))
-    else {
+    let Some(binding) = role_binding_with(&bindings, ns, role, subjects) else {
         return Ok(());
     };
     let name = binding.metadata.name.clone().unwrap_or_default();
-    if bindings
+    if !bindings
         .iter()
         .any(|b| b.metadata.name.as_deref() == Some(&name))
     {
-        // Sent with the resourceVersion it was read at: a change made meanwhile gives 409.
-        api.replace(Some(ns), &name, &binding).await?;
-    } else {
-        // The API server stamps these.
-        binding.metadata.uid = None;
-        binding.metadata.creation_timestamp = None;
-        api.create(Some(ns), &binding).await?;
+        api.create(Some(ns), &fresh(binding, &name)).await?;
+        return Ok(());
     }
-    Ok(())
+    // Sent with the resourceVersion it was read at: a change made meanwhile gives 409.
+    match api.replace(Some(ns), &name, &binding).await {
+        Err(ViewerError::Forbidden(_)) => {
+            let alone = role_binding_with(&[], ns, role, subjects)
+                .ok_or_else(|| Failed::Final("nothing to bind".into()))?;
+            api.create(Some(ns), &fresh(alone, &free_name(&bindings, role)))
+                .await?;
+            Ok(())
+        }
+        answer => answer.map(drop).map_err(Failed::from),
+    }
 }
 
+/// Removes `subject` from the bindings of `role` in `ns` as `regate policy
+/// remove-role-from-user` does: a binding left empty is deleted, one shared with others is
+/// written back without the subject. For a viewer who may not update bindings, the others'
+/// copy is created under a new name first, and the old binding deleted only if unchanged since
+/// it was read, so nobody else loses access on the way.
 async fn revoke_as(
     api: &AsViewer<'_>,
     ns: &str,
@@ -367,22 +380,73 @@ async fn revoke_as(
     subject: &SubjectRef,
 ) -> Result<(), Failed> {
     let bindings: Vec<RoleBinding> = api.list(Some(ns)).await?;
-    let removals = role_bindings_without(bindings, ns, role, std::slice::from_ref(subject))
+    let version_of = |name: &str| {
+        bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some(name))
+            .and_then(|b| b.metadata.resource_version.clone())
+    };
+    let removals = role_bindings_without(bindings.clone(), ns, role, std::slice::from_ref(subject))
         .map_err(|e| Failed::Final(e.to_string()))?;
     for removal in removals {
         match removal {
-            Removal::Delete(name) => match api.delete::<RoleBinding>(Some(ns), &name).await {
-                // Deleted meanwhile: what was asked is done.
-                Ok(()) | Err(ViewerError::NotFound(_)) => {}
-                Err(error) => return Err(error.into()),
-            },
+            Removal::Delete(name) => delete(api, ns, &name, version_of(&name)).await?,
             Removal::Replace(binding) => {
                 let name = binding.metadata.name.clone().unwrap_or_default();
-                api.replace(Some(ns), &name, &binding).await?;
+                match api.replace(Some(ns), &name, &binding).await {
+                    Err(ViewerError::Forbidden(_)) => {
+                        let copy = fresh(binding, &free_name(&bindings, role));
+                        let copy_name = copy.metadata.name.clone().unwrap_or_default();
+                        api.create(Some(ns), &copy).await?;
+                        if let Err(failed) = delete(api, ns, &name, version_of(&name)).await {
+                            // The old binding changed or stays: take the copy back.
+                            let _ = api.delete::<RoleBinding>(Some(ns), &copy_name, None).await;
+                            return Err(failed);
+                        }
+                    }
+                    answer => answer.map(drop)?,
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Deletes binding `name`, if still at `version`; one deleted meanwhile is what was asked.
+async fn delete(
+    api: &AsViewer<'_>,
+    ns: &str,
+    name: &str,
+    version: Option<String>,
+) -> Result<(), Failed> {
+    match api
+        .delete::<RoleBinding>(Some(ns), name, version.as_deref())
+        .await
+    {
+        Ok(()) | Err(ViewerError::NotFound(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `binding` as a new object named `name`: the fields the API server stamps cleared.
+fn fresh(mut binding: RoleBinding, name: &str) -> RoleBinding {
+    binding.metadata.name = Some(name.to_string());
+    binding.metadata.uid = None;
+    binding.metadata.creation_timestamp = None;
+    binding.metadata.resource_version = None;
+    binding
+}
+
+/// The first of `ROLE-0`, `ROLE-1`, ... that no binding of `bindings` is named.
+fn free_name(bindings: &[RoleBinding], role: &str) -> String {
+    (0..)
+        .map(|n| format!("{role}-{n}"))
+        .find(|name| {
+            !bindings
+                .iter()
+                .any(|b| b.metadata.name.as_deref() == Some(name))
+        })
+        .unwrap_or_else(|| role.to_string())
 }
 
 /// The roles and bindings bearing on `ns` that the viewer may read: the namespace's Roles and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, Request, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -24,6 +24,12 @@ use crate::policy::{self, Attributes, Grantee};
 
 /// Longest form read: a sign-in token is a few KiB at most, the other forms far less.
 const FORM_BYTES: usize = 32 * 1024;
+/// What a name put into a path segment has encoded: all but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Repositories whose tags one namespace page lists.
 const TAGGED_REPOSITORIES: usize = 100;
 
@@ -396,8 +402,31 @@ fn same_origin(console: &Console, uri: &Uri, headers: &HeaderMap) -> Result<(), 
     if ours { Ok(()) } else { Err(cross()) }
 }
 
-async fn namespaces(State(console): ConsoleState, headers: HeaderMap) -> Result<Response, Refused> {
+/// The namespaces page's query: `open` names a namespace to go to.
+#[derive(serde::Deserialize)]
+struct Open {
+    #[serde(default)]
+    open: String,
+}
+
+async fn namespaces(
+    State(console): ConsoleState,
+    headers: HeaderMap,
+    open: Result<Query<Open>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Refused> {
     let viewer = console.viewer(&headers).await?;
+    // A namespace opened by name: one the list cannot show (a viewer who may not list them).
+    if let Ok(Query(Open { open })) = open
+        && !open.trim().is_empty()
+    {
+        let name = percent_encoding::utf8_percent_encode(open.trim(), PATH_SEGMENT);
+        let to = format!("/console/namespaces/{name}");
+        return Ok(for_viewer(
+            &console,
+            &viewer,
+            Redirect::to(&to).into_response(),
+        ));
+    }
     let visible = console.namespaces(&viewer).await?;
     let (catalog, registry_error) = match console.catalog().await {
         Ok(catalog) => (catalog, None),

@@ -143,6 +143,16 @@ pub(super) fn namespaces(
             }
         }
     };
+    let body = html! {
+        (body)
+        form.filters #open-namespace method="get" action="/console/namespaces" {
+            div {
+                label for="open" { "Open a namespace by name" }
+                input #open type="text" name="open" spellcheck="false" placeholder="project-a";
+            }
+            button type="submit" { "Open" }
+        }
+    };
     layout("Namespaces", Section::Namespaces, Some(who), None, body)
 }
 

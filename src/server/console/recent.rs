@@ -135,6 +135,16 @@ impl Recent {
         requests
     }
 
+    /// The namespaces the kept decisions were about, sorted.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ring.seen
+            .iter()
+            .filter(|seen| !seen.attrs.namespace.is_empty())
+            .map(|seen| seen.attrs.namespace.clone())
+            .collect()
+    }
+
     /// Decision `seq`, if it is still kept.
     pub fn get(&self, seq: u64) -> Option<Arc<Seen>> {
         let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
