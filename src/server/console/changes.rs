@@ -11,6 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::HeaderMap;
 
+use super::directory::Op;
 use super::handlers::{ConsoleState, csrf_refused};
 use super::{Console, Refused, Viewer};
 use crate::audit::{Event, RequestRecord};
@@ -86,13 +87,6 @@ pub(super) async fn revoke(
     change_bindings(&console, ns, &headers, form, Op::Revoke).await
 }
 
-/// Adding to or removing from a namespace's bindings.
-#[derive(Clone, Copy)]
-enum Op {
-    Grant,
-    Revoke,
-}
-
 async fn change_bindings(
     console: &Console,
     ns: String,
@@ -132,20 +126,10 @@ async fn change_bindings(
         attempt.audit(403, Some(&why));
         return Err(Refused::Forbidden(why));
     }
-    let done = match op {
-        Op::Grant => {
-            console
-                .directory
-                .grant(&viewer, &ns, &form.role, subject)
-                .await
-        }
-        Op::Revoke => {
-            console
-                .directory
-                .revoke(&viewer, &ns, &form.role, subject)
-                .await
-        }
-    };
+    let done = console
+        .directory
+        .change(&viewer, op, &ns, &form.role, subject)
+        .await;
     attempt.audit(303, done.as_ref().err().map(String::as_str));
     Ok(finish(console, &viewer, done, &command, &ns, form.decision))
 }

@@ -229,11 +229,13 @@ impl Directory {
         })
     }
 
-    /// Binds ClusterRole `role` to `subject` in `ns`, as `regate policy add-role-to-user` does;
-    /// `Err` is the store's or the API server's refusal, for the viewer.
-    pub(super) async fn grant(
+    /// Makes `op` for `subject` with ClusterRole `role` in `ns`, as `regate policy
+    /// add-role-to-user` or `remove-role-from-user` does; `Err` is the store's or the API
+    /// server's refusal, for the viewer.
+    pub(super) async fn change(
         &self,
         viewer: &Viewer,
+        op: Op,
         ns: &str,
         role: &str,
         subject: SubjectRef,
@@ -241,41 +243,31 @@ impl Directory {
         match self {
             Directory::Embedded(embedded) => {
                 let (ns, role) = (ns.to_string(), role.to_string());
-                in_store(embedded, move |store| {
-                    store.add_role(&ns, &role, &[subject])
+                in_store(embedded, move |store| match op {
+                    Op::Grant => store.add_role(&ns, &role, &[subject]),
+                    Op::Revoke => store.remove_role(&ns, &role, &[subject]),
                 })
                 .await
             }
             Directory::Cluster(cluster) => {
                 let api = cluster.as_viewer(&viewer.token);
-                retried(|| grant_as(&api, ns, role, &subject)).await
+                retried(|| async {
+                    match op {
+                        Op::Grant => grant_as(&api, ns, role, &subject).await,
+                        Op::Revoke => revoke_as(&api, ns, role, &subject).await,
+                    }
+                })
+                .await
             }
         }
     }
+}
 
-    /// Removes `subject` from the bindings of ClusterRole `role` in `ns`, as `regate policy
-    /// remove-role-from-user` does.
-    pub(super) async fn revoke(
-        &self,
-        viewer: &Viewer,
-        ns: &str,
-        role: &str,
-        subject: SubjectRef,
-    ) -> Result<(), String> {
-        match self {
-            Directory::Embedded(embedded) => {
-                let (ns, role) = (ns.to_string(), role.to_string());
-                in_store(embedded, move |store| {
-                    store.remove_role(&ns, &role, &[subject])
-                })
-                .await
-            }
-            Directory::Cluster(cluster) => {
-                let api = cluster.as_viewer(&viewer.token);
-                retried(|| revoke_as(&api, ns, role, &subject)).await
-            }
-        }
-    }
+/// Adding a subject to a role's bindings in a namespace, or removing it.
+#[derive(Clone, Copy)]
+pub(super) enum Op {
+    Grant,
+    Revoke,
 }
 
 /// Runs `op` on the embedded authority's state directory, as `regate policy` does; `Err` is the
