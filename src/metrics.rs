@@ -102,6 +102,13 @@ pub struct RealmLabels {
     pub realm: &'static str,
 }
 
+/// Labels of `regate_dependency_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    /// `authority` or `upstream`.
+    pub dependency: &'static str,
+}
+
 /// Every metric regate keeps.
 pub struct Metrics {
     registry: Registry,
@@ -131,6 +138,10 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Requests shed (503) beyond `connections.max_in_flight`.
     pub shed: Counter,
+    /// Requests without credentials refused 503 beyond `connections.max_in_flight_per_client`.
+    pub client_limited: Counter,
+    /// 1 when the dependency answered the last `/readyz`, 0 when not.
+    pub dependency_up: Family<DependencyLabels, Gauge>,
     /// Tokens issued, by realm.
     pub tokens_issued: Family<RealmLabels, Counter>,
     /// Audit lines written.
@@ -230,6 +241,18 @@ impl Metrics {
             "Requests refused 503 beyond connections.max_in_flight",
             shed.clone(),
         );
+        let client_limited = Counter::default();
+        registry.register(
+            "client_limited_requests",
+            "Requests without credentials refused 503 beyond connections.max_in_flight_per_client",
+            client_limited.clone(),
+        );
+        let dependency_up = Family::<DependencyLabels, Gauge>::default();
+        registry.register(
+            "dependency_up",
+            "Whether a dependency (authority, upstream) answered the last /readyz (1) or not (0)",
+            dependency_up.clone(),
+        );
         let tokens_issued = Family::<RealmLabels, Counter>::default();
         registry.register(
             "tokens_issued",
@@ -272,6 +295,8 @@ impl Metrics {
             failed_logins,
             rate_limited,
             shed,
+            client_limited,
+            dependency_up,
             tokens_issued,
             audit_lines,
             audit_write_errors,

@@ -66,6 +66,8 @@ fn readyz_is_200_only_while_the_authority_and_the_registry_answer() {
         }
     }
 
+    let registry = env.registry_url();
+    let registry_addr = registry.trim_start_matches("http://").to_string();
     env.stop_registry();
     let reply = env.send("GET", "/readyz", Auth::None);
     assert_eq!(reply.status, 503, "{}", body(&reply));
@@ -73,6 +75,25 @@ fn readyz_is_200_only_while_the_authority_and_the_registry_answer() {
         body(&reply).contains("upstream: not answering"),
         "{}",
         body(&reply)
+    );
+    // Anyone may ask: the body names the dependency, never its address or the error's text,
+    // which go to the log and the metric.
+    let text = body(&reply);
+    for secret in [registry_addr.as_str(), "127.0.0.1", "refused", "error"] {
+        assert!(!text.contains(secret), "{secret:?} in /readyz: {text}");
+    }
+    assert!(
+        env.regate_log().contains(&registry_addr),
+        "the cause, with the address, is in the log"
+    );
+    let metrics = body(&env.send("GET", "/metrics", Auth::None));
+    assert!(
+        metrics.contains("regate_dependency_up{dependency=\"upstream\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("regate_dependency_up{dependency=\"authority\"} 1"),
+        "{metrics}"
     );
     // Liveness does not depend on either.
     assert_eq!(env.send("GET", "/healthz", Auth::None).status, 200);

@@ -1,6 +1,8 @@
 //! `/healthz` (liveness: the process answers) and `/readyz` (readiness: 200 only when the
 //! authority answers, the registry answers `GET /v2/`, and regate is not draining; else 503
-//! with a line saying which is not).
+//! with a line saying which is not). Anyone may ask, so the body names the dependency and
+//! nothing more: the cause, with addresses and error text, goes to the log, and the outcome to
+//! `regate_dependency_up`.
 
 use std::sync::atomic::Ordering;
 
@@ -18,30 +20,29 @@ pub(super) async fn readyz(gw: &Gateway) -> Response {
         );
     }
     let (authority, upstream) = tokio::join!(gw.decisions.authority().ready(), gw.upstream.probe());
-    let mut body = String::new();
     let authority_ok = match authority {
-        Ok(()) => {
-            body.push_str("authority: ok\n");
-            true
-        }
+        Ok(()) => true,
         Err(error) => {
-            body.push_str(&format!("authority: not answering: {error}\n"));
+            tracing::warn!(%error, "readyz: the authority is not answering");
             false
         }
     };
     let upstream_ok = match upstream {
-        Ok(status) => {
-            body.push_str(&format!(
-                "upstream: ok (GET /v2/ answered {})\n",
-                status.as_u16()
-            ));
-            true
-        }
+        Ok(_) => true,
         Err(error) => {
-            body.push_str(&format!("upstream: not answering: {error}\n"));
+            tracing::warn!(%error, "readyz: the registry is not answering GET /v2/");
             false
         }
     };
+    let mut body = String::new();
+    for (dependency, up) in [("authority", authority_ok), ("upstream", upstream_ok)] {
+        crate::metrics::get()
+            .dependency_up
+            .get_or_create(&crate::metrics::DependencyLabels { dependency })
+            .set(i64::from(up));
+        let state = if up { "ok" } else { "not answering (see regate's log)" };
+        body.push_str(&format!("{dependency}: {state}\n"));
+    }
     answer(authority_ok && upstream_ok, body)
 }
 
