@@ -196,20 +196,24 @@ pub struct ConnectionSettings {
     pub max: usize,
     /// Most requests handled at once (until their response headers); more are shed with 503.
     pub max_in_flight: usize,
+    /// Most requests without credentials one client has in flight at once, a body being read
+    /// included; more are refused with 503.
+    pub max_in_flight_per_client: usize,
     /// How long a request without a streaming body (all but blob upload data) may take to get
     /// its response headers; then 504.
     pub request_timeout: std::time::Duration,
 }
 
 impl Default for ConnectionSettings {
-    /// 30 s for a header, 30 s idle, 10,000 connections, 2,048 requests in flight, 60 s to
-    /// answer a request without a streaming body.
+    /// 30 s for a header, 30 s idle, 10,000 connections, 2,048 requests in flight (64 per
+    /// client without credentials), 60 s to answer a request without a streaming body.
     fn default() -> Self {
         ConnectionSettings {
             header_timeout: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(30),
             max: 10_000,
             max_in_flight: 2048,
+            max_in_flight_per_client: 64,
             request_timeout: std::time::Duration::from_secs(60),
         }
     }

@@ -68,6 +68,8 @@ pub struct Gateway {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Requests being handled, for load shedding (`shed.rs`).
     pub(crate) admission: shed::Admission,
+    /// Requests without credentials in flight per client address.
+    pub(crate) per_client: shed::PerClient,
 }
 
 /// A remote (pull-through) namespace, ready to forward to.
@@ -95,16 +97,35 @@ pub fn app(gateway: Arc<Gateway>) -> service::App {
 }
 
 /// Routes by raw path: the token endpoint, `/v2/`, a health check; 404 for the rest. Beyond
-/// `max_in_flight` requests being handled, 503 at once. A request without a streaming body
-/// must be answered (headers) within `connections.request_timeout`; a form body regate reads
-/// itself must have arrived by then (408 when not, docs/behaviour.md §10).
+/// `max_in_flight` requests being handled, 503 at once, and so beyond
+/// `max_in_flight_per_client` requests without credentials of one client. A request without a
+/// streaming body must be answered (headers) within `connections.request_timeout`; a form body
+/// regate reads itself must have arrived by then (408 when not, docs/behaviour.md §10), and is
+/// read before the request takes one of the `max_in_flight` places (docs/behaviour.md §5).
 async fn dispatch(gw: &Gateway, req: Request) -> Response {
+    let limit = gw.config.connections.request_timeout;
+    let deadline = (!streams_upload(&req)).then(|| Deadline::after(limit));
+    let _client_place = match anonymous_client(gw, &req) {
+        None => None,
+        Some(address) => match gw.per_client.enter(address) {
+            Some(place) => Some(place),
+            None => {
+                crate::metrics::get().client_limited.inc();
+                return api_version(ApiError::Overloaded.into_response());
+            }
+        },
+    };
+    let req = match deadline {
+        Some(deadline) => match form_read_first(gw, req, deadline).await {
+            Ok(req) => req,
+            Err(error) => return api_version(error.into_response()),
+        },
+        None => req,
+    };
     let Some(_admitted) = gw.admission.enter() else {
         crate::metrics::get().shed.inc();
         return api_version(ApiError::Overloaded.into_response());
     };
-    let limit = gw.config.connections.request_timeout;
-    let deadline = (!streams_upload(&req)).then(|| Deadline::after(limit));
     let answer = async {
         origin::check_target(&req)?;
         route_request(gw, req, deadline).await
@@ -118,6 +139,40 @@ async fn dispatch(gw: &Gateway, req: Request) -> Response {
         None => answer.await,
     };
     api_version(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// The client address of `req` when it carries no credentials in its headers (so is counted
+/// per client, [`shed::PerClient`]); `/readyz` never is, so probes answer whatever clients do.
+fn anonymous_client(gw: &Gateway, req: &Request) -> Option<std::net::IpAddr> {
+    if req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/readyz" {
+        return None;
+    }
+    failed_logins::counted_address(req, &gw.config.trusted_proxies)
+}
+
+/// `req` with its OAuth2 form already read, when it is a POST to a token realm: read whole by
+/// `deadline` and within the form's cap (408 or 413 otherwise) while the request holds no place
+/// among `max_in_flight`, so clients trickling forms cannot take the places others need.
+async fn form_read_first(
+    gw: &Gateway,
+    req: Request,
+    deadline: Deadline,
+) -> Result<Request, ApiError> {
+    use axum::body::HttpBody as _;
+    let path = req.uri().path();
+    let to_realm = path == gw.config.realm_path
+        || gw
+            .token_server
+            .as_ref()
+            .is_some_and(|ts| path == ts.settings.realm_path);
+    if !(to_realm && req.method() == http::Method::POST) || req.body().is_end_stream() {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let form =
+        crate::body::read_bounded(&parts.headers, body, token_endpoint::FORM_LIMIT, deadline)
+            .await?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(form)))
 }
 
 /// Whether `req` carries blob data to an upload session, which takes as long as its bytes take

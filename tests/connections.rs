@@ -387,3 +387,81 @@ fn a_token_form_that_trickles_or_is_too_large_is_refused_within_the_deadline() {
     large.expect_cut_at(413, Duration::ZERO, "", "a form past the cap");
     env.expect_error(&large.reply, 413, "SIZE_INVALID", "a form past the cap");
 }
+
+/// Clients trickling anonymous token forms take no place among `max_in_flight`: the form is read
+/// before the request is admitted, and one address has at most `max_in_flight_per_client` such
+/// requests (more are 503 at once). Meanwhile a client with a valid token still gets its
+/// registry token and its manifest, and the probes answer.
+#[test]
+fn trickling_anonymous_forms_hold_no_place_others_need() {
+    let env = Env::builder()
+        .namespaces(&["project-a"])
+        .gateway_config(&config(
+            "connections:\n  request_timeout: 6s\n  max_in_flight: 2\n  \
+             max_in_flight_per_client: 4\n",
+        ))
+        .run();
+    push_image(
+        &env.registry_url(),
+        Auth::None,
+        "project-a/app",
+        "v1",
+        &Image::unique(256),
+    )
+    .unwrap_or_else(|r| panic!("push to the registry: {}", r.status));
+    let puller = env.token("default", "project-a");
+    let head = format!(
+        "POST /openshift/token HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+        env.host()
+    );
+    let addr = env.addr();
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let head = head.clone();
+            std::thread::spawn(move || {
+                trickle(addr, &head, Duration::from_secs(1), Duration::from_secs(20))
+            })
+        })
+        .collect();
+    // Every trickler has sent its headers and is being read (or was turned away).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let started = Instant::now();
+    let token = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/app:pull",
+        Auth::Basic(&puller),
+    );
+    assert_eq!(token.status, 200, "the token: {token}");
+    assert_eq!(
+        env.get_manifest("project-a/app", "v1", Auth::Basic(&puller))
+            .status,
+        200,
+        "the manifest"
+    );
+    assert_eq!(env.send("GET", "/healthz", Auth::None).status, 200);
+    let ready = env.send("GET", "/readyz", Auth::None);
+    assert_eq!(ready.status, 200, "{ready}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered while the forms still trickle: {:?}",
+        started.elapsed()
+    );
+
+    let mut statuses: Vec<u16> = slow
+        .into_iter()
+        .map(|t| t.join().expect("trickler").reply.status)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [408, 408, 408, 408, 503, 503, 503, 503],
+        "four read until the deadline, four turned away at once"
+    );
+    let metrics = env.send("GET", "/metrics", Auth::None).text();
+    assert!(
+        metrics.contains("regate_client_limited_requests_total 4"),
+        "{metrics}"
+    );
+}

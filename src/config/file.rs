@@ -102,6 +102,7 @@ pub(super) struct ConnectionsSection {
     pub(super) idle_timeout: Option<String>,
     pub(super) max: Option<usize>,
     pub(super) max_in_flight: Option<usize>,
+    pub(super) max_in_flight_per_client: Option<usize>,
     pub(super) request_timeout: Option<String>,
 }
 

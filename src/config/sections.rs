@@ -54,6 +54,11 @@ pub(super) fn connections(
         section.max_in_flight,
         d.max_in_flight,
     )?;
+    let max_in_flight_per_client = at_least_one(
+        "connections.max_in_flight_per_client",
+        section.max_in_flight_per_client,
+        d.max_in_flight_per_client,
+    )?;
     Ok(ConnectionSettings {
         header_timeout: at_least_a_second(
             "connections.header_timeout",
@@ -67,6 +72,7 @@ pub(super) fn connections(
         )?,
         max,
         max_in_flight,
+        max_in_flight_per_client,
         request_timeout: at_least_a_second(
             "connections.request_timeout",
             section.request_timeout.as_deref(),

@@ -154,17 +154,9 @@ impl Attempt {
     /// The keys `req` counts against. The address is the peer's, or, when the peer is one of
     /// `trusted_proxies`, the last `X-Forwarded-For` entry that is not one of them.
     pub fn of(req: &Request, trusted_proxies: &[IpAddr]) -> Attempt {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         let mut keys = Vec::with_capacity(2);
-        if let Some(peer) = peer {
-            keys.push(Key::Address(prefix(client_address(
-                peer,
-                req,
-                trusted_proxies,
-            ))));
+        if let Some(address) = counted_address(req, trusted_proxies) {
+            keys.push(Key::Address(address));
         }
         let authorization = req.headers().get(header::AUTHORIZATION).map(|value| {
             let mut value = value.clone();
@@ -209,6 +201,13 @@ impl Attempt {
         }
         self
     }
+}
+
+/// The address `req` counts against, as failed logins count it: the client's address (see
+/// [`client_address`]), an IPv6 one by its /64. `None` without a peer (in-process tests).
+pub(super) fn counted_address(req: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(prefix(client_address(peer, req, trusted_proxies)))
 }
 
 /// The client's address: the peer, or the right-most untrusted `X-Forwarded-For` entry when the

@@ -40,7 +40,11 @@ pub(super) async fn readyz(gw: &Gateway) -> Response {
             .dependency_up
             .get_or_create(&crate::metrics::DependencyLabels { dependency })
             .set(i64::from(up));
-        let state = if up { "ok" } else { "not answering (see regate's log)" };
+        let state = if up {
+            "ok"
+        } else {
+            "not answering (see regate's log)"
+        };
         body.push_str(&format!("{dependency}: {state}\n"));
     }
     answer(authority_ok && upstream_ok, body)

@@ -95,6 +95,7 @@ impl Gateway {
         Ok(Gateway {
             audit,
             admission: super::shed::Admission::new(config.connections.max_in_flight),
+            per_client: super::shed::PerClient::new(config.connections.max_in_flight_per_client),
             decisions: Decisions::new(
                 Arc::new(crate::authority::measured::Measured(authority)),
                 &config.cache,

@@ -34,7 +34,7 @@ use crate::token::window::PushWindow;
 use crate::token::{Issued, Signer};
 
 /// Largest OAuth2 form body read.
-const FORM_LIMIT: usize = 64 * 1024;
+pub(super) const FORM_LIMIT: usize = 64 * 1024;
 /// Longest a refresh token lives when the API token's own expiry is unknown or later.
 const REFRESH_MAX: Duration = Duration::from_secs(24 * 3600);
 
