@@ -25,7 +25,13 @@ pub(super) async fn readyz(gw: &Gateway) -> Response {
             true
         }
         Err(error) => {
-            body.push_str(&format!("authority: not answering: {error}\n"));
+            match error.oidc_unready() {
+                // What is down and no more: the issuers' addresses and errors are in the log.
+                Some(issuers) => {
+                    body.push_str(&format!("authority: not answering ({issuers})\n"));
+                }
+                None => body.push_str(&format!("authority: not answering: {error}\n")),
+            }
             false
         }
     };
