@@ -36,6 +36,15 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The message of a 503 for `cause`: its own when it is an authority error with one safe to
+/// show, else the fixed one.
+fn unavailable_message(cause: &Cause) -> String {
+    cause
+        .downcast_ref::<crate::authority::AuthorityError>()
+        .and_then(crate::authority::AuthorityError::public_message)
+        .unwrap_or_else(|| "authorization is unavailable, retry later".into())
+}
+
 /// An answer regate gives itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,8 +103,9 @@ pub enum ApiError {
     #[error("request header too large")]
     HeaderTooLarge,
     /// 503 UNAVAILABLE: the authority cannot answer (or a token cannot be signed); nothing was
-    /// forwarded.
-    #[error("authorization is unavailable, retry later")]
+    /// forwarded. The message is fixed unless the cause has one safe to show (an OIDC issuer
+    /// that cannot be reached is named).
+    #[error("{}", unavailable_message(cause))]
     AuthorityUnavailable {
         /// Why, for the log only.
         cause: Cause,

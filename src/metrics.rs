@@ -1,8 +1,9 @@
 //! Prometheus metrics (`GET /metrics`, Prometheus text format): what a request did, how the decision
 //! cache and the authority fared, the registry's latency and bytes, transfers in flight, failed
-//! logins and rate-limited clients, tokens issued, build info. One registry per process
-//! ([`get`]); the pieces of the pipeline record into it where the thing happens. No label ever
-//! holds a user name, a repository or a token: their values are bounded sets.
+//! logins and rate-limited clients, tokens issued, failed fetches of OIDC issuers' keys, build
+//! info. One registry per process ([`get`]); the pieces of the pipeline record into it where the
+//! thing happens. No label ever holds a user name, a repository or a token: their values are
+//! bounded sets (an issuer label is one of the configured issuers).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -109,6 +110,13 @@ pub struct DependencyLabels {
     pub dependency: &'static str,
 }
 
+/// Labels of `regate_oidc_jwks_fetch_failures`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    /// The issuer as configured (`identity.oidc`): a bounded set, never a token's `iss`.
+    pub issuer: String,
+}
+
 /// Every metric regate keeps.
 pub struct Metrics {
     registry: Registry,
@@ -148,6 +156,8 @@ pub struct Metrics {
     pub audit_lines: Counter,
     /// Audit lines that could not be written (the file or stdout failed).
     pub audit_write_errors: Counter,
+    /// Fetches of an OIDC issuer's keys (discovery and JWKS) that failed, by issuer.
+    pub oidc_jwks_fetch_failures: Family<IssuerLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -267,6 +277,12 @@ impl Metrics {
             "Audit lines that could not be written",
             audit_write_errors.clone(),
         );
+        let oidc_jwks_fetch_failures = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "oidc_jwks_fetch_failures",
+            "Fetches of an OIDC issuer's keys that failed (unreachable, timed out, malformed), by configured issuer",
+            oidc_jwks_fetch_failures.clone(),
+        );
         // A gauge at 1 with the version as label (Prometheus' text format has no `info` type).
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build
@@ -300,6 +316,7 @@ impl Metrics {
             tokens_issued,
             audit_lines,
             audit_write_errors,
+            oidc_jwks_fetch_failures,
         }
     }
 

@@ -8,10 +8,16 @@
 //! or HS*), a key of the issuer's JWKS (`oidc/keys.rs`: discovery, cache, refresh on an unknown
 //! `kid`), `iss`, `aud` (one of the configured audiences), `exp`, `nbf` and `iat` with a small
 //! leeway. The claims then map to a user: `username_prefix` + the username claim, and the groups
-//! claim with `groups_prefix`; the `kubernetes` preset maps `sub` =
-//! `system:serviceaccount:NS:NAME` to that service account and its groups, as the API server
-//! does. Verified tokens are remembered (by their SHA-256) until they expire, so a warm request
-//! costs a hash and a lookup.
+//! claim with `groups_prefix`; no claim value may be or become a reserved `system:` name, so
+//! only the `kubernetes` preset, which maps `sub` = `system:serviceaccount:NS:NAME` to that
+//! service account and its groups as the API server does, yields one. Verified tokens are
+//! remembered (by their SHA-256) until they expire, and taken again only while the key that
+//! verified them is still in the issuer's set, so a warm request costs a hash, a lookup and a
+//! scan of a few keys.
+//!
+//! The outcome is typed: `None` (not an ID token of ours), [`Unverified::Refused`] (401, a
+//! failed login) or [`Unverified::Unreachable`] (the issuer's keys cannot be had: an outage,
+//! 503 with `Retry-After`, counted against no one).
 
 mod keys;
 
@@ -25,6 +31,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::identity::{self, UserInfo};
+use crate::upstream::auth::AuthError;
 
 /// The algorithms an ID token may be signed with.
 pub const ALGORITHMS: [Algorithm; 4] = [
@@ -69,12 +76,57 @@ pub enum Mapping {
     },
 }
 
+/// The prefix of the names Kubernetes and regate reserve for themselves.
+const RESERVED: &str = "system:";
+/// Most characters of a claim value quoted in a refusal.
+const QUOTED: usize = 80;
+
+/// Why an ID token of a configured issuer is not taken.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unverified {
+    /// The token is not valid, or names no user regate takes from claims: a failed login. The
+    /// reason is safe to show the client and to log (it never holds the token).
+    #[error("{0}")]
+    Refused(String),
+    /// The token could not be checked: the issuer's keys cannot be had.
+    #[error(transparent)]
+    Unreachable(#[from] IssuerUnreachable),
+}
+
+/// An issuer whose keys cannot be fetched, none kept matching a token's `kid`. The message
+/// names the issuer (as the token does) and is safe to show; the cause, with addresses and raw
+/// errors, is for the log.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the ID token's issuer {issuer} cannot be reached for its keys; retry later")]
+pub struct IssuerUnreachable {
+    issuer: String,
+    #[source]
+    cause: keys::KeysError,
+}
+
+/// Issuers whose keys cannot be had, for `/readyz`: the message says only that, never an
+/// address or a raw error; [`IssuersUnready::detail`] is for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("oidc issuer unreachable")]
+pub struct IssuersUnready {
+    detail: String,
+}
+
+impl IssuersUnready {
+    /// Each issuer and why its keys cannot be had, for the log.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
 /// What became of a token.
 #[derive(Clone, Debug)]
 struct Verified {
     user: UserInfo,
     /// Its `exp`, seconds since the epoch.
     expires: u64,
+    /// The key that verified it: the token is taken again only while the issuer lists it.
+    key: keys::KeyRef,
 }
 
 struct UntilExpiry;
@@ -101,7 +153,7 @@ struct Issuer {
 
 impl Issuers {
     /// The issuers of `settings`; keys are fetched when first needed.
-    pub fn new(settings: &[IssuerSettings]) -> Result<Issuers, String> {
+    pub fn new(settings: &[IssuerSettings]) -> Result<Issuers, AuthError> {
         let mut issuers = Vec::with_capacity(settings.len());
         for s in settings {
             issuers.push(Issuer {
@@ -119,9 +171,9 @@ impl Issuers {
     }
 
     /// `None` when `token` is not an ID token of a configured issuer; else who it names when
-    /// all but its expiry verifies (signature, issuer, audience, `nbf`), or why it is refused.
-    /// Never cached.
-    pub async fn after_expiry(&self, token: &str) -> Option<Result<UserInfo, String>> {
+    /// all but its expiry verifies (signature, issuer, audience, `nbf`), or why not. Never
+    /// cached.
+    pub async fn after_expiry(&self, token: &str) -> Option<Result<UserInfo, Unverified>> {
         let iss = unverified_issuer(token)?;
         let issuer = self.issuers.iter().find(|i| i.settings.issuer == iss)?;
         Some(
@@ -133,13 +185,17 @@ impl Issuers {
     }
 
     /// `None` when `token` is not an ID token of a configured issuer; else who it names, or
-    /// why it is refused.
-    pub async fn verify(&self, token: &str) -> Option<Result<UserInfo, String>> {
+    /// why not.
+    pub async fn verify(&self, token: &str) -> Option<Result<UserInfo, Unverified>> {
         let iss = unverified_issuer(token)?;
         let issuer = self.issuers.iter().find(|i| i.settings.issuer == iss)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(verified) = self.verified.get(&digest).await {
-            return Some(Ok(verified.user));
+            if issuer.keys.holds(&verified.key) {
+                return Some(Ok(verified.user));
+            }
+            // Its key left the issuer's set: verified again below, and refused with the key.
+            self.verified.invalidate(&digest).await;
         }
         Some(match issuer.check(token, true).await {
             Ok(verified) => {
@@ -147,28 +203,60 @@ impl Issuers {
                 self.verified.insert(digest, verified).await;
                 Ok(user)
             }
-            Err(reason) => Err(reason),
+            Err(why) => Err(why),
         })
+    }
+
+    /// `Err` when the keys of an issuer cannot be had: its last fetch failed, and it keeps no
+    /// keys or only keys it could not refresh (`oidc/keys.rs`).
+    pub fn ready(&self) -> Result<(), IssuersUnready> {
+        let failing: Vec<String> = self
+            .issuers
+            .iter()
+            .filter_map(|i| {
+                let error = i.keys.unready()?;
+                Some(format!("{}: {error}", i.settings.issuer))
+            })
+            .collect();
+        match failing.is_empty() {
+            true => Ok(()),
+            false => Err(IssuersUnready {
+                detail: failing.join("; "),
+            }),
+        }
     }
 }
 
 impl Issuer {
     /// Verifies `token`, its expiry only when `expiry` is set.
-    async fn check(&self, token: &str, expiry: bool) -> Result<Verified, String> {
+    async fn check(&self, token: &str, expiry: bool) -> Result<Verified, Unverified> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| match header_alg(token) {
             // `none` and the like are no algorithm to the parser.
-            Some(alg) => {
-                format!("ID token algorithm {alg:?} is not accepted (RS256, ES256, PS256 or EdDSA)")
-            }
-            None => "malformed ID token".to_string(),
+            Some(alg) => Unverified::Refused(format!(
+                "ID token algorithm {alg:?} is not accepted (RS256, ES256, PS256 or EdDSA)"
+            )),
+            None => Unverified::Refused("malformed ID token".to_string()),
         })?;
         if !ALGORITHMS.contains(&header.alg) {
-            return Err(format!(
+            return Err(Unverified::Refused(format!(
                 "ID token algorithm {:?} is not accepted (RS256, ES256, PS256 or EdDSA)",
                 header.alg
-            ));
+            )));
         }
-        let key = self.keys.key(header.kid.as_deref(), header.alg).await?;
+        let (key, key_ref) = self
+            .keys
+            .key(header.kid.as_deref(), header.alg)
+            .await
+            .map_err(|missing| match missing {
+                keys::Missing::NotListed => Unverified::Refused(
+                    "no key of the ID token's issuer matches its kid (a retired or unknown key)"
+                        .into(),
+                ),
+                keys::Missing::Unreachable(cause) => Unverified::Unreachable(IssuerUnreachable {
+                    issuer: self.settings.issuer.clone(),
+                    cause,
+                }),
+            })?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&self.settings.audiences);
@@ -177,18 +265,24 @@ impl Issuer {
         validation.validate_exp = expiry;
         validation.leeway = LEEWAY.as_secs();
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
-            .map_err(|e| refusal(&e, &self.settings))?;
+            .map_err(|e| Unverified::Refused(refusal(&e, &self.settings)))?;
         let claims = data.claims;
         let now = crate::token::now();
         if claims["iat"]
             .as_u64()
             .is_some_and(|iat| iat > now + LEEWAY.as_secs())
         {
-            return Err("ID token issued in the future (iat): check the clocks".into());
+            return Err(Unverified::Refused(
+                "ID token issued in the future (iat): check the clocks".into(),
+            ));
         }
         let expires = claims["exp"].as_u64().unwrap_or(0);
-        let user = map(&self.settings.mapping, &claims)?;
-        Ok(Verified { user, expires })
+        let user = map(&self.settings.mapping, &claims).map_err(Unverified::Refused)?;
+        Ok(Verified {
+            user,
+            expires,
+            key: key_ref,
+        })
     }
 }
 
@@ -210,7 +304,8 @@ fn refusal(error: &jsonwebtoken::errors::Error, s: &IssuerSettings) -> String {
     }
 }
 
-/// The user `claims` name under `mapping`.
+/// The user `claims` name under `mapping`. Outside the `kubernetes` preset no claim value may
+/// be, or become with its prefix, a reserved `system:` name: the token is refused, naming it.
 fn map(mapping: &Mapping, claims: &serde_json::Value) -> Result<UserInfo, String> {
     match mapping {
         Mapping::Kubernetes => {
@@ -237,25 +332,47 @@ fn map(mapping: &Mapping, claims: &serde_json::Value) -> Result<UserInfo, String
                 .as_str()
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| format!("ID token has no {username_claim} claim"))?;
+            let user = unreserved(username_claim, "user", name, username_prefix)?;
             let groups = match groups_claim {
                 None => Vec::new(),
-                Some(claim) => match &claims[claim.as_str()] {
-                    serde_json::Value::Array(items) => items
-                        .iter()
-                        .filter_map(|g| g.as_str())
-                        .map(|g| format!("{groups_prefix}{g}"))
-                        .collect(),
-                    serde_json::Value::String(g) => vec![format!("{groups_prefix}{g}")],
-                    _ => Vec::new(),
-                },
+                Some(claim) => {
+                    let values: Vec<&str> = match &claims[claim.as_str()] {
+                        serde_json::Value::Array(items) => {
+                            items.iter().filter_map(|g| g.as_str()).collect()
+                        }
+                        serde_json::Value::String(g) => vec![g.as_str()],
+                        _ => Vec::new(),
+                    };
+                    values
+                        .into_iter()
+                        .map(|g| unreserved(claim, "group", g, groups_prefix))
+                        .collect::<Result<_, _>>()?
+                }
             };
-            Ok(UserInfo::authenticated(
-                format!("{username_prefix}{name}"),
-                String::new(),
-                groups,
-            ))
+            Ok(UserInfo::authenticated(user, String::new(), groups))
         }
     }
+}
+
+/// `prefix` + `value` of `claim`, unless the value or the name it makes is reserved
+/// (`system:`): only Kubernetes names those users and groups, and claims are not Kubernetes.
+fn unreserved(claim: &str, kind: &str, value: &str, prefix: &str) -> Result<String, String> {
+    let name = format!("{prefix}{value}");
+    let quoted: String = value.chars().take(QUOTED).collect();
+    if value.starts_with(RESERVED) {
+        return Err(format!(
+            "ID token {claim} claim value {quoted:?} is a reserved {RESERVED} {kind}: claims \
+             never name one (a cluster's service-account tokens take preset: kubernetes)"
+        ));
+    }
+    if name.starts_with(RESERVED) {
+        let name: String = name.chars().take(QUOTED).collect();
+        return Err(format!(
+            "ID token {claim} claim value {quoted:?} becomes the reserved {RESERVED} {kind} \
+             {name:?} with its prefix: claims never name one"
+        ));
+    }
+    Ok(name)
 }
 
 /// The `alg` a JWT's header names, whatever it is, for the refusal's message.

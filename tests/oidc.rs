@@ -1,7 +1,8 @@
 //! OIDC issuers as identities, against an issuer on 127.0.0.1 (tests/common/issuer.rs): CI ID
 //! tokens as Basic passwords and Bearer tokens, bound like any subject; every way a token can be
-//! wrong refused; key rotation and an issuer outage; and a pod's service-account token handed out
-//! by `regate credential-provider` and pulled with by containerd and the Docker engine.
+//! wrong refused, claims naming reserved groups included; key rotation and retirement; an issuer
+//! down or hanging (503, never a failed login; one fetch shared); and a pod's service-account
+//! token handed out by `regate credential-provider` and pulled with by containerd and Docker.
 
 mod common;
 
@@ -31,19 +32,37 @@ fn trusting(issuer: &Issuer, mapping: &str) -> (Env, Image) {
 /// An issuer, and regate trusting it with the [`CI_USER`] allowed to pull from project-a.
 fn ci_puller() -> (Issuer, Env) {
     let issuer = Issuer::start();
-    let (env, _) = trusting(&issuer, "      username_prefix: \"ci:\"\n");
+    let env = ci_puller_of(&issuer, "");
+    (issuer, env)
+}
+
+/// regate trusting `issuer` (its config followed by `more`) with the [`CI_USER`] allowed to
+/// pull from project-a.
+fn ci_puller_of(issuer: &Issuer, more: &str) -> Env {
+    let (env, _) = trusting(issuer, &format!("      username_prefix: \"ci:\"\n{more}"));
     env.policy(
         "add-role-to-user",
         "system:image-puller",
         CI_USER,
         "project-a",
     );
-    (issuer, env)
+    env
 }
 
 /// The status of a manifest GET of `project-a/app:v1` with `auth`.
 fn pull(env: &Env, auth: Auth) -> u16 {
     env.get_manifest("project-a/app", "v1", auth).status
+}
+
+/// The registry token the gateway realm gives `token` to pull `project-a/app`.
+fn pull_token(env: &Env, token: &str) -> String {
+    let realm = env.send(
+        "GET",
+        "/openshift/token?scope=repository:project-a/app:pull",
+        Auth::Basic(token),
+    );
+    assert_eq!(realm.status, 200, "{}", realm.text());
+    realm.json()["token"].as_str().unwrap().to_string()
 }
 
 /// The status of a manifest GET of `project-a/app:v1` with `auth`, until `want` or 5 s.
@@ -89,13 +108,7 @@ fn a_ci_id_token_is_denied_until_bound_then_pulls_as_basic_or_bearer() {
     );
     assert_eq!(pull(&env, Auth::Bearer(&token)), 200);
     // And through the realm, as docker login does.
-    let realm = env.send(
-        "GET",
-        "/openshift/token?scope=repository:project-a/app:pull",
-        Auth::Basic(&token),
-    );
-    assert_eq!(realm.status, 200, "{}", realm.text());
-    let registry_token = realm.json()["token"].as_str().unwrap().to_string();
+    let registry_token = pull_token(&env, &token);
     assert_eq!(pull(&env, Auth::Bearer(&registry_token)), 200);
     // Pushing is still not granted, and the hint names the CI identity.
     let push = env.send(
@@ -301,7 +314,8 @@ fn rotated_keys_are_fetched_and_an_outage_keeps_the_known_ones() {
         issuer.jwks_fetches() - fetches
     );
 
-    // The issuer goes down: tokens of known keys still verify; a new key fails closed.
+    // The issuer goes down: tokens of known keys still verify; a new key cannot be checked,
+    // which fails closed as an authority outage does (503), not as a wrong password.
     issuer.set_up(false);
     std::thread::sleep(Duration::from_millis(2100));
     let fresh = issuer.mint("es-1", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 300));
@@ -309,18 +323,193 @@ fn rotated_keys_are_fetched_and_an_outage_keeps_the_known_ones() {
     issuer.add_key("es-3");
     let unknown = issuer.mint("es-3", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 300));
     let reply = env.get_manifest("project-a/app", "v1", Auth::Basic(&unknown));
-    let err = env.expect_error(
-        &reply,
-        401,
-        "UNAUTHORIZED",
-        "a new key while the issuer is down",
+    issuer.expect_unreachable(&env, &reply, "a new key while the issuer is down");
+}
+
+/// A key the issuer no longer lists verifies nothing: a token it signed, verified and
+/// remembered while the key was listed, is refused once the key set is fetched again, here at
+/// once by a token naming a kid the set lacks; the registry token it bought stops with it.
+#[test]
+fn a_retired_key_ends_the_tokens_it_signed() {
+    let (issuer, env) = ci_puller();
+    let token = issuer.token(CI_SUB);
+    assert_eq!(manifest_status(&env, Auth::Basic(&token), 200), 200);
+    let registry_token = pull_token(&env, &token);
+    assert_eq!(pull(&env, Auth::Bearer(&registry_token)), 200);
+
+    issuer.remove_key("es-1");
+    std::thread::sleep(Duration::from_millis(2100));
+    let made_up = issuer.mint_as(
+        "rs-1",
+        "made-up",
+        &issuer.claims(CI_SUB, OIDC_AUDIENCE, 600),
     );
+    assert_eq!(pull(&env, Auth::Basic(&made_up)), 401);
+    for auth in [Auth::Basic(&token), Auth::Bearer(&registry_token)] {
+        let reply = env.get_manifest("project-a/app", "v1", auth);
+        env.expect_invalid_token(&reply, "a token of a retired key");
+        assert!(reply.text().contains("kid"), "{reply}");
+    }
+    // The keys still listed verify as before.
+    let rs = issuer.mint("rs-1", &issuer.claims(CI_SUB, OIDC_AUDIENCE, 600));
+    assert_eq!(pull(&env, Auth::Basic(&rs)), 200);
+}
+
+/// Claims never name a `system:` group or user: a groups claim listing
+/// `system:serviceaccounts:project-b` (which may pull from project-b) is refused whole, with
+/// the value named, and so is a `sub` that is a service account's name outside the
+/// `kubernetes` preset.
+#[test]
+fn claims_naming_reserved_groups_or_users_are_refused() {
+    let issuer = Issuer::start();
+    let (env, image) = trusting(
+        &issuer,
+        "      username_prefix: \"ci:\"\n      groups_claim: groups\n",
+    );
+    env.seed("project-b/app", "v1", &image);
+    env.policy(
+        "add-role-to-group",
+        "system:image-puller",
+        "system:serviceaccounts:project-b",
+        "project-b",
+    );
+    let mut claims = issuer.claims(CI_SUB, OIDC_AUDIENCE, 600);
+    claims["groups"] = serde_json::json!(["release", "system:serviceaccounts:project-b"]);
+    let grouped = issuer.mint("es-1", &claims);
+    let posing = issuer.token("system:serviceaccount:project-b:default");
+    for (what, token, value) in [
+        (
+            "a reserved group",
+            &grouped,
+            "system:serviceaccounts:project-b",
+        ),
+        (
+            "a service account's name",
+            &posing,
+            "system:serviceaccount:project-b:default",
+        ),
+    ] {
+        for auth in [Auth::Basic(token), Auth::Bearer(token)] {
+            let reply = env.get_manifest("project-b/app", "v1", auth);
+            env.expect_invalid_token(&reply, what);
+            let text = reply.text();
+            assert!(
+                text.contains(value) && text.contains("system:"),
+                "{what}: {text}"
+            );
+        }
+        let realm = env.send(
+            "GET",
+            "/openshift/token?scope=repository:project-b/app:pull",
+            Auth::Basic(token),
+        );
+        assert_eq!(realm.status, 401, "{what}: {}", realm.text());
+    }
+}
+
+/// While the issuer cannot be reached, a token whose key regate does not hold cannot be
+/// checked: 503 with `Retry-After` naming the issuer, as a Kubernetes outage is, never a failed
+/// login, so 30 of them bar nobody; `/readyz` says so without an address, and `/metrics`
+/// counts the failed fetches.
+#[test]
+fn an_unreachable_issuer_is_503_and_bars_no_one() {
+    let issuer = Issuer::start();
+    issuer.set_up(false);
+    let env = ci_puller_of(&issuer, "failed_logins:\n  burst: 5\n  refill: 10m\n");
+    let token = issuer.token(CI_SUB);
+    for n in 0..30 {
+        let reply = match n % 3 {
+            0 => env.get_manifest("project-a/app", "v1", Auth::Basic(&token)),
+            1 => env.send(
+                "GET",
+                "/openshift/token?scope=repository:project-a/app:pull",
+                Auth::Bearer(&token),
+            ),
+            _ => env.post_token_form(&[
+                ("grant_type", "password"),
+                ("username", "ci"),
+                ("password", &token),
+                ("scope", "repository:project-a/app:pull"),
+                ("service", "regate"),
+            ]),
+        };
+        issuer.expect_unreachable(&env, &reply, &format!("request {n}"));
+        assert!(!reply.text().contains(&token));
+    }
+    // Said on /readyz, without taking the replica out of rotation: API tokens still work.
+    let ready = env.send("GET", "/readyz", Auth::None);
+    let body = ready.text();
+    assert_eq!(ready.status, 200, "{body}");
+    assert!(body.contains("authority: ok"), "{body}");
+    assert!(body.contains("oidc issuer unreachable"), "{body}");
     assert!(
-        err["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("kid") || m.contains("cannot be reached")),
-        "{err}"
+        !body.contains("127.0.0.1") && !body.contains("http"),
+        "{body}"
     );
+    let metrics = env.send("GET", "/metrics", Auth::None).text();
+    assert!(
+        metrics.contains("regate_oidc_jwks_fetch_failures_total{"),
+        "{metrics}"
+    );
+
+    // Back up: the same client pulls at once, and the gateway is ready again.
+    issuer.set_up(true);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(manifest_status(&env, Auth::Basic(&token), 200), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env
+        .send("GET", "/readyz", Auth::None)
+        .text()
+        .contains("oidc issuer unreachable")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still names the issuer once it is up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Requests that need the keys of a hanging issuer share one fetch: all are answered within
+/// about one fetch timeout (5 s), not one after another, and the issuer saw one key-set request.
+#[test]
+fn requests_waiting_on_a_hanging_issuer_share_one_fetch() {
+    let (issuer, env) = ci_puller();
+    assert_eq!(
+        manifest_status(&env, Auth::Basic(&issuer.token(CI_SUB)), 200),
+        200
+    );
+    issuer.set_hanging(true);
+    std::thread::sleep(Duration::from_millis(2100));
+    let fetches = issuer.jwks_fetches();
+    let started = Instant::now();
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..6)
+            .map(|n| {
+                let token = issuer.mint_as(
+                    "es-1",
+                    &format!("rotated-{n}"),
+                    &issuer.claims(CI_SUB, OIDC_AUDIENCE, 600),
+                );
+                let env = &env;
+                s.spawn(move || env.get_manifest("project-a/app", "v1", Auth::Basic(&token)))
+            })
+            .collect();
+        waiters.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    issuer.set_hanging(false);
+    assert_eq!(
+        issuer.jwks_fetches() - fetches,
+        1,
+        "one fetch for all, in {took:?}"
+    );
+    assert_eq!(issuer.jwks_most_in_flight(), 1);
+    // One 5 s timeout, generously; one after another would be 30 s.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    for reply in &replies {
+        issuer.expect_unreachable(&env, reply, "waiting on a hanging issuer");
+    }
 }
 
 /// Runs `regate credential-provider ARGS` with `request` on stdin, as the kubelet does (no

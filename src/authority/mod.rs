@@ -62,6 +62,22 @@ impl AuthorityError {
     pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         AuthorityError::Unavailable(Arc::from(cause.into()))
     }
+
+    /// What the client may be told, when the cause says it safely: an OIDC issuer that cannot
+    /// be reached, named as the client's token names it (no address resolved, no raw error).
+    /// `None` for every other cause, which stays in the log.
+    pub fn public_message(&self) -> Option<String> {
+        let AuthorityError::Unavailable(cause) = self;
+        cause
+            .downcast_ref::<crate::oidc::IssuerUnreachable>()
+            .map(ToString::to_string)
+    }
+
+    /// The OIDC issuers that make the authority unready, when they are the cause.
+    pub fn oidc_unready(&self) -> Option<&crate::oidc::IssuersUnready> {
+        let AuthorityError::Unavailable(cause) = self;
+        cause.downcast_ref()
+    }
 }
 
 /// Authentication and authorization, answered by the embedded store or a cluster.

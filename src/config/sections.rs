@@ -360,7 +360,8 @@ fn size(value: &serde_yaml::Value) -> Option<u64> {
 
 /// `identity.oidc`: each issuer an `https://` URL (`http://` on loopback only, for tests and
 /// sidecars), with at least one audience; the `kubernetes` preset, or a username claim with a
-/// prefix (so no ID token can name a user of another source).
+/// prefix and groups with one (by default the same), neither able to spell `system:` (so no ID
+/// token can name a user or group of another source, or a reserved one).
 pub(super) fn oidc(
     sections: Vec<OidcSection>,
     origin: &str,
@@ -431,11 +432,30 @@ pub(super) fn oidc(
                         ),
                     ));
                 }
+                if reserved_prefix(&prefix) {
+                    return Err(field(
+                        "identity.oidc.username_prefix",
+                        format!(
+                            "{issuer}: {prefix:?} would let its tokens name system: users, which only Kubernetes names; use one of your own such as \"ci:\" (a cluster's service-account tokens take preset: kubernetes)"
+                        ),
+                    ));
+                }
+                // Groups are prefixed as users are unless told otherwise, so no claim can name a
+                // group of another source (or a system: one).
+                let groups_prefix = section.groups_prefix.unwrap_or_else(|| prefix.clone());
+                if groups_prefix.is_empty() || reserved_prefix(&groups_prefix) {
+                    return Err(field(
+                        "identity.oidc.groups_prefix",
+                        format!(
+                            "{issuer}: {groups_prefix:?} would let its tokens name groups of other sources or system: groups; give one such as \"ci-group:\", or leave it out to use username_prefix"
+                        ),
+                    ));
+                }
                 crate::oidc::Mapping::Claims {
                     username_claim: section.username_claim.unwrap_or_else(|| "sub".into()),
                     username_prefix: prefix,
                     groups_claim: section.groups_claim,
-                    groups_prefix: section.groups_prefix.unwrap_or_default(),
+                    groups_prefix,
                 }
             }
         };
@@ -447,6 +467,12 @@ pub(super) fn oidc(
         });
     }
     Ok(issuers)
+}
+
+/// Whether names made with `prefix` could be reserved `system:` ones: it holds `system:`, or
+/// is the start of it (`sys` + a claim `tem:masters`), as EKS refuses.
+fn reserved_prefix(prefix: &str) -> bool {
+    prefix.contains("system:") || "system:".starts_with(prefix)
 }
 
 /// An `https://` URL, or `http://` to a loopback host.

@@ -395,7 +395,8 @@ fn oidc_issuers_are_validated_naming_the_field() {
             username_claim: "sub".into(),
             username_prefix: "github:".into(),
             groups_claim: Some("repository_owner".into()),
-            groups_prefix: String::new(),
+            // Groups take the users' prefix unless told otherwise.
+            groups_prefix: "github:".into(),
         }
     );
     assert_eq!(c.oidc[1].mapping, crate::oidc::Mapping::Kubernetes);
@@ -421,6 +422,26 @@ fn oidc_issuers_are_validated_naming_the_field() {
             "prefix",
         ),
         (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      username_prefix: \"system:ci:\"\n",
+            "identity.oidc.username_prefix",
+            "system:",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      username_prefix: \"sys\"\n",
+            "identity.oidc.username_prefix",
+            "\"ci:\"",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      username_prefix: \"ci:\"\n      groups_claim: groups\n      groups_prefix: \"system:\"\n",
+            "identity.oidc.groups_prefix",
+            "leave it out",
+        ),
+        (
+            "    - issuer: https://i.example.com\n      audiences: [regate]\n      username_prefix: \"ci:\"\n      groups_claim: groups\n      groups_prefix: \"\"\n",
+            "identity.oidc.groups_prefix",
+            "\"ci-group:\"",
+        ),
+        (
             "    - issuer: https://i.example.com\n      audiences: [regate]\n      preset: openshift\n",
             "identity.oidc.preset",
             "kubernetes",
@@ -444,7 +465,10 @@ fn oidc_issuers_are_validated_naming_the_field() {
         let e = load_yaml(&format!("identity:\n  oidc:\n{yaml}"), ServeArgs::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains(field) && e.contains(hint), "{yaml}: {e}");
+        assert!(
+            e.contains("regate.yaml") && e.contains(field) && e.contains(hint),
+            "{yaml}: {e}"
+        );
     }
     // Loopback issuers may be plain HTTP (sidecars, tests).
     let c = load_yaml(

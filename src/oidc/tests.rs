@@ -48,7 +48,8 @@ async fn none_and_hmac_algorithms_are_refused_before_any_key_is_looked_up() {
             .verify(&t)
             .await
             .expect("ours")
-            .expect_err("refused");
+            .expect_err("refused")
+            .to_string();
         assert!(
             refused.contains("not accepted") || refused.contains("malformed"),
             "{alg}: {refused}"
@@ -100,5 +101,183 @@ fn claims_map_with_their_prefixes() {
     assert!(
         map(&mapping, &serde_json::json!({"groups": []})).is_err(),
         "no sub"
+    );
+}
+
+#[test]
+fn claims_never_name_reserved_users_or_groups() {
+    let mapping = |prefix: &str| Mapping::Claims {
+        username_claim: "sub".into(),
+        username_prefix: prefix.into(),
+        groups_claim: Some("groups".into()),
+        groups_prefix: prefix.into(),
+    };
+    let refused = |mapping: &Mapping, claims: serde_json::Value| {
+        map(mapping, &claims).expect_err("a reserved name is refused")
+    };
+    // A group of service accounts, even behind a prefix: the value is named.
+    let why = refused(
+        &mapping("ci:"),
+        serde_json::json!({"sub": "repo:org/app", "groups": ["release", "system:serviceaccounts:project-b"]}),
+    );
+    assert!(
+        why.contains("groups claim value \"system:serviceaccounts:project-b\"")
+            && why.contains("reserved"),
+        "{why}"
+    );
+    let why = refused(
+        &mapping("ci:"),
+        serde_json::json!({"sub": "repo:org/app", "groups": "system:masters"}),
+    );
+    assert!(why.contains("\"system:masters\""), "{why}");
+    // A service account's name as a user outside the kubernetes preset.
+    let why = refused(
+        &mapping("ci:"),
+        serde_json::json!({"sub": "system:serviceaccount:project-b:default"}),
+    );
+    assert!(why.contains("sub claim value"), "{why}");
+    // A prefix that spells system: with the value (config refuses it; the mapping too).
+    let why = refused(&mapping("sys"), serde_json::json!({"sub": "tem:admin"}));
+    assert!(why.contains("\"system:admin\""), "{why}");
+    let why = refused(
+        &Mapping::Claims {
+            username_claim: "sub".into(),
+            username_prefix: "ci:".into(),
+            groups_claim: Some("groups".into()),
+            groups_prefix: String::new(),
+        },
+        serde_json::json!({"sub": "a", "groups": ["system:authenticated"]}),
+    );
+    assert!(why.contains("system:authenticated"), "{why}");
+    // Values that merely hold the word are names like any other.
+    let user = map(
+        &mapping("ci:"),
+        &serde_json::json!({"sub": "repo:system:x", "groups": ["team-system:"]}),
+    )
+    .expect("no reserved name");
+    assert_eq!(user.name, "ci:repo:system:x");
+    assert!(user.groups.contains(&"ci:team-system:".to_string()));
+}
+
+/// A P-256 key as a signer and as the JWK an issuer lists.
+fn es256(kid: &str) -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    let point = pair.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    (
+        jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key"),
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        }),
+    )
+}
+
+fn signed(key: &jsonwebtoken::EncodingKey, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let now = crate::token::now();
+    let claims = serde_json::json!({
+        "iss": "https://issuer.example.com", "aud": "regate", "sub": "repo:org/app",
+        "iat": now, "exp": now + 600,
+    });
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+fn jwks(keys: &[&serde_json::Value]) -> jsonwebtoken::jwk::JwkSet {
+    serde_json::from_value(serde_json::json!({ "keys": keys })).expect("a JWK set")
+}
+
+/// A remembered token is taken again only while the key that verified it, by `kid` and by
+/// fingerprint, is in the issuer's set: retired, or replaced under the same `kid`, it is not.
+#[tokio::test]
+async fn a_remembered_token_is_taken_only_while_its_key_is_listed() {
+    let ci = Mapping::Claims {
+        username_claim: "sub".into(),
+        username_prefix: "ci:".into(),
+        groups_claim: None,
+        groups_prefix: "ci:".into(),
+    };
+    let issuers = Issuers::new(&[settings(ci)]).unwrap();
+    let keys = &issuers.issuers[0].keys;
+    let (k1, jwk1) = es256("k1");
+    let (k2, jwk2) = es256("k2");
+    let (_, impostor) = es256("k1");
+    let token = signed(&k1, "k1");
+    let other = signed(&k2, "k2");
+
+    keys.fetched(&jwks(&[&jwk1, &jwk2])).unwrap();
+    let user = issuers
+        .verify(&token)
+        .await
+        .expect("ours")
+        .expect("verifies");
+    assert_eq!(user.name, "ci:repo:org/app");
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    assert!(issuers.verified.get(&digest).await.is_some());
+    assert!(
+        issuers.verify(&token).await.expect("ours").is_ok(),
+        "remembered"
+    );
+
+    // k1 retired: the remembered token is refused (its kid named), the other key's still taken.
+    keys.fetched(&jwks(&[&jwk2])).unwrap();
+    let why = issuers
+        .verify(&token)
+        .await
+        .expect("ours")
+        .expect_err("its key is gone");
+    assert!(
+        matches!(why, Unverified::Refused(ref r) if r.contains("kid")),
+        "{why}"
+    );
+    assert!(issuers.verify(&other).await.expect("ours").is_ok());
+
+    // k1 back: taken again. Another key published as k1: not the key that verified it.
+    keys.fetched(&jwks(&[&jwk1, &jwk2])).unwrap();
+    assert!(issuers.verify(&token).await.expect("ours").is_ok());
+    keys.fetched(&jwks(&[&impostor, &jwk2])).unwrap();
+    let why = issuers
+        .verify(&token)
+        .await
+        .expect("ours")
+        .expect_err("another key under its kid");
+    assert!(
+        matches!(why, Unverified::Refused(ref r) if r.contains("signature")),
+        "{why}"
+    );
+}
+
+/// An issuer that cannot be reached is an outage, not a refusal: the error names the issuer and
+/// not the address tried (that is in its source, for the log), and the issuers are not ready.
+#[tokio::test]
+async fn an_unreachable_issuer_cannot_check_a_token_and_is_not_ready() {
+    let issuers = Issuers::new(&[settings(Mapping::Kubernetes)]).unwrap();
+    assert!(
+        issuers.ready().is_ok(),
+        "nothing fetched yet, nothing failed"
+    );
+    let (key, _) = es256("k");
+    let why = issuers
+        .verify(&signed(&key, "k"))
+        .await
+        .expect("ours")
+        .expect_err("cannot be checked");
+    let Unverified::Unreachable(unreachable) = &why else {
+        panic!("{why:?}");
+    };
+    let message = unreachable.to_string();
+    assert!(
+        message.contains("https://issuer.example.com") && !message.contains("127.0.0.1"),
+        "{message}"
+    );
+    let cause = crate::error::chain(unreachable);
+    assert!(cause.contains("127.0.0.1:9"), "{cause}");
+    let unready = issuers.ready().expect_err("not ready");
+    assert_eq!(unready.to_string(), "oidc issuer unreachable");
+    assert!(
+        unready.detail().contains("127.0.0.1:9"),
+        "{}",
+        unready.detail()
     );
 }

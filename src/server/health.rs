@@ -20,12 +20,21 @@ pub(super) async fn readyz(gw: &Gateway) -> Response {
         );
     }
     let (authority, upstream) = tokio::join!(gw.decisions.authority().ready(), gw.upstream.probe());
+    // An OIDC issuer that cannot be reached fails only its own ID tokens (503 each): the
+    // replica stays in rotation for every other credential, and the line says what is down.
+    let mut oidc = None;
     let authority_ok = match authority {
         Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(%error, "readyz: the authority is not answering");
-            false
-        }
+        Err(error) => match error.oidc_unready() {
+            Some(issuers) => {
+                oidc = Some(issuers.to_string());
+                true
+            }
+            None => {
+                tracing::warn!(%error, "readyz: the authority is not answering");
+                false
+            }
+        },
     };
     let upstream_ok = match upstream {
         Ok(_) => true,
@@ -46,6 +55,12 @@ pub(super) async fn readyz(gw: &Gateway) -> Response {
             "not answering (see regate's log)"
         };
         body.push_str(&format!("{dependency}: {state}\n"));
+    }
+    if let Some(issuers) = oidc {
+        // Named without addresses: the detail is in the log (the issuers' check wrote it).
+        body.push_str(&format!(
+            "{issuers}: its ID tokens get 503 meanwhile (see regate's log)\n"
+        ));
     }
     answer(authority_ok && upstream_ok, body)
 }

@@ -1,13 +1,17 @@
 //! An OIDC issuer on 127.0.0.1: discovery and JWKS over HTTP, ES256 and RS256 keys made here,
-//! and ID tokens minted with them, as a CI system or a cluster would. Its keys can be rotated
-//! and the issuer taken down mid-test.
+//! and ID tokens minted with them, as a CI system or a cluster would. Its keys can be rotated or
+//! retired, and the issuer taken down (503) or made to hang mid-test. Each connection is served
+//! on a thread of its own, so a hanging answer holds up no other.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+
+use super::{Env, Reply};
 
 /// The audience tests mint tokens for (and configure regate with).
 pub const OIDC_AUDIENCE: &str = "regate";
@@ -17,14 +21,85 @@ struct SigningKey {
     alg: jsonwebtoken::Algorithm,
     encoding: jsonwebtoken::EncodingKey,
     jwk: serde_json::Value,
+    /// In the key set it serves (a retired key is not, but can still sign).
+    listed: bool,
 }
 
 /// The issuer; stops with the test process.
 pub struct Issuer {
     pub url: String,
+    served: Served,
+}
+
+/// What the issuer's serving threads share with the test.
+#[derive(Clone)]
+struct Served {
+    base: String,
     keys: Arc<Mutex<Vec<SigningKey>>>,
     up: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     jwks_fetches: Arc<AtomicUsize>,
+    jwks_in_flight: Arc<AtomicUsize>,
+    jwks_most_in_flight: Arc<AtomicUsize>,
+}
+
+/// The longest a hanging answer is held (past any client's timeout).
+const HANG_AT_MOST: Duration = Duration::from_secs(60);
+
+impl Served {
+    /// Answers one connection: a request, then close.
+    fn answer(&self, stream: std::net::TcpStream) {
+        let mut reader = BufReader::new(&stream);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        // The rest of the header.
+        let mut header = String::new();
+        while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+            header.clear();
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("");
+        let jwks = path == "/keys";
+        if jwks {
+            self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            let now = self.jwks_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.jwks_most_in_flight.fetch_max(now, Ordering::SeqCst);
+        }
+        // Hanging: hold the connection, answer nothing, until told to stop.
+        let hung = self.hang.load(Ordering::SeqCst);
+        let held = Instant::now();
+        while self.hang.load(Ordering::SeqCst) && held.elapsed() < HANG_AT_MOST {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (status, body) = if hung {
+            ("503 Service Unavailable", "hung".to_string())
+        } else if !self.up.load(Ordering::SeqCst) {
+            ("503 Service Unavailable", "down".to_string())
+        } else if path == "/.well-known/openid-configuration" {
+            let base = &self.base;
+            let doc = serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/keys")});
+            ("200 OK", doc.to_string())
+        } else if jwks {
+            let keys = self.keys.lock().unwrap();
+            let set: Vec<_> = keys
+                .iter()
+                .filter(|k| k.listed)
+                .map(|k| k.jwk.clone())
+                .collect();
+            ("200 OK", serde_json::json!({ "keys": set }).to_string())
+        } else {
+            ("404 Not Found", String::new())
+        };
+        let _ = write!(
+            &stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if jwks {
+            self.jwks_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -43,6 +118,7 @@ fn es256(kid: &str) -> SigningKey {
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": b64(&point[1..33]), "y": b64(&point[33..65]),
         }),
+        listed: true,
     }
 }
 
@@ -59,6 +135,7 @@ fn rs256(kid: &str) -> SigningKey {
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
             "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be()),
         }),
+        listed: true,
     }
 }
 
@@ -68,50 +145,23 @@ impl Issuer {
     pub fn start() -> Issuer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the issuer");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let keys = Arc::new(Mutex::new(vec![es256("es-1"), rs256("rs-1")]));
-        let up = Arc::new(AtomicBool::new(true));
-        let jwks_fetches = Arc::new(AtomicUsize::new(0));
-        let (k, u, f, base) = (keys.clone(), up.clone(), jwks_fetches.clone(), url.clone());
+        let served = Served {
+            base: url.clone(),
+            keys: Arc::new(Mutex::new(vec![es256("es-1"), rs256("rs-1")])),
+            up: Arc::new(AtomicBool::new(true)),
+            hang: Arc::new(AtomicBool::new(false)),
+            jwks_fetches: Arc::new(AtomicUsize::new(0)),
+            jwks_in_flight: Arc::new(AtomicUsize::new(0)),
+            jwks_most_in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        let serving = served.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                // The rest of the header.
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                    header.clear();
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = if !u.load(Ordering::SeqCst) {
-                    ("503 Service Unavailable", "down".to_string())
-                } else if path == "/.well-known/openid-configuration" {
-                    let doc =
-                        serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/keys")});
-                    ("200 OK", doc.to_string())
-                } else if path == "/keys" {
-                    f.fetch_add(1, Ordering::SeqCst);
-                    let keys = k.lock().unwrap();
-                    let set: Vec<_> = keys.iter().map(|k| k.jwk.clone()).collect();
-                    ("200 OK", serde_json::json!({ "keys": set }).to_string())
-                } else {
-                    ("404 Not Found", String::new())
-                };
-                let _ = write!(
-                    &stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let serving = serving.clone();
+                std::thread::spawn(move || serving.answer(stream));
             }
         });
-        Issuer {
-            url,
-            keys,
-            up,
-            jwks_fetches,
-        }
+        Issuer { url, served }
     }
 
     /// Claims of a token for `sub` and `aud`, valid from now for `lifetime` seconds.
@@ -133,7 +183,7 @@ impl Issuer {
 
     /// `claims` signed with key `key`, the header naming `kid`.
     pub fn mint_as(&self, key: &str, kid: &str, claims: &serde_json::Value) -> String {
-        let keys = self.keys.lock().unwrap();
+        let keys = self.served.keys.lock().unwrap();
         let key = keys
             .iter()
             .find(|k| k.kid == key)
@@ -160,17 +210,51 @@ impl Issuer {
 
     /// Adds an ES256 key `kid` (and keeps the others), as an issuer rotating its keys does.
     pub fn add_key(&self, kid: &str) {
-        self.keys.lock().unwrap().push(es256(kid));
+        self.served.keys.lock().unwrap().push(es256(kid));
+    }
+
+    /// Retires key `kid`: the key set no longer lists it (tokens can still be minted with it).
+    pub fn remove_key(&self, kid: &str) {
+        let mut keys = self.served.keys.lock().unwrap();
+        let key = keys
+            .iter_mut()
+            .find(|k| k.kid == kid)
+            .unwrap_or_else(|| panic!("no key {kid}"));
+        key.listed = false;
+    }
+
+    /// Makes every request hang (held open, unanswered) until called with `false`, when the
+    /// held ones are answered 503.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.served.hang.store(hanging, Ordering::SeqCst);
+    }
+
+    /// The most key-set requests it was answering at one time.
+    pub fn jwks_most_in_flight(&self) -> usize {
+        self.served.jwks_most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Takes the issuer down (every request 503) or brings it back.
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
+        self.served.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Panics unless `reply` is regate's 503 for this issuer being unreachable:
+    /// `Retry-After`, the issuer named, no token.
+    pub fn expect_unreachable(&self, env: &Env, reply: &Reply, what: &str) {
+        let err = env.expect_error(reply, 503, "UNAVAILABLE", what);
+        assert!(reply.header("Retry-After").is_some(), "{what}: {reply}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&self.url) && message.contains("cannot be reached"),
+            "{what}: {err}"
+        );
+        assert!(!reply.text().contains("eyJ"), "{what}: a token in {reply}");
     }
 
     /// How many times its key set was fetched.
     pub fn jwks_fetches(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
+        self.served.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// The `identity.oidc` entry trusting this issuer with `mapping` (YAML lines of the entry
