@@ -100,15 +100,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid YAML of the expected shape.
-    #[error("{path}:{line}: {source} (see config/regate.yaml for every field)")]
+    #[error("{path}:{line}: {error} (see config/regate.yaml for every field)")]
     Parse {
         /// The file.
         path: String,
         /// The line of the error (0 when unknown).
         line: usize,
-        /// serde_yaml's error, with line and column.
-        #[source]
-        source: serde_yaml::Error,
+        /// serde_yaml's error, with line and column; in the message, not the error chain, so
+        /// `{:#}` says it once.
+        error: serde_yaml::Error,
     },
     /// A flag has a value that cannot be used.
     #[error("--{flag}: {reason}")]
@@ -334,10 +334,10 @@ impl Config {
                     source,
                 })?;
                 let file: FileConfig =
-                    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    serde_yaml::from_str(&text).map_err(|error| ConfigError::Parse {
                         path: origin.clone(),
-                        line: source.location().map_or(0, |l| l.line()),
-                        source,
+                        line: error.location().map_or(0, |l| l.line()),
+                        error,
                     })?;
                 (file, origin)
             }

@@ -277,6 +277,7 @@ impl Signer {
             // Another process may win the race; then its key is the key.
             crate::fs::create_atomic(path, encoded.as_bytes(), 0o600).map_err(key_err)?;
         }
+        warn_if_readable_by_others(path);
         let text = std::fs::read_to_string(path).map_err(key_err)?;
         let secret = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -476,6 +477,23 @@ fn decode<T: serde::de::DeserializeOwned>(
             };
             TokenError::Invalid(reason.into())
         })
+}
+
+/// Warns (in the log) when the key file at `path` may be read by users other than its owner:
+/// whoever reads it can mint any token.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "signing key {} is readable by other users (mode {:o}): whoever reads it can make \
+             any token; run: chmod 600 {}",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            crate::shell::quote_path(path)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -91,3 +91,73 @@ fn a_broken_hand_edit_keeps_the_last_good_policy_and_names_file_and_line() {
     let reply = env.get_manifest("project-b/app", "v1", Auth::Basic(&default_a));
     env.expect_error(&reply, 403, "DENIED", "after the file was removed");
 }
+
+/// An operator's mistakes are said once, on one line, with where regate looked: an object not
+/// found names the state directory (a forgotten `REGATE_STATE` otherwise looks like a missing
+/// namespace), and a config typo names file, line and field once.
+#[test]
+fn cli_errors_say_where_they_looked_once() {
+    let env = Env::cli_only();
+    let out = env.regate(&[
+        "policy",
+        "add-role-to-user",
+        "system:image-puller",
+        "alice",
+        "-n",
+        "project-nope",
+    ]);
+    expect_failure(&out, "a grant in a namespace that does not exist");
+    let text = stderr(&out);
+    let state = env.state_dir().display().to_string();
+    assert!(
+        text.contains("namespace \"project-nope\" not found")
+            && text.contains(&format!("looked in state directory {state}"))
+            && text.contains("REGATE_STATE"),
+        "{text}"
+    );
+    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+
+    let config = env.dir().join("typo.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:0\nlisen: 127.0.0.1:0\n").expect("write config");
+    let out = env.regate(&[
+        "serve",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--upstream",
+        "http://127.0.0.1:9",
+    ]);
+    expect_failure(&out, "a config with a typo");
+    let text = stderr(&out);
+    assert_eq!(
+        text.matches("unknown field `lisen`").count(),
+        1,
+        "said once: {text}"
+    );
+    assert!(text.contains("typo.yaml:2"), "file and line: {text}");
+}
+
+/// A signing key others may read is warned about when `regate serve` loads it, with the fix:
+/// whoever reads it can make any token.
+#[test]
+fn a_signing_key_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        // The gateway reads no state directory key in kubernetes mode.
+        return;
+    }
+    let mut env = Env::builder().namespaces(PROJECTS).run();
+    let key = env.state_dir().join("signing.key");
+    assert!(key.exists(), "the state directory's key: {}", key.display());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    env.start_replicas(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = env.replica_log(0);
+        if log.contains("readable by other users") {
+            assert!(log.contains("chmod 600"), "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

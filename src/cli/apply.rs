@@ -10,7 +10,6 @@ use super::StateArg;
 use crate::authority::embedded::Object;
 use crate::authority::embedded::Store;
 use crate::authority::embedded::{Document, Outcome, expand_sources, parse_manifests, read_source};
-use crate::config::default_state_dir;
 
 /// Manifest files, as `kubectl apply -f` and `kubectl delete -f` take them.
 #[derive(Debug, Args)]
@@ -64,7 +63,7 @@ impl Apply {
             "name the manifests with -f FILE, -f DIR or -f - (stdin)"
         );
         let documents = self.files.documents()?;
-        let dir = self.state.state.clone().unwrap_or_else(default_state_dir);
+        let dir = self.state.dir();
         let store = Store::open_without_bootstrap(&dir)
             .with_context(|| {
                 format!(

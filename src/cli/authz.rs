@@ -18,7 +18,6 @@ use clap::{Args, Subcommand};
 use super::StateArg;
 use crate::authority::embedded::{IMAGE_PRUNER, IMAGE_PULLER, IMAGE_PUSHER};
 use crate::authority::embedded::{Snapshot, StoreError, load};
-use crate::config::default_state_dir;
 use crate::identity::{
     ANONYMOUS, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNTS, UserInfo, service_account_of,
 };
@@ -198,7 +197,7 @@ impl Auth {
 
 /// Reads the state directory `--state` names, without changing it.
 fn read_state(state: &StateArg) -> anyhow::Result<Snapshot> {
-    let dir: PathBuf = state.state.clone().unwrap_or_else(default_state_dir);
+    let dir: PathBuf = state.dir();
     load(&dir).with_context(|| {
         format!(
             "cannot read state directory {} (flag --state or REGATE_STATE; \

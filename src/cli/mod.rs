@@ -154,10 +154,21 @@ struct StateArg {
     state: Option<PathBuf>,
 }
 
+/// The state directory this command used, so that an error about an object not found there can
+/// name it (a forgotten `REGATE_STATE` otherwise looks like a missing object).
+static STATE_USED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 impl StateArg {
+    /// The state directory: `--state`, `REGATE_STATE`, or the default; remembered for errors.
+    fn dir(&self) -> PathBuf {
+        let dir = self.state.clone().unwrap_or_else(default_state_dir);
+        let _ = STATE_USED.set(dir.clone());
+        dir
+    }
+
     /// Opens the state directory for changes, creating it on first use.
     fn open(&self) -> anyhow::Result<Store> {
-        let dir = self.state.clone().unwrap_or_else(default_state_dir);
+        let dir = self.dir();
         Store::open(&dir).with_context(|| {
             format!(
                 "cannot open state directory {} (flag --state)",
@@ -179,9 +190,31 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {error:#}{}", looked_in(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// ` (in state directory DIR, ...)` when `error` says an object was not found in the state
+/// directory this command used; nothing otherwise.
+fn looked_in(error: &anyhow::Error) -> String {
+    let not_found = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::authority::embedded::StoreError>()
+            .is_some_and(crate::authority::embedded::StoreError::is_not_found)
+            || cause
+                .downcast_ref::<crate::authority::embedded::ApplyError>()
+                .is_some_and(|e| {
+                    matches!(e, crate::authority::embedded::ApplyError::NotFound { .. })
+                })
+    });
+    match STATE_USED.get() {
+        Some(dir) if not_found => format!(
+            " (looked in state directory {}; another is chosen with --state or REGATE_STATE)",
+            dir.display()
+        ),
+        _ => String::new(),
     }
 }
 

@@ -64,6 +64,19 @@ pub const USER_API_VERSION: &str = "user.openshift.io/v1";
 /// `kind` of [`User`].
 pub const USER_KIND: &str = "User";
 
+impl StoreError {
+    /// Whether it says an object the command named does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NamespaceNotFound { .. }
+                | StoreError::ServiceAccountNotFound { .. }
+                | StoreError::UserNotFound { .. }
+                | StoreError::RoleNotFound { .. }
+        )
+    }
+}
+
 /// Why the state directory could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
