@@ -894,3 +894,89 @@ fn console_sign_in(env: &Env, token: &str) -> Reply {
             .form(&[("token", token)]),
     )
 }
+
+/// The README's first command, `scripts/quickstart` (with this build's binary): it serves and
+/// prints the lines to paste, docker push and pull among them; started again while the first
+/// still holds its ports, it stops at once and says which port, instead of reporting the old
+/// one as its own.
+#[test]
+fn the_quickstart_serves_and_refuses_taken_ports() {
+    use std::io::BufRead as _;
+    if AuthorityMode::from_env() != AuthorityMode::Embedded {
+        return; // The quickstart runs the embedded authority only.
+    }
+    let work = tempfile::tempdir().expect("dir");
+    let ports = [free_port(), free_port(), free_port()];
+    let quickstart = |dir: &std::path::Path| {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quickstart"))
+            .env("REGATE_BIN", REGATE)
+            .env("QUICKSTART_DIR", dir)
+            .env("REGATE_PORT", ports[0].to_string())
+            .env("REGATE_TLS_PORT", ports[1].to_string())
+            .env("REGISTRY_PORT", ports[2].to_string())
+            .env_remove("REGATE_STATE")
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let mut first = quickstart(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the quickstart");
+    let stdout = first.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !printed.contains("Ctrl-C stops") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(_) => panic!("the quickstart never said it was ready:\n{printed}"),
+        }
+    }
+    let url = format!("127.0.0.1:{}", ports[0]);
+    for wanted in [
+        format!("regate is serving http://{url}"),
+        format!("docker login {url}"),
+        format!("docker push {url}/project-a/app:v2"),
+        format!("docker pull {url}/project-a/app:v1"),
+    ] {
+        assert!(printed.contains(&wanted), "{wanted:?} in:\n{printed}");
+    }
+
+    // Again, while the first holds the ports.
+    let again = tempfile::tempdir().expect("dir");
+    let out = run_bounded(quickstart(again.path()), Duration::from_secs(60));
+    let text = stderr(&out);
+    assert!(!out.status.success(), "a second quickstart fails: {text}");
+    assert!(
+        text.contains(&format!("port {} on 127.0.0.1 is in use", ports[2])),
+        "{text}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("regate is serving"),
+        "nothing claims to serve"
+    );
+
+    // SIGTERM: the script's trap stops the registry and both regates.
+    // SAFETY: kill(2) on the child's pid, which is ours and not yet reaped.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let _ = first.wait();
+}
