@@ -41,9 +41,23 @@ fn parent(path: &Path) -> &Path {
 
 /// A temporary file beside `path` with `mode` and `bytes`, synced.
 fn temp_with(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    // The temporary file's own name means nothing to whoever reads the error: name the
+    // directory it could not be made in.
+    let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
-        .tempfile_in(parent(path))?;
+        .tempfile_in(dir)
+        .map_err(|e| {
+            let kind = e.kind();
+            io::Error::new(
+                kind,
+                format!(
+                    "cannot create a file in {}: {}",
+                    dir.display(),
+                    io::Error::from(kind)
+                ),
+            )
+        })?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;

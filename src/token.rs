@@ -55,13 +55,13 @@ pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(String),
     /// The signing key file could not be read or written.
-    #[error("signing key {path}: {source}")]
+    #[error("signing key {path}: {error}")]
     Key {
         /// The key file.
         path: String,
-        /// The I/O or decoding failure.
-        #[source]
-        source: std::io::Error,
+        /// The I/O or decoding failure; in the message, not the error chain, so `{:#}` says it
+        /// once.
+        error: std::io::Error,
     },
     /// Signing failed (should not happen with a valid key).
     #[error("cannot sign token: {0}")]
@@ -266,9 +266,9 @@ impl Signer {
     /// Reads the key at `path`, creating it (mode 0600, atomically, once even under concurrent
     /// creators) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
-        let key_err = |source| TokenError::Key {
+        let key_err = |error| TokenError::Key {
             path: path.display().to_string(),
-            source,
+            error,
         };
         if !path.exists() {
             let mut secret = [0u8; SECRET_LEN];

@@ -161,3 +161,33 @@ fn a_signing_key_others_can_read_is_warned_about() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A state directory regate's user may not write is one line, the cause said once, with the
+/// user to give access to (the container image's is 10001), and no temporary file's name.
+#[test]
+fn a_state_directory_it_may_not_write_says_which_user_needs_it() {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root to run the CLI as another user; skipped");
+        return;
+    }
+    let env = Env::cli_only();
+    env.regate_ok(&["create", "namespace", "project-a"]);
+    let state = env.state_dir().display().to_string();
+    let mut command = std::process::Command::new(REGATE);
+    command
+        .args(["create", "namespace", "project-b", "--state", &state])
+        .env_remove("REGATE_STATE")
+        .uid(65534)
+        .gid(65534);
+    let out = run_bounded(command, std::time::Duration::from_secs(30));
+    expect_failure(&out, "a state directory of another user");
+    let text = stderr(&out);
+    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+    assert_eq!(text.matches("ermission denied").count(), 1, "once: {text}");
+    assert!(
+        text.contains("uid 65534") && text.contains("10001") && !text.contains(".tmp-"),
+        "{text}"
+    );
+}

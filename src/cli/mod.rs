@@ -190,7 +190,12 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}{}", looked_in(&error));
+            let text = format!("{error:#}");
+            eprintln!(
+                "error: {text}{}{}",
+                looked_in(&error),
+                permission_hint(&text)
+            );
             ExitCode::FAILURE
         }
     }
@@ -216,6 +221,19 @@ fn looked_in(error: &anyhow::Error) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// The fix for a permission error: which user regate runs as (the container image's is 10001).
+fn permission_hint(text: &str) -> String {
+    if !text.contains("(os error 13)") && !text.contains("ermission denied") {
+        return String::new();
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    format!(
+        " (regate runs as uid {uid}: the file or directory must be readable and writable by \
+         it, e.g. chown -R {uid} on the state directory; the container image runs as uid 10001)"
+    )
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
