@@ -133,6 +133,50 @@ pub enum ConfigError {
 /// A remote (pull-through) namespace, validated: `NAMESPACE/app` is pulled from
 /// `URL/v2/PREFIX/app`, with credentials from the caller's and the namespace's pull secrets
 /// and the global one. Pushes to it are refused.
+/// `trusted_proxies`: the addresses (`10.0.0.5`) and networks (`10.244.0.0/16`, an ingress
+/// controller's pod network) whose forwarded headers are believed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of the addresses or in one of the networks.
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+}
+
+impl FromIterator<std::net::IpAddr> for TrustedProxies {
+    fn from_iter<I: IntoIterator<Item = std::net::IpAddr>>(iter: I) -> Self {
+        TrustedProxies(iter.into_iter().map(ipnet::IpNet::from).collect())
+    }
+}
+
+/// The `trusted_proxies` entries, each an address or a network in CIDR notation.
+fn trusted_proxies(
+    entries: Vec<String>,
+    field: impl Fn(&'static str, String) -> ConfigError,
+) -> Result<TrustedProxies, ConfigError> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    field(
+                        "trusted_proxies",
+                        format!(
+                            "{entry:?} is neither an address nor a network; write e.g. \
+                             10.0.0.5 or 10.244.0.0/16"
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteSettings {
     /// The namespace clients pull from, e.g. `mirror`.
@@ -260,8 +304,8 @@ pub struct Config {
     pub cache: crate::cache::CacheSettings,
     /// How long a bodiless request waits for the registry's response headers.
     pub upstream_timeout: std::time::Duration,
-    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host`/`X-Forwarded-For` are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Who decides.
     pub authority: Authority,
     /// Key file of registry tokens; `None`: the state directory's key (embedded) or a key
@@ -481,7 +525,7 @@ impl Config {
                 file.upstream_timeout.as_deref(),
                 std::time::Duration::from_secs(30),
             )?,
-            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            trusted_proxies: trusted_proxies(file.trusted_proxies.unwrap_or_default(), field)?,
             token_key_file: file.token.key_file,
             token_server,
             pull_secret: args.pull_secret.clone().or(file_upstream.pull_secret),

@@ -16,7 +16,7 @@ pub(super) struct FileConfig {
     pub(super) public_url: Option<String>,
     pub(super) service: Option<String>,
     pub(super) upstream_timeout: Option<String>,
-    pub(super) trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pub(super) token: TokenSection,
     #[serde(default)]

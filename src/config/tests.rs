@@ -546,3 +546,25 @@ fn failed_login_limits_are_shared_out_among_replicas() {
         .to_string();
     assert!(e.contains("failed_logins.replicas"), "{e}");
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    let c = load_yaml(
+        "trusted_proxies: [10.0.0.5, 10.244.0.0/16, \"fd00::/8\"]\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    let trusted = |ip: &str| c.trusted_proxies.contains(&ip.parse().unwrap());
+    assert!(trusted("10.0.0.5"));
+    assert!(!trusted("10.0.0.6"));
+    assert!(trusted("10.244.3.17"));
+    assert!(!trusted("10.245.0.1"));
+    assert!(trusted("fd00::1"));
+    let e = load_yaml("trusted_proxies: [10.0.0.0/33]\n", ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trusted_proxies") && e.contains("10.244.0.0/16"),
+        "{e}"
+    );
+}

@@ -8,7 +8,6 @@
 //! when the audit log is on, the decisions and tokens it made, written as audit lines as soon
 //! as the response headers are known (a pull's decision is on record before its transfer ends).
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -105,7 +104,7 @@ pub(super) struct LogState {
     pub audit: Option<Arc<AuditLog>>,
     /// The console's stream of recent decisions, when the console is served.
     pub recent: Option<Arc<Recent>>,
-    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    pub trusted_proxies: Arc<crate::config::TrustedProxies>,
 }
 
 /// The middleware: hands the pipeline a [`Trail`], counts the request's bytes both ways, writes

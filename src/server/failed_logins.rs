@@ -29,7 +29,7 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use http::header;
 use moka::sync::Cache;
 
-use crate::config::FailedLoginSettings;
+use crate::config::{FailedLoginSettings, TrustedProxies};
 use crate::error::ApiError;
 
 /// Most buckets kept, addresses and names together.
@@ -153,7 +153,7 @@ impl FailedLogins {
 impl Attempt {
     /// The keys `req` counts against. The address is the peer's, or, when the peer is one of
     /// `trusted_proxies`, the last `X-Forwarded-For` entry that is not one of them.
-    pub fn of(req: &Request, trusted_proxies: &[IpAddr]) -> Attempt {
+    pub fn of(req: &Request, trusted_proxies: &TrustedProxies) -> Attempt {
         let mut keys = Vec::with_capacity(2);
         if let Some(address) = counted_address(req, trusted_proxies) {
             keys.push(Key::Address(address));
@@ -205,14 +205,18 @@ impl Attempt {
 
 /// The address `req` counts against, as failed logins count it: the client's address (see
 /// [`client_address`]), an IPv6 one by its /64. `None` without a peer (in-process tests).
-pub(super) fn counted_address(req: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+pub(super) fn counted_address(req: &Request, trusted_proxies: &TrustedProxies) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
     Some(prefix(client_address(peer, req, trusted_proxies)))
 }
 
 /// The client's address: the peer, or the right-most untrusted `X-Forwarded-For` entry when the
 /// peer is a trusted proxy.
-pub(super) fn client_address(peer: IpAddr, req: &Request, trusted_proxies: &[IpAddr]) -> IpAddr {
+pub(super) fn client_address(
+    peer: IpAddr,
+    req: &Request,
+    trusted_proxies: &TrustedProxies,
+) -> IpAddr {
     if !trusted_proxies.contains(&peer) {
         return peer;
     }
@@ -323,8 +327,8 @@ mod tests {
     #[test]
     fn a_burst_then_429_for_that_address_only() {
         let limiter = FailedLogins::new(&settings(3));
-        let attacker = Attempt::of(&request("10.0.0.1:1000", &[]), &[]);
-        let other = Attempt::of(&request("10.0.0.2:1000", &[]), &[]);
+        let attacker = Attempt::of(&request("10.0.0.1:1000", &[]), &TrustedProxies::default());
+        let other = Attempt::of(&request("10.0.0.2:1000", &[]), &TrustedProxies::default());
         for _ in 0..3 {
             limiter.check(&attacker).unwrap();
             let e = limiter.failed(&attacker, ApiError::NotFound);
@@ -345,10 +349,13 @@ mod tests {
         // base64("ci:wrong")
         let basic = [("authorization", "Basic Y2k6d3Jvbmc=")];
         for i in 0..2 {
-            let a = Attempt::of(&request(&format!("10.0.1.{i}:1"), &basic), &[]);
+            let a = Attempt::of(
+                &request(&format!("10.0.1.{i}:1"), &basic),
+                &TrustedProxies::default(),
+            );
             let _ = limiter.failed(&a, ApiError::NotFound);
         }
-        let fresh = Attempt::of(&request("10.0.2.1:1", &basic), &[]);
+        let fresh = Attempt::of(&request("10.0.2.1:1", &basic), &TrustedProxies::default());
         limiter.check(&fresh).unwrap();
         assert!(matches!(
             limiter.failed(&fresh, ApiError::NotFound),
@@ -361,9 +368,9 @@ mod tests {
             ApiError::TooManyRequests { .. }
         ));
         // The name is barred, not the address: the same host with no name is still served.
-        let anonymous = Attempt::of(&request("10.0.2.1:1", &[]), &[]);
+        let anonymous = Attempt::of(&request("10.0.2.1:1", &[]), &TrustedProxies::default());
         limiter.check(&anonymous).unwrap();
-        let elsewhere = Attempt::of(&request("10.0.3.1:1", &[]), &[]);
+        let elsewhere = Attempt::of(&request("10.0.3.1:1", &[]), &TrustedProxies::default());
         limiter.check(&elsewhere).unwrap();
     }
 
@@ -371,17 +378,26 @@ mod tests {
     fn forwarded_for_counts_from_trusted_proxies_only() {
         let proxy: IpAddr = "192.0.2.1".parse().unwrap();
         let xff = [("x-forwarded-for", "203.0.113.9, 198.51.100.7")];
-        let via_proxy = Attempt::of(&request("192.0.2.1:1", &xff), &[proxy]);
+        let via_proxy = Attempt::of(
+            &request("192.0.2.1:1", &xff),
+            &TrustedProxies::from_iter([proxy]),
+        );
         assert_eq!(
             via_proxy.keys,
             vec![Key::Address("198.51.100.7".parse().unwrap())]
         );
-        let direct = Attempt::of(&request("192.0.2.50:1", &xff), &[proxy]);
+        let direct = Attempt::of(
+            &request("192.0.2.50:1", &xff),
+            &TrustedProxies::from_iter([proxy]),
+        );
         assert_eq!(
             direct.keys,
             vec![Key::Address("192.0.2.50".parse().unwrap())]
         );
-        let v6 = Attempt::of(&request("[2001:db8:1:2:3:4:5:6]:1", &[]), &[]);
+        let v6 = Attempt::of(
+            &request("[2001:db8:1:2:3:4:5:6]:1", &[]),
+            &TrustedProxies::default(),
+        );
         assert_eq!(
             v6.keys,
             vec![Key::Address("2001:db8:1:2::".parse().unwrap())]
@@ -391,7 +407,7 @@ mod tests {
     #[test]
     fn zero_burst_turns_it_off() {
         let limiter = FailedLogins::new(&settings(0));
-        let a = Attempt::of(&request("10.0.0.1:1", &[]), &[]);
+        let a = Attempt::of(&request("10.0.0.1:1", &[]), &TrustedProxies::default());
         for _ in 0..100 {
             assert!(matches!(
                 limiter.failed(&a, ApiError::NotFound),
@@ -409,7 +425,7 @@ mod tests {
         let limiter = FailedLogins::new(&settings(1));
         let first = Attempt::of(
             &request("10.0.4.1:1", &[("authorization", &authorization)]),
-            &[],
+            &TrustedProxies::default(),
         );
         let shown = format!("{first:?}");
         assert!(!shown.contains(&credential), "{shown}");
@@ -420,7 +436,7 @@ mod tests {
         // Another address, the same name: the name's bucket is empty.
         let second = Attempt::of(
             &request("10.0.5.1:1", &[("authorization", &authorization)]),
-            &[],
+            &TrustedProxies::default(),
         );
         assert!(matches!(
             limiter.failed(&second, ApiError::NotFound),

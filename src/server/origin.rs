@@ -6,12 +6,12 @@
 //! bracketed IPv6 address), one `Host` header, an origin-form target, and no `CONNECT`. Anything
 //! else is a 400 (405 for `CONNECT`) that never reaches the registry.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request};
 use http::{HeaderMap, Method, Uri, Version, header};
 
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::error::ApiError;
 use crate::proxy::PublicOrigin;
 
@@ -77,7 +77,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// itself off as another. What is dropped is replaced by regate's own.
 pub(super) fn untrusted_request_id_dropped(
     mut req: Request,
-    trusted_proxies: &[IpAddr],
+    trusted_proxies: &TrustedProxies,
 ) -> Request {
     let headers = req.headers();
     if !headers.contains_key("x-request-id") {

@@ -190,7 +190,7 @@ async fn the_realm_follows_host_and_only_a_trusted_proxys_forwarded_headers() {
     let (upstream, _) = counting_upstream().await;
     let gw = gateway_with(&upstream, |c| {
         c.public_url = None;
-        c.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+        c.trusted_proxies = ["10.0.0.1".parse().unwrap()].into_iter().collect();
     });
     let realm = |peer: &str| {
         let mut req = http::Request::get("/v2/")
