@@ -1,6 +1,8 @@
-//! The container image (Dockerfile, deploy/image/build.sh) built on this machine from the binary
-//! under test, and regate run from it: as the non-root user, with CA certificates, its state in
-//! a named volume, pushing and pulling for skopeo.
+//! The container image (Dockerfile, deploy/image/build.sh) built on this machine from this
+//! source, statically linked as the image ships it, and regate run from it: as the non-root
+//! user, with CA certificates, its state in a named volume, pushing and pulling for skopeo. The
+//! static binary alone runs in an empty `scratch` container: what a node of any distribution
+//! gets from deploy/kubelet.
 
 mod common;
 
@@ -50,14 +52,68 @@ impl Drop for Made {
     }
 }
 
+/// This source built statically, as deploy/image/build.sh builds it (a debug build, in a target
+/// directory of its own so that it never waits on the lock of the build running these tests).
+fn static_binary(root: &Path) -> std::path::PathBuf {
+    let target = root.join("target/static");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(root)
+        .args([
+            "build",
+            "--bin",
+            "regate",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    let out = run_bounded(build, Duration::from_secs(1500));
+    assert!(out.status.success(), "static build: {}", show_output(&out));
+    target.join("x86_64-unknown-linux-gnu/debug/regate")
+}
+
 #[test]
 fn the_image_builds_here_runs_as_non_root_and_serves_pushes_and_pulls() {
     let id = format!("{}-{}", std::process::id(), free_port());
     let tag = format!("regate-test:{id}");
     let mut made = Made::default();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = static_binary(root);
+    let binary_arg = binary.to_str().expect("utf-8 path");
+
+    // Statically linked: no interpreter, no library, so any x86_64 Linux runs it.
+    let mut file = Command::new("file");
+    file.arg(&binary);
+    let described =
+        String::from_utf8_lossy(&run_bounded(file, Duration::from_secs(30)).stdout).to_string();
+    assert!(
+        described.contains("statically linked") || described.contains("static-pie linked"),
+        "{described}"
+    );
+    // Alone in an empty container: the binary and nothing else.
+    let bare = tempfile::tempdir().expect("dir");
+    std::fs::copy(&binary, bare.path().join("regate")).expect("copy the binary");
+    std::fs::write(
+        bare.path().join("Dockerfile"),
+        "FROM scratch\nCOPY regate /regate\nENTRYPOINT [\"/regate\"]\n",
+    )
+    .expect("Dockerfile");
+    let bare_tag = format!("regate-bare-test:{id}");
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        &bare_tag,
+        bare.path().to_str().expect("utf-8"),
+    ]);
+    let version = docker(&["run", "--rm", &bare_tag, "--version"]);
+    let _ = docker(&["rmi", "-f", &bare_tag]);
+    assert!(version.status.success(), "{}", show_output(&version));
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("regate "));
+
     let mut build = Command::new(root.join("deploy/image/build.sh"));
-    build.args(["--binary", REGATE, "--tag", &tag]);
+    build.args(["--binary", binary_arg, "--tag", &tag]);
     let out = run_bounded(build, Duration::from_secs(600));
     made.image = Some(tag.clone());
     assert!(out.status.success(), "image build: {}", show_output(&out));

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds the regate container image without pulling any base image: the binary, the shared
-# libraries it links (found with ldd), CA certificates, and a passwd/group naming the non-root
-# user are assembled into target/image/rootfs, which the Dockerfile copies onto `scratch`.
+# Builds the regate container image without pulling any base image: the binary, CA
+# certificates, and a passwd/group naming the non-root user are assembled into
+# target/image/rootfs, which the Dockerfile copies onto `scratch`. The binary is statically
+# linked (glibc's static-pie, `-C target-feature=+crt-static`), so the same file runs on any
+# x86_64 Linux node, whatever its glibc (the kubelet credential provider is copied out of the
+# image onto nodes, deploy/kubelet). A dynamically linked --binary gets the libraries it links
+# copied in beside it (found with ldd).
 #
-#   deploy/image/build.sh                         # cargo build --release, tag regate:latest
+#   deploy/image/build.sh                         # a static release build, tag regate:latest
 #   deploy/image/build.sh --tag regate:1.0
 #   deploy/image/build.sh --binary target/debug/regate --tag regate:ci
 set -euo pipefail
@@ -19,8 +23,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 if [ -z "$binary" ]; then
-	cargo build --release --locked --bin regate
-	binary=target/release/regate
+	echo "building a statically linked regate (release)..."
+	RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+		cargo build --release --locked --bin regate --target x86_64-unknown-linux-gnu
+	binary=target/x86_64-unknown-linux-gnu/release/regate
 fi
 cas=/etc/ssl/certs/ca-certificates.crt
 if [ ! -s "$cas" ]; then
@@ -35,8 +41,9 @@ mkdir -p target/image/state "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$ro
 	"$rootfs/var/lib" "$rootfs/tmp"
 chmod 1777 "$rootfs/tmp"
 install -m 0755 "$binary" "$rootfs/usr/local/bin/regate"
-# The dynamic loader and every library the binary links, at the paths the binary names.
-ldd "$binary" | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }' | while read -r lib; do
+# A dynamic binary: the loader and every library it links, at the paths the binary names.
+# (ldd exits non-zero for a static one, which needs none.)
+{ ldd "$binary" 2>/dev/null || true; } | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }' | while read -r lib; do
 	[ -n "$lib" ] || continue
 	mkdir -p "$rootfs$(dirname "$lib")"
 	cp -L "$lib" "$rootfs$lib"
