@@ -739,3 +739,99 @@ fn a_go_h2_client_sending_head_reads_refusals_without_protocol_errors() {
         tail(&log, 20)
     );
 }
+
+/// Over h2, as Go clients and browsers send it: a token form is read before the request takes a
+/// place among `max_in_flight`, so one trickled on its stream holds none (408 at the deadline)
+/// while a token is issued on another connection meanwhile; a form sent whole is taken.
+#[test]
+fn a_token_form_trickled_over_h2_holds_no_place_others_need() {
+    use std::io::Write as _;
+    let work = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(work.path(), "ca");
+    let base = if AuthorityMode::from_env().is_kubernetes() {
+        KUBERNETES_TEST_CONFIG
+    } else {
+        ""
+    };
+    let env = tls_env(
+        &ca,
+        Env::builder()
+            .namespaces(&["project-a"])
+            .gateway_config(&format!(
+                "{base}connections:\n  request_timeout: 4s\n  max_in_flight: 1\n"
+            )),
+    );
+    let token = env.token("builder", "project-a");
+    let cacert = ca.ca_file.to_str().expect("utf-8 path");
+    let realm = format!("{}/openshift/token", env.url());
+
+    // A form whose body comes three bytes at first, then nothing.
+    let mut slow = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--http2", "--cacert", cacert])
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+        ])
+        .args(["-T", "-", &realm])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start curl");
+    let mut stdin = slow.stdin.take().expect("stdin");
+    stdin.write_all(b"gra").expect("the first bytes");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let scope = "?service=regate&scope=repository:project-a/app:pull";
+    let user = format!("anything:{token}");
+    let meanwhile = version_and_status(
+        &format!("{realm}{scope}"),
+        &["--http2", "--cacert", cacert, "-u", &user],
+    );
+    assert_eq!(meanwhile, "2 200", "a token while the form trickles");
+    let whole = version_and_status(
+        &realm,
+        &[
+            "--http2",
+            "--cacert",
+            cacert,
+            "--data-urlencode",
+            "grant_type=password",
+            "--data-urlencode",
+            "username=anything",
+            "--data-urlencode",
+            &format!("password={token}"),
+            "--data-urlencode",
+            "scope=repository:project-a/app:pull",
+            "--data-urlencode",
+            "service=regate",
+        ],
+    );
+    assert_eq!(whole, "2 200", "a form sent whole over h2");
+
+    // Cut at the deadline, as the access log says (curl, still uploading, may report the
+    // stream's reset rather than the answer).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = env.regate_log();
+        let cut = log.lines().any(|line| {
+            line.contains("method=POST")
+                && line.contains("path=\"/openshift/token\"")
+                && line.contains("status=408")
+        });
+        if cut {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 408 for the trickled form:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stdin);
+    let _ = slow.kill();
+    let _ = slow.wait();
+}

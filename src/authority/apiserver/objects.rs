@@ -61,6 +61,22 @@ impl ApiServer {
     /// user the store's RBAC allows `verb` on `resource` named `name` (empty: a list or create)
     /// in `namespace` (empty: cluster scope): the check the Kubernetes API server's RBAC
     /// authorizer makes before any handler runs.
+    /// The snapshot to answer a list from, once the caller may `list` `resource` in
+    /// `namespace` (`""`: cluster scope) and `query` asks nothing this server cannot honour.
+    pub(super) async fn listable(
+        &self,
+        headers: &HeaderMap,
+        query: Result<Query<ListOptions>, QueryRejection>,
+        resource: Resource,
+        namespace: &str,
+    ) -> Result<Arc<crate::authority::embedded::Snapshot>, StatusError> {
+        let (_, embedded) = self
+            .permitted(headers, "list", resource, namespace, "")
+            .await?;
+        list_options(query)?;
+        Ok(embedded.snapshot())
+    }
+
     pub(super) async fn permitted(
         &self,
         headers: &HeaderMap,
@@ -183,11 +199,7 @@ pub(super) async fn namespaces(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", NAMESPACES, "", "")
-        .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
+    let snapshot = server.listable(&headers, query, NAMESPACES, "").await?;
     Ok(list_of(
         snapshot.namespace_objects.values().cloned().map(active),
     ))
@@ -217,11 +229,9 @@ pub(super) async fn service_accounts(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", SERVICE_ACCOUNTS, &namespace, "")
+    let snapshot = server
+        .listable(&headers, query, SERVICE_ACCOUNTS, &namespace)
         .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
     let start = (namespace.clone(), String::new());
     let accounts: Vec<ServiceAccount> = snapshot
         .service_account_objects
@@ -237,11 +247,7 @@ pub(super) async fn cluster_roles(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", CLUSTER_ROLES, "", "")
-        .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
+    let snapshot = server.listable(&headers, query, CLUSTER_ROLES, "").await?;
     Ok(list_of(
         snapshot.policy.cluster_roles().into_iter().cloned(),
     ))
@@ -269,11 +275,9 @@ pub(super) async fn cluster_role_bindings(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", CLUSTER_ROLE_BINDINGS, "", "")
+    let snapshot = server
+        .listable(&headers, query, CLUSTER_ROLE_BINDINGS, "")
         .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
     Ok(list_of(snapshot.policy.cluster_role_bindings().to_vec()))
 }
 
@@ -283,11 +287,7 @@ pub(super) async fn roles(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", ROLES, &namespace, "")
-        .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
+    let snapshot = server.listable(&headers, query, ROLES, &namespace).await?;
     Ok(list_of(
         snapshot.policy.roles_in(&namespace).into_iter().cloned(),
     ))
@@ -299,11 +299,9 @@ pub(super) async fn role_bindings(
     query: Result<Query<ListOptions>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, StatusError> {
-    let (_, embedded) = server
-        .permitted(&headers, "list", ROLE_BINDINGS, &namespace, "")
+    let snapshot = server
+        .listable(&headers, query, ROLE_BINDINGS, &namespace)
         .await?;
-    list_options(query)?;
-    let snapshot = embedded.snapshot();
     // A namespace that does not exist has none, as in Kubernetes.
     Ok(list_of(
         snapshot.policy.role_bindings_in(&namespace).to_vec(),
